@@ -1,0 +1,143 @@
+// A k-d tree built inside the CPU ops for large clouds, so that kNN, nearest-neighbour distance
+// and FPS are not O(P1 * P2). Every distance it computes is the same expression as the brute-force
+// path (fastvision/point_math.h), and every pruning bound is a rigorous lower bound of that
+// computed distance (per-axis offsets rounded the same way, summed in the same order), so the
+// results are bit-identical to the brute-force path, ties included.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "fastvision/point_math.h"
+
+namespace fastvision::points {
+
+constexpr int kKdMaxDim = 8;  // the tree is used for D <= kKdMaxDim only
+
+template <typename T>
+class KdTree {
+ public:
+  struct Node {
+    T split;
+    int32_t dim;
+    int32_t left;   // -1 for a leaf
+    int32_t right;
+    int64_t lo, hi;  // the node's range in the reordered point array
+  };
+
+  // points: contiguous (n, D). Leaves hold at most leaf_size points.
+  void build(const T* points, int64_t n, int D, int64_t leaf_size) {
+    D_ = D;
+    leaf_size_ = leaf_size;
+    std::vector<int64_t> perm(n);
+    std::iota(perm.begin(), perm.end(), int64_t{0});
+    nodes_.clear();
+    nodes_.reserve(static_cast<size_t>(2 * (n / std::max<int64_t>(leaf_size / 2, 1)) + 2));
+    if (n > 0) {
+      build_node(points, perm, 0, n);
+    }
+    pts_.resize(static_cast<size_t>(n * D));
+    ids_ = perm;
+    for (int64_t j = 0; j < n; ++j) {
+      std::copy_n(points + perm[j] * D, D, pts_.data() + j * D);
+    }
+  }
+
+  // The K nearest points of q, ascending by (distance, index), merged into dist/idx (which the
+  // caller initialises to +inf / -1).
+  template <int NORM, int DS>
+  void knn(const T* q, int K, T* dist, int64_t* idx) const {
+    if (nodes_.empty()) {
+      return;
+    }
+    T off[kKdMaxDim] = {};
+    search<NORM, DS>(0, q, off, K, dist, idx);
+  }
+
+  const std::vector<Node>& nodes() const { return nodes_; }
+  const T* points() const { return pts_.data(); }
+  const int64_t* ids() const { return ids_.data(); }
+
+ private:
+  int32_t build_node(const T* points, std::vector<int64_t>& perm, int64_t lo, int64_t hi) {
+    const int32_t id = static_cast<int32_t>(nodes_.size());
+    nodes_.push_back(Node{T(0), 0, -1, -1, lo, hi});
+    if (hi - lo <= leaf_size_) {
+      return id;
+    }
+    // Split the widest axis at the median.
+    int best_dim = 0;
+    T best_extent = T(-1);
+    for (int d = 0; d < D_; ++d) {
+      T mn = points[perm[lo] * D_ + d], mx = mn;
+      for (int64_t j = lo + 1; j < hi; ++j) {
+        const T v = points[perm[j] * D_ + d];
+        mn = std::min(mn, v);
+        mx = std::max(mx, v);
+      }
+      if (mx - mn > best_extent) {
+        best_extent = mx - mn;
+        best_dim = d;
+      }
+    }
+    const int64_t mid = lo + (hi - lo) / 2;
+    std::nth_element(perm.begin() + lo, perm.begin() + mid, perm.begin() + hi,
+                     [&](int64_t a, int64_t b) {
+                       const T va = points[a * D_ + best_dim], vb = points[b * D_ + best_dim];
+                       return va < vb || (va == vb && a < b);
+                     });
+    const T split = points[perm[mid] * D_ + best_dim];
+    const int32_t left = build_node(points, perm, lo, mid);
+    const int32_t right = build_node(points, perm, mid, hi);
+    nodes_[id].split = split;
+    nodes_[id].dim = best_dim;
+    nodes_[id].left = left;
+    nodes_[id].right = right;
+    return id;
+  }
+
+  // Lower bound of the computed distance from q to any point whose per-axis offsets from q are
+  // at least off[]: the same terms, rounded the same way, summed in the same order.
+  template <int NORM, int DS>
+  T bound(const T* off) const {
+    const int dims = DS > 0 ? DS : D_;
+    T acc = dist_term<NORM>(off[0]);
+    for (int d = 1; d < dims; ++d) {
+      acc = fv_add(acc, dist_term<NORM>(off[d]));
+    }
+    return acc;
+  }
+
+  template <int NORM, int DS>
+  void search(int32_t node, const T* q, T* off, int K, T* dist, int64_t* idx) const {
+    const Node& nd = nodes_[node];
+    if (nd.left < 0) {
+      const T* p = pts_.data();
+      for (int64_t j = nd.lo; j < nd.hi; ++j) {
+        const T d = point_dist<NORM, T, DS>(q, 1, p + j * D_, 1, D_);
+        topk_insert_dynamic(dist, idx, K, d, ids_[j]);
+      }
+      return;
+    }
+    const T diff = q[nd.dim] - nd.split;
+    const int32_t near = diff <= T(0) ? nd.left : nd.right;
+    const int32_t far = diff <= T(0) ? nd.right : nd.left;
+    search<NORM, DS>(near, q, off, K, dist, idx);
+    const T saved = off[nd.dim];
+    off[nd.dim] = fv_abs(diff);
+    // Ties must be explored: a point at exactly the K-th distance may have a lower index.
+    if (!(bound<NORM, DS>(off) > dist[K - 1])) {
+      search<NORM, DS>(far, q, off, K, dist, idx);
+    }
+    off[nd.dim] = saved;
+  }
+
+  int D_ = 0;
+  int64_t leaf_size_ = 16;
+  std::vector<Node> nodes_;
+  std::vector<T> pts_;
+  std::vector<int64_t> ids_;
+};
+
+}  // namespace fastvision::points

@@ -1,0 +1,212 @@
+// CPU kernels of knn_points and its backward: a blocked brute-force scan (vectorised distance
+// chunks over a structure-of-arrays copy of p2) for small clouds, a k-d tree for large ones.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "fastvision/point_math.h"
+#include "kdtree.h"
+#include "cpu_distance.h"
+#include "knn_common.h"
+#include "points_common.h"
+
+namespace fastvision::points {
+
+namespace {
+
+constexpr int64_t kChunk = 16;         // distances computed together (one SIMD-friendly block)
+constexpr int64_t kQueryGrain = 32;    // queries per parallel work item
+constexpr int64_t kTreeMinPoints = 4096;  // auto: use the k-d tree from this cloud size on...
+constexpr int64_t kTreeLeafSize = 16;
+
+// Brute-force top-K of queries [i0, i1) of one cloud. Points are scanned in ascending index, so a
+// strict `<` against the current K-th keeps the lowest index among equal distances.
+template <int NORM, int DS, typename T>
+void knn_brute(const T* q, int64_t i0, int64_t i1, const T* soa, int64_t stride, int64_t n2,
+               int D, int K, T* out_d, int64_t* out_i) {
+  T buf[kChunk];
+  for (int64_t i = i0; i < i1; ++i) {
+    T* dd = out_d + i * K;
+    int64_t* ii = out_i + i * K;
+    const T* qi = q + i * D;
+    for (int64_t j0 = 0; j0 < n2; j0 += kChunk) {
+      const int64_t n = std::min(kChunk, n2 - j0);
+      if (n == kChunk) {
+        chunk_distances<NORM, DS>(qi, soa, stride, j0, kChunk, D, buf);
+      } else {
+        chunk_distances<NORM, DS>(qi, soa, stride, j0, n, D, buf);
+      }
+      T mn = buf[0];
+      for (int64_t c = 1; c < n; ++c) {
+        mn = std::min(mn, buf[c]);
+      }
+      if (!(mn < dd[K - 1])) {
+        continue;
+      }
+      for (int64_t c = 0; c < n; ++c) {
+        if (buf[c] < dd[K - 1]) {
+          topk_insert_dynamic(dd, ii, K, buf[c], j0 + c);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void fill_empty(T* d, int64_t* i, int64_t n) {
+  std::fill_n(d, n, fv_infinity<T>());
+  std::fill_n(i, n, int64_t{-1});
+}
+
+template <typename T, int NORM, int DS>
+void knn_impl(const at::Tensor& p1, const at::Tensor& p2, const int64_t* len1,
+              const int64_t* len2, int K, bool use_tree, at::Tensor& dists, at::Tensor& idx) {
+  const int64_t B = p1.size(0), P1 = p1.size(1), P2 = p2.size(1);
+  const int D = static_cast<int>(p1.size(2));
+  const T* q = p1.const_data_ptr<T>();
+  T* out_d = dists.mutable_data_ptr<T>();
+  int64_t* out_i = idx.mutable_data_ptr<int64_t>();
+  fill_empty(out_d, out_i, B * P1 * K);
+  const int64_t chunks = (P1 + kQueryGrain - 1) / kQueryGrain;
+
+  if (use_tree) {
+    std::vector<KdTree<T>> trees(static_cast<size_t>(B));
+    const T* pts = p2.const_data_ptr<T>();
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        trees[b].build(pts + b * P2 * D, len2[b], D, kTreeLeafSize);
+      }
+    });
+    at::parallel_for(0, B * chunks, 1, [&](int64_t w0, int64_t w1) {
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t b = w / chunks, c = w % chunks;
+        const int64_t i1 = std::min(len1[b], (c + 1) * kQueryGrain);
+        for (int64_t i = c * kQueryGrain; i < i1; ++i) {
+          const int64_t o = (b * P1 + i) * K;
+          trees[b].template knn<NORM, DS>(q + (b * P1 + i) * D, K, out_d + o, out_i + o);
+        }
+      }
+    });
+    return;
+  }
+  // Structure-of-arrays copy of p2: (B, D, P2).
+  const at::Tensor soa = p2.transpose(1, 2).contiguous();
+  const T* s = soa.const_data_ptr<T>();
+  at::parallel_for(0, B * chunks, 1, [&](int64_t w0, int64_t w1) {
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t b = w / chunks, c = w % chunks;
+      const int64_t i0 = c * kQueryGrain, i1 = std::min(len1[b], i0 + kQueryGrain);
+      if (i0 >= i1 || len2[b] == 0) {
+        continue;
+      }
+      knn_brute<NORM, DS>(q + b * P1 * D, i0, i1, s + b * D * P2, P2, len2[b], D, K,
+                          out_d + b * P1 * K, out_i + b * P1 * K);
+    }
+  });
+}
+
+template <typename T, int NORM>
+void knn_backward_impl(const at::Tensor& p1, const at::Tensor& p2, const at::Tensor& idx,
+                       const at::Tensor& grad, at::Tensor& g1, at::Tensor& g2) {
+  const int64_t B = p1.size(0), P1 = p1.size(1), P2 = p2.size(1), K = idx.size(2);
+  const int64_t D = p1.size(2);
+  const T* a = p1.const_data_ptr<T>();
+  const T* b = p2.const_data_ptr<T>();
+  const int64_t* ix = idx.const_data_ptr<int64_t>();
+  const T* g = grad.const_data_ptr<T>();
+  T* ga = g1.mutable_data_ptr<T>();
+  T* gb = g2.mutable_data_ptr<T>();
+  // One cloud per work item: the scatter into grad_p2 stays sequential, hence deterministic.
+  at::parallel_for(0, B, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t i = 0; i < P1; ++i) {
+        const T* qi = a + (c * P1 + i) * D;
+        T* gqi = ga + (c * P1 + i) * D;
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t j = ix[(c * P1 + i) * K + k];
+          if (j < 0) {
+            continue;
+          }
+          const T gk = g[(c * P1 + i) * K + k];
+          const T* pj = b + (c * P2 + j) * D;
+          T* gpj = gb + (c * P2 + j) * D;
+          for (int64_t d = 0; d < D; ++d) {
+            const T v = gk * dist_term_grad<NORM>(qi[d] - pj[d]);
+            gqi[d] += v;
+            gpj[d] -= v;
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> knn_points_cpu(const at::Tensor& p1, const at::Tensor& p2,
+                                                  const std::optional<at::Tensor>& lengths1,
+                                                  const std::optional<at::Tensor>& lengths2,
+                                                  int64_t K, int64_t norm, bool return_sorted,
+                                                  int64_t method) {
+  (void)return_sorted;  // every path returns neighbours sorted by (distance, index)
+  constexpr const char* op = "knn_points";
+  check_knn_args(p1, p2, K, norm, method, op);
+  const at::Tensor l1 = lengths_or_full(lengths1, p1, op, "lengths1");
+  const at::Tensor l2 = lengths_or_full(lengths2, p2, op, "lengths2");
+  check_lengths_values(l1, p1.size(1), op, "lengths1");
+  check_lengths_values(l2, p2.size(1), op, "lengths2");
+
+  const at::ScalarType ct = cpu_compute_type(p1.scalar_type());
+  const at::Tensor a = p1.to(ct).contiguous(), b = p2.to(ct).contiguous();
+  const int64_t B = a.size(0), P1 = a.size(1), P2 = b.size(1), D = a.size(2);
+  at::Tensor dists = at::empty({B, P1, K}, a.options());
+  at::Tensor idx = at::empty({B, P1, K}, a.options().dtype(at::kLong));
+  if (B > 0 && P1 > 0) {
+    const bool use_tree =
+        method == kKnnKdTree ||
+        (method == kKnnAuto && D <= kKdMaxDim && P2 >= kTreeMinPoints && P1 >= kQueryGrain);
+    FV_CHECK_VALUE(!use_tree || D <= kKdMaxDim, op, "the k-d tree method supports D <= ",
+                   kKdMaxDim, ", got D = ", D);
+    const int64_t* len1 = l1.const_data_ptr<int64_t>();
+    const int64_t* len2 = l2.const_data_ptr<int64_t>();
+    AT_DISPATCH_FLOATING_TYPES(ct, "knn_points_cpu", [&] {
+      const int k = static_cast<int>(K);
+      if (norm == 2) {
+        D == 3 ? knn_impl<scalar_t, 2, 3>(a, b, len1, len2, k, use_tree, dists, idx)
+               : knn_impl<scalar_t, 2, 0>(a, b, len1, len2, k, use_tree, dists, idx);
+      } else {
+        D == 3 ? knn_impl<scalar_t, 1, 3>(a, b, len1, len2, k, use_tree, dists, idx)
+               : knn_impl<scalar_t, 1, 0>(a, b, len1, len2, k, use_tree, dists, idx);
+      }
+    });
+  }
+  return {dists.to(p1.scalar_type()), idx};
+}
+
+std::tuple<at::Tensor, at::Tensor> knn_points_backward_cpu(const at::Tensor& p1,
+                                                           const at::Tensor& p2,
+                                                           const at::Tensor& idx,
+                                                           const at::Tensor& grad_dists,
+                                                           int64_t norm) {
+  constexpr const char* op = "_knn_points_backward";
+  check_knn_backward_args(p1, p2, idx, grad_dists, norm, op);
+  const at::ScalarType ct = cpu_compute_type(p1.scalar_type());
+  const at::Tensor a = p1.to(ct).contiguous(), b = p2.to(ct).contiguous();
+  const at::Tensor g = grad_dists.to(ct).contiguous(), ix = idx.contiguous();
+  at::Tensor g1 = at::zeros_like(a), g2 = at::zeros_like(b);
+  AT_DISPATCH_FLOATING_TYPES(ct, "knn_points_backward_cpu", [&] {
+    norm == 2 ? knn_backward_impl<scalar_t, 2>(a, b, ix, g, g1, g2)
+              : knn_backward_impl<scalar_t, 1>(a, b, ix, g, g1, g2);
+  });
+  return {g1.to(p1.scalar_type()), g2.to(p2.scalar_type())};
+}
+
+TORCH_LIBRARY_IMPL(fastvision, CPU, m) {
+  m.impl("knn_points", &knn_points_cpu);
+  m.impl("_knn_points_backward", &knn_points_backward_cpu);
+}
+
+}  // namespace fastvision::points

@@ -1,0 +1,24 @@
+"""fastvision: fast, faithful C++/CUDA operators and models for five vision papers."""
+
+import torch  # noqa: F401  (loads libtorch before the extension that links against it)
+
+from fastvision._loader import load_extension
+
+_C = load_extension()
+__version__ = _C.version
+
+from fastvision import ops  # noqa: E402  (registers fake kernels and autograd)
+
+__all__ = ["ops", "__version__", "build_info"]
+
+
+def build_info() -> dict:
+    """How this fastvision was built: versions, CUDA on/off and architectures."""
+    return {
+        "fastvision": _C.version,
+        "built_with_torch": _C.torch_version,
+        "cuda_compiled": bool(_C.cuda),
+        "cuda_archs": _C.cuda_archs or None,
+        "cuda_runtime_version": _C.cuda_version,
+        "compiler": getattr(_C, "compiler", None),
+    }
