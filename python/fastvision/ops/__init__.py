@@ -1,1 +1,25 @@
-"""fastvision operators."""
+"""fastvision operators: public wrappers of ``torch.ops.fastvision.*``.
+
+Each wrapper documents shapes, dtypes and conventions; ``fastvision.ops._reference`` holds the
+pure-PyTorch oracle of every op.
+"""
+
+from fastvision.ops.points import (
+    KNN,
+    NNDistance,
+    chamfer_distance,
+    farthest_point_sample,
+    knn_gather,
+    knn_points,
+    nn_distance,
+)
+
+__all__ = [
+    "KNN",
+    "NNDistance",
+    "chamfer_distance",
+    "farthest_point_sample",
+    "knn_gather",
+    "knn_points",
+    "nn_distance",
+]
