@@ -280,8 +280,9 @@ def farthest_point_sample(
         if start >= P:
             raise ValueError(f"{op}: start = {start} is not a point index (P = {P})")
         seeds = torch.full((B, 1), start, dtype=torch.int64, device=points.device)
+    # Indices are not differentiable, and min_dists are reported, not a training signal.
     idx, min_dists = torch.ops.fastvision.farthest_point_sample(
-        points, lengths, K, seeds, _method_code(method, _FPS_METHODS, op)
+        points.detach(), lengths, K, seeds, _method_code(method, _FPS_METHODS, op)
     )
     return (idx, min_dists) if return_min_dists else idx
 
@@ -291,7 +292,7 @@ def farthest_point_sample(
 
 
 @torch.library.register_fake("fastvision::knn_points")
-def _knn_points_fake(p1, p2, lengths1, lengths2, K, norm, return_sorted, method):
+def _knn_points_fake(p1, p2, lengths1=None, lengths2=None, K=1, norm=2, return_sorted=True, method=-1):
     torch._check(p1.dim() == 3 and p2.dim() == 3, lambda: "knn_points: p1 and p2 must be (B, P, D)")
     torch._check(p1.shape[0] == p2.shape[0] and p1.shape[2] == p2.shape[2])
     torch._check(1 <= K, lambda: f"knn_points: K must be at least 1, got {K}")
@@ -305,7 +306,7 @@ def _knn_points_backward_fake(p1, p2, idx, grad_dists, norm):
 
 
 @torch.library.register_fake("fastvision::nn_distance")
-def _nn_distance_fake(p1, p2, lengths1, lengths2, norm, method):
+def _nn_distance_fake(p1, p2, lengths1=None, lengths2=None, norm=2, method=-1):
     torch._check(p1.dim() == 3 and p2.dim() == 3, lambda: "nn_distance: p1 and p2 must be (B, P, D)")
     B, P1, P2 = p1.shape[0], p1.shape[1], p2.shape[1]
     return (
@@ -317,7 +318,7 @@ def _nn_distance_fake(p1, p2, lengths1, lengths2, norm, method):
 
 
 @torch.library.register_fake("fastvision::farthest_point_sample")
-def _fps_fake(points, lengths, K, start_idx, method):
+def _fps_fake(points, lengths, K, start_idx, method=-1):
     B = points.shape[0]
     return points.new_empty((B, K), dtype=torch.int64), points.new_empty((B, K))
 

@@ -1,0 +1,137 @@
+"""Pure-PyTorch oracles of every fastvision op: the semantics in executable form, the test oracle
+and a fallback. They favour clarity over speed (dense distance matrices, Python loops).
+
+Distances are computed directly as ``sum((a - b) ** 2)`` (or ``|a - b|``) in the input dtype (float32
+for half inputs, as the kernels do); ties go to the lower index.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def _full_lengths(lengths, B, P, device):
+    if lengths is None:
+        return torch.full((B,), P, dtype=torch.int64, device=device)
+    return lengths
+
+
+def pairwise_distances(p1: torch.Tensor, p2: torch.Tensor, norm: int = 2) -> torch.Tensor:
+    """``(B, P1, D), (B, P2, D) -> (B, P1, P2)``, accumulated coordinate by coordinate."""
+    ct = _compute_dtype(p1)
+    a, b = p1.to(ct), p2.to(ct)
+    out = None
+    for d in range(a.shape[2]):
+        diff = a[:, :, None, d] - b[:, None, :, d]
+        term = diff * diff if norm == 2 else diff.abs()
+        out = term if out is None else out + term
+    return out
+
+
+def knn_points(p1, p2, K, lengths1=None, lengths2=None, norm=2):
+    """Reference of :func:`fastvision.ops.knn_points`: ``(dists, idx)``."""
+    B, P1, P2 = p1.shape[0], p1.shape[1], p2.shape[1]
+    l1 = _full_lengths(lengths1, B, P1, p1.device)
+    l2 = _full_lengths(lengths2, B, P2, p1.device)
+    d = pairwise_distances(p1, p2, norm)
+    inf = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
+    invalid_col = torch.arange(P2, device=d.device)[None, None, :] >= l2[:, None, None]
+    d = torch.where(invalid_col, inf, d)
+    sd, si = torch.sort(d, dim=2, stable=True)
+    sd, si = sd[:, :, :K], si[:, :, :K]
+    invalid_row = torch.arange(P1, device=d.device)[None, :, None] >= l1[:, None, None]
+    missing = torch.isinf(sd) | invalid_row
+    sd = torch.where(missing, inf, sd)
+    si = torch.where(missing, torch.full_like(si, -1), si)
+    return sd.to(p1.dtype), si
+
+
+def knn_gather(x, idx):
+    """Reference of :func:`fastvision.ops.knn_gather` (loops; -1 gathers zeros)."""
+    B, P, K = idx.shape
+    out = x.new_zeros(B, P, K, x.shape[2])
+    for b in range(B):
+        for p in range(P):
+            for k in range(K):
+                j = int(idx[b, p, k])
+                if j >= 0:
+                    out[b, p, k] = x[b, j]
+    return out
+
+
+def nn_distance(p1, p2, lengths1=None, lengths2=None, norm=2):
+    """Reference of :func:`fastvision.ops.nn_distance`: ``(d12, i12, d21, i21)``."""
+    B, P1, P2 = p1.shape[0], p1.shape[1], p2.shape[1]
+    l1 = _full_lengths(lengths1, B, P1, p1.device)
+    l2 = _full_lengths(lengths2, B, P2, p1.device)
+
+    def one_way(a, b, la, lb):
+        if b.shape[1] == 0:
+            d = torch.full(a.shape[:2], float("inf"), dtype=a.dtype, device=a.device)
+            i = torch.full(a.shape[:2], -1, dtype=torch.int64, device=a.device)
+        else:
+            d, i = knn_points(a, b, 1, la, lb, norm)
+            d, i = d[:, :, 0], i[:, :, 0]
+        pad = torch.arange(a.shape[1], device=a.device)[None, :] >= la[:, None]
+        return d.masked_fill(pad, 0), i.masked_fill(pad, -1)
+
+    d12, i12 = one_way(p1, p2, l1, l2)
+    d21, i21 = one_way(p2, p1, l2, l1)
+    return d12, i12, d21, i21
+
+
+def chamfer_distance(p1, p2, lengths1=None, lengths2=None, norm=2):
+    """Per-cloud Chamfer distance ``(B,)``: mean of both nearest-neighbour directions."""
+    d12, _, d21, _ = nn_distance(p1, p2, lengths1, lengths2, norm)
+    B = p1.shape[0]
+    l1 = _full_lengths(lengths1, B, p1.shape[1], p1.device).clamp(min=1)
+    l2 = _full_lengths(lengths2, B, p2.shape[1], p1.device).clamp(min=1)
+    return d12.sum(1) / l1.to(d12.dtype) + d21.sum(1) / l2.to(d21.dtype)
+
+
+def farthest_point_sample(points, K, lengths=None, start_idx=None):
+    """Reference of :func:`fastvision.ops.farthest_point_sample`: ``(idx, min_dists)``.
+
+    ``start_idx`` is ``(B, S)`` (``-1`` skipped) or None (start at index 0).
+    """
+    B, P = points.shape[:2]
+    ct = _compute_dtype(points)
+    pts = points.to(ct)
+    lens = _full_lengths(lengths, B, P, points.device)
+    idx = torch.full((B, K), -1, dtype=torch.int64)
+    md = torch.zeros((B, K), dtype=ct)
+    for b in range(B):
+        n = int(lens[b])
+        if n == 0 or K == 0:
+            continue
+        cloud = pts[b, :n]
+        mind = torch.full((n,), float("inf"), dtype=ct)
+        chosen = []
+        seeds = [] if start_idx is None else [int(s) for s in start_idx[b] if int(s) >= 0]
+        for s in seeds[:K]:
+            chosen.append((s, mind[s].item()))
+            mind = torch.minimum(mind, pairwise_distances(cloud[None, s : s + 1], cloud[None])[0, 0])
+        if not chosen:
+            chosen.append((0, float("inf")))
+            mind = torch.minimum(mind, pairwise_distances(cloud[None, 0:1], cloud[None])[0, 0])
+        while len(chosen) < min(K, max(n, len(chosen))):
+            j = int(torch.argmax(mind))  # first maximal index
+            chosen.append((j, mind[j].item()))
+            mind = torch.minimum(mind, pairwise_distances(cloud[None, j : j + 1], cloud[None])[0, 0])
+        for k, (j, d) in enumerate(chosen):
+            idx[b, k] = j
+            md[b, k] = d
+    return idx.to(points.device), md.to(points.dtype).to(points.device)
+
+
+def sampling_loss_terms(generated, points, lengths_g=None, lengths_p=None):
+    """S-NET sampling-loss terms per cloud (eqs. 2-4): ``(L_f, L_m, L_b)``, each ``(B,)``."""
+    d12, _, d21, _ = nn_distance(generated, points, lengths_g, lengths_p)
+    B = generated.shape[0]
+    lg = _full_lengths(lengths_g, B, generated.shape[1], generated.device).clamp(min=1)
+    lp = _full_lengths(lengths_p, B, points.shape[1], points.device).clamp(min=1)
+    return d12.sum(1) / lg.to(d12.dtype), d12.max(dim=1).values, d21.sum(1) / lp.to(d21.dtype)

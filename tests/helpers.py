@@ -1,0 +1,35 @@
+"""Shared parametrisations and input factories for the op tests."""
+
+import pytest
+import torch
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+FLOAT_DTYPES = [torch.float32, torch.float64]
+HALF_DTYPES = [torch.float16, torch.bfloat16]
+
+
+def separated_cloud(B, P, D, dtype=torch.float64, device="cpu", spacing=0.05, seed=0):
+    """Points on a jittered grid: pairwise distances differ by far more than gradcheck's eps, so
+    the neighbour sets are stable under its finite differences."""
+    g = torch.Generator().manual_seed(seed)
+    side = int(round(P ** (1.0 / D))) + 2
+    clouds = []
+    for _ in range(B):
+        cells = torch.randperm(side**D, generator=g)[:P]
+        coords = torch.stack([(cells // side**d) % side for d in range(D)], dim=1).to(dtype)
+        jitter = (torch.rand(P, D, generator=g, dtype=dtype) - 0.5) * 0.3
+        clouds.append((coords + jitter) * spacing)
+    return torch.stack(clouds).to(device)
+
+
+def grid_cloud(B, P, D, dtype=torch.float32, device="cpu", side=6, seed=0):
+    """Integer-grid points (with repeats): many exactly equal distances, to test tie-breaking."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, side, (B, P, D), generator=g).to(dtype).to(device)
+
+
+def ragged_lengths(B, P, device="cpu", seed=0, minimum=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(minimum, P + 1, (B,), generator=g)
+    lengths[0] = P
+    return lengths.to(device)
