@@ -80,10 +80,7 @@ struct ScanChooser {
     }
   }
   std::pair<int64_t, T> farthest() const {
-    T mx = mind[0];
-    for (int64_t j = 1; j < n; ++j) {
-      mx = std::max(mx, mind[j]);
-    }
+    const T mx = array_max(mind.data(), n);
     const int64_t j = std::find(mind.begin(), mind.end(), mx) - mind.begin();
     return {j, mx};
   }

@@ -89,9 +89,10 @@ def knn_points(
         return_sorted: accepted for API compatibility; results are always sorted by ascending
             distance (then index), which costs nothing in these kernels.
         norm: 2 for squared Euclidean distances (default), 1 for L1 distances.
-        method: CPU search: ``"auto"`` (a k-d tree built inside the op for clouds of 4096 points
-            or more with ``D <= 8``, a vectorised blocked scan otherwise), ``"brute_force"`` or
-            ``"kdtree"``. All give bit-identical results. Ignored on CUDA.
+        method: CPU search: ``"auto"`` (a k-d tree built inside the op when ``D <= 8`` and both
+            ``P1`` and ``P2`` are at least 128, a vectorised blocked scan otherwise: few queries
+            do not pay for the tree's build), ``"brute_force"`` or ``"kdtree"``. All give
+            bit-identical results. Ignored on CUDA.
 
     Returns:
         ``KNN(dists, idx)``: ``dists (B, P1, K)`` in the dtype of ``p1`` and ``idx (B, P1, K)``
@@ -162,7 +163,7 @@ def nn_distance(
         lengths1, lengths2: optional int64 ``(B,)`` valid lengths.
         norm: 2 for squared Euclidean distances (default), 1 for L1.
         method: CPU search: ``"auto"`` (one pass over all pairs updating both minima; a k-d tree
-            in each direction when both clouds hold 4096 points or more), ``"brute_force"`` or
+            in each direction when both clouds hold 512 points or more), ``"brute_force"`` or
             ``"kdtree"``; identical results. Ignored on CUDA.
 
     Returns:
