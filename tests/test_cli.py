@@ -1,0 +1,54 @@
+"""The `fastvision` command: info, bench and demo, through the console script and `python -m`."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from fastvision.cli import main
+
+
+def test_info_json(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {"fastvision", "torch", "cuda_compiled", "cuda_archs", "threads", "operators"} <= set(info)
+    assert "knn_points" in info["operators"]
+
+
+def test_python_dash_m_and_console_script():
+    out = subprocess.run([sys.executable, "-m", "fastvision", "info"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "cuda_compiled" in out.stdout and "threads" in out.stdout
+    script = shutil.which("fastvision", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert script is not None, "the fastvision console script is not installed next to python"
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_cuda_device_without_gpu_is_a_clear_error(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["bench", "--device", "cuda", "--size", "small"]) == 2
+    assert "no CUDA GPU is available" in capsys.readouterr().err
+
+
+def test_bench_small_writes_table_json_and_plot(tmp_path):
+    assert main(["bench", "--family", "points", "--size", "small", "--out", str(tmp_path)]) == 0
+    files = {p.suffix for p in tmp_path.rglob("*") if p.is_file()}
+    assert {".json", ".png"} <= files
+    rows = json.loads(next(tmp_path.rglob("*.json")).read_text())
+    assert rows, "the benchmark wrote no rows"
+
+
+def test_demo_runs_checks_and_writes_report(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "all checks passed" in out
+    report = (tmp_path / "report.md").read_text()
+    assert "knn_points" in report and "farthest_point_sample" in report
+    checks = json.loads((tmp_path / "checks.json").read_text())
+    assert checks and all(row["ok"] for row in checks)
