@@ -67,6 +67,15 @@ inline bool any_less(const T* x, int64_t n, T bound) {
 }
 
 template <typename T>
+inline bool any_equal(const T* x, int64_t n, T value) {
+  int hit = 0;
+  for (int64_t c = 0; c < n; ++c) {
+    hit |= x[c] == value;
+  }
+  return hit != 0;
+}
+
+template <typename T>
 inline T array_max(const T* x, int64_t n) {
   T lane[kLanes];
   const int64_t m = n < kLanes ? n : kLanes;

@@ -9,11 +9,15 @@
 #include <numeric>
 #include <vector>
 
+#include <c10/util/Exception.h>
+
+#include "cpu_distance.h"
 #include "fastvision/point_math.h"
 
 namespace fastvision::points {
 
-constexpr int kKdMaxDim = 8;  // the tree is used for D <= kKdMaxDim only
+constexpr int kKdMaxDim = 8;           // the tree is used for D <= kKdMaxDim only
+constexpr int64_t kMaxLeafSize = 64;
 
 template <typename T>
 class KdTree {
@@ -28,6 +32,7 @@ class KdTree {
 
   // points: contiguous (n, D). Leaves hold at most leaf_size points.
   void build(const T* points, int64_t n, int D, int64_t leaf_size) {
+    TORCH_INTERNAL_ASSERT(leaf_size >= 1 && leaf_size <= kMaxLeafSize);
     D_ = D;
     leaf_size_ = leaf_size;
     std::vector<int64_t> perm(n);
@@ -38,9 +43,13 @@ class KdTree {
       build_node(points, perm, 0, n);
     }
     pts_.resize(static_cast<size_t>(n * D));
+    soa_.resize(static_cast<size_t>(n * D));
     ids_ = perm;
     for (int64_t j = 0; j < n; ++j) {
       std::copy_n(points + perm[j] * D, D, pts_.data() + j * D);
+      for (int d = 0; d < D; ++d) {
+        soa_[d * n + j] = points[perm[j] * D + d];
+      }
     }
   }
 
@@ -53,6 +62,16 @@ class KdTree {
     }
     T off[kKdMaxDim] = {};
     search<NORM, DS>(0, q, off, K, dist, idx);
+  }
+
+  // The leaf whose cell holds q (the first leaf a search for q visits).
+  int32_t leaf_of(const T* q) const {
+    int32_t node = 0;
+    while (nodes_[node].left >= 0) {
+      const Node& nd = nodes_[node];
+      node = q[nd.dim] - nd.split <= T(0) ? nd.left : nd.right;
+    }
+    return node;
   }
 
   const std::vector<Node>& nodes() const { return nodes_; }
@@ -113,10 +132,17 @@ class KdTree {
   void search(int32_t node, const T* q, T* off, int K, T* dist, int64_t* idx) const {
     const Node& nd = nodes_[node];
     if (nd.left < 0) {
-      const T* p = pts_.data();
-      for (int64_t j = nd.lo; j < nd.hi; ++j) {
-        const T d = point_dist<NORM, T, DS>(q, 1, p + j * D_, 1, D_);
-        topk_insert_dynamic(dist, idx, K, d, ids_[j]);
+      // Leaves hold at most kMaxLeafSize points, stored as a structure of arrays: the distances
+      // of a whole leaf are computed in one vectorised pass (the same expression as point_dist).
+      T buf[kMaxLeafSize];
+      const int64_t m = nd.hi - nd.lo;
+      chunk_distances<NORM, DS>(q, soa_.data(), static_cast<int64_t>(ids_.size()), nd.lo, m, D_,
+                                buf);
+      if (!any_less(buf, m, dist[K - 1]) && !any_equal(buf, m, dist[K - 1])) {
+        return;
+      }
+      for (int64_t j = 0; j < m; ++j) {
+        topk_insert_dynamic(dist, idx, K, buf[j], ids_[nd.lo + j]);
       }
       return;
     }
@@ -136,7 +162,8 @@ class KdTree {
   int D_ = 0;
   int64_t leaf_size_ = 16;
   std::vector<Node> nodes_;
-  std::vector<T> pts_;
+  std::vector<T> pts_;  // (n, D), reordered
+  std::vector<T> soa_;  // (D, n), reordered
   std::vector<int64_t> ids_;
 };
 

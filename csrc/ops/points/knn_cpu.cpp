@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <numeric>
 #include <vector>
 
 #include "fastvision/point_math.h"
@@ -78,11 +79,34 @@ void knn_impl(const at::Tensor& p1, const at::Tensor& p2, const int64_t* len1,
         trees[b].build(pts + b * P2 * D, len2[b], D, kTreeLeafSize);
       }
     });
+    // Visit the queries grouped by the leaf that holds them: consecutive searches then walk the
+    // same part of the tree and touch the same points (a large win on big clouds).
+    std::vector<int64_t> order(static_cast<size_t>(B * P1));
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t n1 = len1[b];
+        if (trees[b].nodes().empty()) {
+          std::iota(order.begin() + b * P1, order.begin() + b * P1 + n1, int64_t{0});
+          continue;
+        }
+        std::vector<int64_t> start(trees[b].nodes().size() + 1, 0);
+        std::vector<int32_t> leaf(static_cast<size_t>(n1));
+        for (int64_t i = 0; i < n1; ++i) {
+          leaf[i] = trees[b].leaf_of(q + (b * P1 + i) * D);
+          ++start[leaf[i] + 1];
+        }
+        std::partial_sum(start.begin(), start.end(), start.begin());
+        for (int64_t i = 0; i < n1; ++i) {
+          order[b * P1 + start[leaf[i]]++] = i;
+        }
+      }
+    });
     at::parallel_for(0, B * chunks, 1, [&](int64_t w0, int64_t w1) {
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t b = w / chunks, c = w % chunks;
-        const int64_t i1 = std::min(len1[b], (c + 1) * kQueryGrain);
-        for (int64_t i = c * kQueryGrain; i < i1; ++i) {
+        const int64_t r1 = std::min(len1[b], (c + 1) * kQueryGrain);
+        for (int64_t r = c * kQueryGrain; r < r1; ++r) {
+          const int64_t i = order[b * P1 + r];
           const int64_t o = (b * P1 + i) * K;
           trees[b].template knn<NORM, DS>(q + (b * P1 + i) * D, K, out_d + o, out_i + o);
         }
