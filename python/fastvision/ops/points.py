@@ -281,6 +281,13 @@ def farthest_point_sample(
         if start >= P:
             raise ValueError(f"{op}: start = {start} is not a point index (P = {P})")
         seeds = torch.full((B, 1), start, dtype=torch.int64, device=points.device)
+    if seeds.device.type != "cpu" and seeds.numel() > 0:
+        # The CPU kernel checks seeds itself (with the offending entry in the message).
+        bound = (lengths if lengths is not None else torch.full((B,), P, device=seeds.device))
+        torch._assert_async(
+            ((seeds >= -1) & (seeds < bound.unsqueeze(1))).all(),
+            f"{op}: start indices must be -1 (none) or lie in [0, length of their cloud)",
+        )
     # Indices are not differentiable, and min_dists are reported, not a training signal.
     idx, min_dists = torch.ops.fastvision.farthest_point_sample(
         points.detach(), lengths, K, seeds, _method_code(method, _FPS_METHODS, op)
