@@ -115,6 +115,15 @@ def test_fps_opcheck_and_compile():
     assert torch.equal(compiled(pts), farthest_point_sample(pts, 6, start=2))
 
 
+@pytest.mark.parametrize("start", [0, "random"])
+def test_fps_empty_cloud_in_batch(start):
+    pts = torch.rand(2, 10, 3)
+    idx = farthest_point_sample(pts, 0, torch.tensor([10, 0]), start=start)
+    assert idx.shape == (2, 0)
+    idx = torch.ops.fastvision.farthest_point_sample(pts, torch.tensor([10, 0]), 3, torch.tensor([[0], [-1]]), -1)[0]
+    assert (idx[1] == -1).all() and (idx[0] >= 0).all()
+
+
 def test_fps_no_gradient_warning_and_zero_k():
     pts = torch.rand(2, 30, 3, requires_grad=True)
     idx, md = farthest_point_sample(pts, 4, return_min_dists=True)

@@ -281,6 +281,8 @@ def farthest_point_sample(
         if start >= P:
             raise ValueError(f"{op}: start = {start} is not a point index (P = {P})")
         seeds = torch.full((B, 1), start, dtype=torch.int64, device=points.device)
+    if not isinstance(start, torch.Tensor) and lengths is not None:
+        seeds = torch.where(lengths.unsqueeze(1) > 0, seeds, -1)  # an empty cloud has no start
     if seeds.device.type != "cpu" and seeds.numel() > 0:
         # The CPU kernel checks seeds itself (with the offending entry in the message).
         bound = (lengths if lengths is not None else torch.full((B,), P, device=seeds.device))
