@@ -19,8 +19,11 @@ namespace fastvision::points {
 
 namespace {
 
-constexpr int64_t kBucketMinPoints = 8192;  // auto: buckets from this cloud size on
-constexpr int64_t kBucketSize = 64;
+// auto: buckets once the cloud and the work (K * P) are large enough to pay for the tree build
+// (measured on 3-D clouds).
+constexpr int64_t kBucketMinPoints = 2048;
+constexpr int64_t kBucketMinWork = int64_t{1} << 20;
+constexpr int64_t kBucketSize = 128;
 
 // Writes the selection of one cloud into out_i/out_d. `chooser` holds the per-algorithm state:
 // chooser.update(j) adds point j to the set, chooser.farthest() returns the next (index, dist).
@@ -86,96 +89,106 @@ struct ScanChooser {
   }
 };
 
-// Buckets (k-d tree leaves) with bounding boxes and their current farthest point.
+// A k-d tree whose every node keeps its bounding box and the farthest point of its subtree (the
+// largest min-distance, lowest index on ties). A new sample descends only into the subtrees it can
+// still bring closer: a subtree is skipped when a rigorous lower bound of the computed distance
+// from the sample to its box is not below the subtree's largest min-distance (then no point in it
+// changes). Maxima are recomputed on the way back up, so the next farthest point is the root's.
 template <typename T, int DS>
 struct BucketChooser {
   KdTree<T> tree;
   int D;
-  std::vector<int32_t> leaves;
-  std::vector<T> box_lo, box_hi;     // (leaves, D)
-  std::vector<T> best_d;             // per leaf: largest min-distance ...
-  std::vector<int64_t> best_i;       // ... and its (lowest) original index
-  std::vector<T> mind;               // per reordered point
-  std::vector<int64_t> where;        // original index -> reordered position
+  std::vector<T> box_lo, box_hi;  // (nodes, D)
+  std::vector<T> best_d;          // per node: largest min-distance in the subtree ...
+  std::vector<int64_t> best_i;    // ... and its (lowest) original index
+  std::vector<T> mind;            // per reordered point
+  std::vector<int64_t> where;     // original index -> reordered position
 
   BucketChooser(const T* pts, int64_t n, int D_) : D(D_) {
-    tree.build(pts, n, D, kBucketSize);
+    tree.template build<DS>(pts, n, D, kBucketSize);
     const auto& nodes = tree.nodes();
-    for (int32_t i = 0; i < static_cast<int32_t>(nodes.size()); ++i) {
-      if (nodes[i].left < 0) {
-        leaves.push_back(i);
-      }
-    }
-    const size_t L = leaves.size();
-    box_lo.resize(L * D);
-    box_hi.resize(L * D);
-    best_d.assign(L, fv_infinity<T>());
-    best_i.resize(L);
+    const size_t N = nodes.size();
+    box_lo.resize(N * D);
+    box_hi.resize(N * D);
+    best_d.assign(N, fv_infinity<T>());
+    best_i.assign(N, -1);
     mind.assign(static_cast<size_t>(n), fv_infinity<T>());
     where.resize(static_cast<size_t>(n));
     const T* p = tree.points();
     const int64_t* ids = tree.ids();
-    for (size_t l = 0; l < L; ++l) {
-      const auto& nd = nodes[leaves[l]];
-      int64_t lowest = ids[nd.lo];
-      for (int d = 0; d < D; ++d) {
-        box_lo[l * D + d] = box_hi[l * D + d] = p[nd.lo * D + d];
-      }
-      for (int64_t j = nd.lo; j < nd.hi; ++j) {
-        where[ids[j]] = j;
-        lowest = std::min(lowest, ids[j]);
+    // Nodes are stored parent first, so a reverse sweep sees children before their parent.
+    for (size_t k = N; k-- > 0;) {
+      const auto& nd = nodes[k];
+      T* lo = box_lo.data() + k * D;
+      T* hi = box_hi.data() + k * D;
+      if (nd.left < 0) {
+        std::copy_n(p + nd.lo * D, D, lo);
+        std::copy_n(p + nd.lo * D, D, hi);
+        for (int64_t j = nd.lo; j < nd.hi; ++j) {
+          where[ids[j]] = j;
+          for (int d = 0; d < D; ++d) {
+            lo[d] = std::min(lo[d], p[j * D + d]);
+            hi[d] = std::max(hi[d], p[j * D + d]);
+          }
+        }
+      } else {
         for (int d = 0; d < D; ++d) {
-          box_lo[l * D + d] = std::min(box_lo[l * D + d], p[j * D + d]);
-          box_hi[l * D + d] = std::max(box_hi[l * D + d], p[j * D + d]);
+          lo[d] = std::min(box_lo[nd.left * D + d], box_lo[nd.right * D + d]);
+          hi[d] = std::max(box_hi[nd.left * D + d], box_hi[nd.right * D + d]);
         }
       }
-      best_i[l] = lowest;
     }
   }
   T min_dist(int64_t j) const { return mind[where[j]]; }
   void update(int64_t j) {
-    const auto& nodes = tree.nodes();
-    const T* p = tree.points();
-    const int64_t* ids = tree.ids();
-    const T* s = p + where[j] * D;
-    const int dims = DS > 0 ? DS : D;
-    for (size_t l = 0; l < leaves.size(); ++l) {
-      // Lower bound of the computed distance from s to any point of the box (same terms, same
-      // rounding, same order as point_dist): skip the bucket if it cannot lower its maximum.
-      T bound = T(0);
-      for (int d = 0; d < dims; ++d) {
-        const T lo = box_lo[l * D + d], hi = box_hi[l * D + d];
-        const T off = s[d] < lo ? lo - s[d] : (s[d] > hi ? s[d] - hi : T(0));
-        bound = d == 0 ? dist_term<2>(off) : fv_add(bound, dist_term<2>(off));
-      }
-      if (!(bound < best_d[l])) {
-        continue;
-      }
-      const auto& nd = nodes[leaves[l]];
-      T bd = T(-1);
-      int64_t bi = -1;
-      for (int64_t k = nd.lo; k < nd.hi; ++k) {
-        const T d = point_dist<2, T, DS>(s, 1, p + k * D, 1, D);
-        mind[k] = std::min(mind[k], d);
-        if (fps_better(mind[k], ids[k], bd, bi)) {
-          bd = mind[k];
-          bi = ids[k];
-        }
-      }
-      best_d[l] = bd;
-      best_i[l] = bi;
+    if (!tree.nodes().empty()) {
+      descend(0, tree.points() + where[j] * D);
     }
   }
-  std::pair<int64_t, T> farthest() const {
-    T bd = T(-1);
+  std::pair<int64_t, T> farthest() const { return {best_i[0], best_d[0]}; }
+
+ private:
+  void descend(int32_t node, const T* s) {
+    const int dims = DS > 0 ? DS : D;
+    const T* lo = box_lo.data() + static_cast<int64_t>(node) * D;
+    const T* hi = box_hi.data() + static_cast<int64_t>(node) * D;
+    // Same terms, same rounding, same order as point_dist, on the per-axis offsets to the box.
+    T bound = T(0);
+    for (int d = 0; d < dims; ++d) {
+      const T off = s[d] < lo[d] ? lo[d] - s[d] : (s[d] > hi[d] ? s[d] - hi[d] : T(0));
+      bound = d == 0 ? dist_term<2>(off) : fv_add(bound, dist_term<2>(off));
+    }
+    if (!(bound < best_d[node])) {
+      return;
+    }
+    const auto& nd = tree.nodes()[node];
+    if (nd.left >= 0) {
+      descend(nd.left, s);
+      descend(nd.right, s);
+      const bool left = fps_better(best_d[nd.left], best_i[nd.left], best_d[nd.right],
+                                   best_i[nd.right]);
+      best_d[node] = left ? best_d[nd.left] : best_d[nd.right];
+      best_i[node] = left ? best_i[nd.left] : best_i[nd.right];
+      return;
+    }
+    // Vectorised rescan of the bucket (the distances are chunk_distances', i.e. point_dist's).
+    const int64_t m = nd.hi - nd.lo;
+    T buf[kBucketSize];
+    chunk_distances<2, DS>(s, tree.soa(), static_cast<int64_t>(mind.size()), nd.lo, m, D, buf);
+    T* md = mind.data() + nd.lo;
+    for (int64_t k = 0; k < m; ++k) {
+      md[k] = std::min(md[k], buf[k]);
+    }
+    const T bd = array_max(md, m);
+    const int64_t* ids = tree.ids() + nd.lo;
     int64_t bi = -1;
-    for (size_t l = 0; l < leaves.size(); ++l) {
-      if (fps_better(best_d[l], best_i[l], bd, bi)) {
-        bd = best_d[l];
-        bi = best_i[l];
+    for (int64_t k = 0; k < m; ++k) {
+      if (md[k] == bd && static_cast<uint64_t>(ids[k]) < static_cast<uint64_t>(bi)) {
+        bi = ids[k];
       }
     }
-    return {bi, bd};
+    best_d[node] = bd;
+    best_i[node] = bi;
   }
 };
 
@@ -194,7 +207,8 @@ void fps_impl(const at::Tensor& pts, const int64_t* len, const at::Tensor& seeds
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t n = len[b];
       const bool buckets = method == kFpsBuckets ||
-                           (method == kFpsAuto && n >= kBucketMinPoints && D <= kKdMaxDim);
+                           (method == kFpsAuto && n >= kBucketMinPoints && K * n >= kBucketMinWork &&
+                            D <= kKdMaxDim);
       if (buckets && n > 0) {
         BucketChooser<T, DS> chooser(p + b * P * D, n, D);
         run_fps<T>(chooser, sd + b * S, S, n, K, oi + b * K, od + b * K);

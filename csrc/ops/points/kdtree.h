@@ -6,7 +6,6 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <numeric>
 #include <vector>
 
 #include <c10/util/Exception.h>
@@ -17,7 +16,7 @@
 namespace fastvision::points {
 
 constexpr int kKdMaxDim = 8;           // the tree is used for D <= kKdMaxDim only
-constexpr int64_t kMaxLeafSize = 64;
+constexpr int64_t kMaxLeafSize = 128;
 
 template <typename T>
 class KdTree {
@@ -30,25 +29,34 @@ class KdTree {
     int64_t lo, hi;  // the node's range in the reordered point array
   };
 
-  // points: contiguous (n, D). Leaves hold at most leaf_size points.
+  // points: contiguous (n, D). Leaves hold at most leaf_size points. DS > 0 fixes D at compile
+  // time (the 3-D fast path).
+  template <int DS>
   void build(const T* points, int64_t n, int D, int64_t leaf_size) {
     TORCH_INTERNAL_ASSERT(leaf_size >= 1 && leaf_size <= kMaxLeafSize);
+    TORCH_INTERNAL_ASSERT(D >= 1 && D <= kKdMaxDim && (DS == 0 || DS == D));
     D_ = D;
     leaf_size_ = leaf_size;
-    std::vector<int64_t> perm(n);
-    std::iota(perm.begin(), perm.end(), int64_t{0});
+    // The build partitions contiguous records (coordinates + index) rather than an index array,
+    // so the median selections stream through memory instead of gathering.
+    std::vector<Record<DS>> recs(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) {
+      std::copy_n(points + j * D, D, recs[j].c);
+      recs[j].id = j;
+    }
     nodes_.clear();
-    nodes_.reserve(static_cast<size_t>(2 * (n / std::max<int64_t>(leaf_size / 2, 1)) + 2));
+    nodes_.reserve(static_cast<size_t>(4 * (n / leaf_size) + 2));
     if (n > 0) {
-      build_node(points, perm, 0, n);
+      build_node(recs.data(), 0, n);
     }
     pts_.resize(static_cast<size_t>(n * D));
     soa_.resize(static_cast<size_t>(n * D));
-    ids_ = perm;
+    ids_.resize(static_cast<size_t>(n));
     for (int64_t j = 0; j < n; ++j) {
-      std::copy_n(points + perm[j] * D, D, pts_.data() + j * D);
+      ids_[j] = recs[j].id;
       for (int d = 0; d < D; ++d) {
-        soa_[d * n + j] = points[perm[j] * D + d];
+        pts_[j * D + d] = recs[j].c[d];
+        soa_[d * n + j] = recs[j].c[d];
       }
     }
   }
@@ -76,41 +84,48 @@ class KdTree {
 
   const std::vector<Node>& nodes() const { return nodes_; }
   const T* points() const { return pts_.data(); }
+  const T* soa() const { return soa_.data(); }  // (D, n)
   const int64_t* ids() const { return ids_.data(); }
 
  private:
-  int32_t build_node(const T* points, std::vector<int64_t>& perm, int64_t lo, int64_t hi) {
+  template <int DS>
+  struct Record {
+    T c[DS > 0 ? DS : kKdMaxDim];
+    int64_t id;
+  };
+
+  template <typename R>
+  int32_t build_node(R* recs, int64_t lo, int64_t hi) {
     const int32_t id = static_cast<int32_t>(nodes_.size());
     nodes_.push_back(Node{T(0), 0, -1, -1, lo, hi});
     if (hi - lo <= leaf_size_) {
       return id;
     }
     // Split the widest axis at the median.
-    int best_dim = 0;
-    T best_extent = T(-1);
+    T mn[kKdMaxDim], mx[kKdMaxDim];
     for (int d = 0; d < D_; ++d) {
-      T mn = points[perm[lo] * D_ + d], mx = mn;
-      for (int64_t j = lo + 1; j < hi; ++j) {
-        const T v = points[perm[j] * D_ + d];
-        mn = std::min(mn, v);
-        mx = std::max(mx, v);
+      mn[d] = mx[d] = recs[lo].c[d];
+    }
+    for (int64_t j = lo + 1; j < hi; ++j) {
+      for (int d = 0; d < D_; ++d) {
+        mn[d] = std::min(mn[d], recs[j].c[d]);
+        mx[d] = std::max(mx[d], recs[j].c[d]);
       }
-      if (mx - mn > best_extent) {
-        best_extent = mx - mn;
-        best_dim = d;
+    }
+    int dim = 0;
+    for (int d = 1; d < D_; ++d) {
+      if (mx[d] - mn[d] > mx[dim] - mn[dim]) {
+        dim = d;
       }
     }
     const int64_t mid = lo + (hi - lo) / 2;
-    std::nth_element(perm.begin() + lo, perm.begin() + mid, perm.begin() + hi,
-                     [&](int64_t a, int64_t b) {
-                       const T va = points[a * D_ + best_dim], vb = points[b * D_ + best_dim];
-                       return va < vb || (va == vb && a < b);
-                     });
-    const T split = points[perm[mid] * D_ + best_dim];
-    const int32_t left = build_node(points, perm, lo, mid);
-    const int32_t right = build_node(points, perm, mid, hi);
+    std::nth_element(recs + lo, recs + mid, recs + hi,
+                     [dim](const R& a, const R& b) { return a.c[dim] < b.c[dim]; });
+    const T split = recs[mid].c[dim];
+    const int32_t left = build_node(recs, lo, mid);
+    const int32_t right = build_node(recs, mid, hi);
     nodes_[id].split = split;
-    nodes_[id].dim = best_dim;
+    nodes_[id].dim = dim;
     nodes_[id].left = left;
     nodes_[id].right = right;
     return id;

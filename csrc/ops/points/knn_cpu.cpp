@@ -76,7 +76,7 @@ void knn_impl(const at::Tensor& p1, const at::Tensor& p2, const int64_t* len1,
     const T* pts = p2.const_data_ptr<T>();
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        trees[b].build(pts + b * P2 * D, len2[b], D, kTreeLeafSize);
+        trees[b].template build<DS>(pts + b * P2 * D, len2[b], D, kTreeLeafSize);
       }
     });
     // Visit the queries grouped by the leaf that holds them: consecutive searches then walk the

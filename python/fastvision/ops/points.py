@@ -246,9 +246,9 @@ def farthest_point_sample(
             counts the seeds.
         return_min_dists: also return, for each chosen point, its squared distance to the points
             chosen before it (``+inf`` for the first), i.e. the coverage radius at each step.
-        method: CPU algorithm: ``"auto"`` (bounding-box-pruned buckets for clouds of 8192 points
-            or more, the vectorised scan otherwise), ``"scan"`` or ``"buckets"``: identical
-            results. Ignored on CUDA.
+        method: CPU algorithm: ``"auto"`` (a k-d tree of buckets with bounding-box pruning
+            when the cloud has 2048 points or more and ``K * P >= 2**20``, the vectorised scan
+            otherwise), ``"scan"`` or ``"buckets"``: identical results. Ignored on CUDA.
 
     Returns:
         int64 ``(B, K)`` indices, or ``(idx, min_dists)`` with ``return_min_dists=True``.
