@@ -20,9 +20,10 @@ namespace {
 
 constexpr int64_t kChunk = 16;         // distances computed together (one SIMD-friendly block)
 constexpr int64_t kQueryGrain = 32;    // queries per parallel work item
-// auto: the k-d tree pays for its build once both the cloud and the number of queries reach
-// this size (measured on 3-D clouds: below it the vectorised scan wins).
+// auto: the k-d tree pays for its build once both clouds reach kTreeMinPoints and there are
+// enough queries per searched point (measured on 3-D clouds: otherwise the vectorised scan wins).
 constexpr int64_t kTreeMinPoints = 128;
+constexpr int64_t kTreeMaxPointsPerQuery = 16;
 constexpr int64_t kTreeLeafSize = 16;
 
 // Brute-force top-K of queries [i0, i1) of one cloud. Points are scanned in ascending index, so a
@@ -189,7 +190,8 @@ std::tuple<at::Tensor, at::Tensor> knn_points_cpu(const at::Tensor& p1, const at
   if (B > 0 && P1 > 0) {
     const bool use_tree =
         method == kKnnKdTree ||
-        (method == kKnnAuto && D <= kKdMaxDim && P2 >= kTreeMinPoints && P1 >= kTreeMinPoints);
+        (method == kKnnAuto && D <= kKdMaxDim && P2 >= kTreeMinPoints && P1 >= kTreeMinPoints &&
+         P2 <= kTreeMaxPointsPerQuery * P1);
     FV_CHECK_VALUE(!use_tree || D <= kKdMaxDim, op, "the k-d tree method supports D <= ",
                    kKdMaxDim, ", got D = ", D);
     const int64_t* len1 = l1.const_data_ptr<int64_t>();

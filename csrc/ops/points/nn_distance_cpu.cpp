@@ -27,7 +27,10 @@ namespace {
 
 constexpr int64_t kChunk = 16;
 constexpr int64_t kRowBlock = 256;          // rows per work item of the one-pass scan
-constexpr int64_t kTreeMinPoints = 512;  // auto: both clouds this large -> k-d tree (measured)
+// auto: the k-d tree (both ways) once there are enough pairs and neither cloud is small
+// (measured on 3-D clouds).
+constexpr int64_t kTreeMinPoints = 256;
+constexpr int64_t kTreeMinPairs = int64_t{1} << 18;
 
 template <int NORM, int DS, typename T>
 void one_pass(const at::Tensor& a, const at::Tensor& b, const int64_t* len1, const int64_t* len2,
@@ -131,7 +134,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> nn_distance_cpu(
 
   const bool use_tree = method == kKnnKdTree ||
                         (method == kKnnAuto && D <= kKdMaxDim && P1 >= kTreeMinPoints &&
-                         P2 >= kTreeMinPoints);
+                         P2 >= kTreeMinPoints && P1 * P2 >= kTreeMinPairs);
   if (use_tree && P1 > 0 && P2 > 0) {
     auto [d12, i12] = knn_points_cpu(p1, p2, l1, l2, 1, norm, true, kKnnKdTree);
     auto [d21, i21] = knn_points_cpu(p2, p1, l2, l1, 1, norm, true, kKnnKdTree);

@@ -89,10 +89,10 @@ def knn_points(
         return_sorted: accepted for API compatibility; results are always sorted by ascending
             distance (then index), which costs nothing in these kernels.
         norm: 2 for squared Euclidean distances (default), 1 for L1 distances.
-        method: CPU search: ``"auto"`` (a k-d tree built inside the op when ``D <= 8`` and both
-            ``P1`` and ``P2`` are at least 128, a vectorised blocked scan otherwise: few queries
-            do not pay for the tree's build), ``"brute_force"`` or ``"kdtree"``. All give
-            bit-identical results. Ignored on CUDA.
+        method: CPU search: ``"auto"`` (a k-d tree built inside the op when ``D <= 8``,
+            ``P1, P2 >= 128`` and ``P2 <= 16 * P1``; a vectorised blocked scan otherwise, since
+            few queries do not pay for the tree's build), ``"brute_force"`` or ``"kdtree"``.
+            All give bit-identical results. Ignored on CUDA.
 
     Returns:
         ``KNN(dists, idx)``: ``dists (B, P1, K)`` in the dtype of ``p1`` and ``idx (B, P1, K)``
@@ -163,7 +163,8 @@ def nn_distance(
         lengths1, lengths2: optional int64 ``(B,)`` valid lengths.
         norm: 2 for squared Euclidean distances (default), 1 for L1.
         method: CPU search: ``"auto"`` (one pass over all pairs updating both minima; a k-d tree
-            in each direction when both clouds hold 512 points or more), ``"brute_force"`` or
+            in each direction when both clouds hold 256 points or more and ``P1 * P2 >= 2**18``),
+            ``"brute_force"`` or
             ``"kdtree"``; identical results. Ignored on CUDA.
 
     Returns:
@@ -247,7 +248,7 @@ def farthest_point_sample(
         return_min_dists: also return, for each chosen point, its squared distance to the points
             chosen before it (``+inf`` for the first), i.e. the coverage radius at each step.
         method: CPU algorithm: ``"auto"`` (a k-d tree of buckets with bounding-box pruning
-            when the cloud has 2048 points or more and ``K * P >= 2**20``, the vectorised scan
+            when the cloud has 2048 points or more and ``K >= 256``, the vectorised scan
             otherwise), ``"scan"`` or ``"buckets"``: identical results. Ignored on CUDA.
 
     Returns:
