@@ -66,6 +66,14 @@ def test_fps_buckets_bitwise_equal_to_scan_on_large_clouds():
         assert torch.equal(scan[1], other[1])
 
 
+def test_fps_buckets_on_one_large_cloud():
+    # >= 16384 points: the bucket tree is built in parallel; the sequence must not change.
+    pts = torch.cat([torch.rand(1, 20000, 3), grid_cloud(1, 500, 3, side=6) / 6], dim=1)
+    scan = farthest_point_sample(pts, 80, return_min_dists=True, method="scan")
+    buckets = farthest_point_sample(pts, 80, return_min_dists=True, method="buckets")
+    assert torch.equal(scan[0], buckets[0]) and torch.equal(scan[1], buckets[1])
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_fps_seed_sets(method):
     pts = torch.rand(3, 50, 3)

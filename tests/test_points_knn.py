@@ -65,6 +65,16 @@ def test_knn_kdtree_bitwise_equal_to_brute_force_on_large_clouds(D, norm):
         assert torch.equal(brute.dists, other.dists)
 
 
+def test_knn_kdtree_parallel_build_on_one_large_cloud():
+    # A single cloud of >= 16384 points builds the top of its tree serially and the subtrees in
+    # parallel; the result must not change.
+    p2 = torch.cat([torch.rand(1, 19000, 3), grid_cloud(1, 1000, 3, side=4) / 4], dim=1)
+    p1 = torch.cat([torch.rand(1, 250, 3), p2[:, :50]], dim=1)
+    brute = knn_points(p1, p2, 6, method="brute_force")
+    tree = knn_points(p1, p2, 6, method="kdtree")
+    assert torch.equal(brute.idx, tree.idx) and torch.equal(brute.dists, tree.dists)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 def test_knn_half_precision_computes_in_float32(device, dtype):

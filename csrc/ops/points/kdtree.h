@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include "cpu_distance.h"
@@ -17,6 +18,7 @@ namespace fastvision::points {
 
 constexpr int kKdMaxDim = 8;           // the tree is used for D <= kKdMaxDim only
 constexpr int64_t kMaxLeafSize = 128;
+constexpr int64_t kParallelBuildMinPoints = 16384;
 
 template <typename T>
 class KdTree {
@@ -44,10 +46,19 @@ class KdTree {
       std::copy_n(points + j * D, D, recs[j].c);
       recs[j].id = j;
     }
-    nodes_.clear();
-    nodes_.reserve(static_cast<size_t>(4 * (n / leaf_size) + 2));
+    // The shape of the tree depends on n only (median splits), so every node's slot is known in
+    // advance: the top levels are split here, the subtrees below them in parallel (when not
+    // already inside a parallel region, i.e. for a batch of one large cloud).
+    nodes_.assign(static_cast<size_t>(n > 0 ? subtree_nodes(n) : 0), Node{});
     if (n > 0) {
-      build_node(recs.data(), 0, n);
+      std::vector<Subtree> frontier;
+      const int top_levels = n >= kParallelBuildMinPoints ? 3 : 0;
+      split_top(recs.data(), 0, 0, n, top_levels, frontier);
+      at::parallel_for(0, static_cast<int64_t>(frontier.size()), 1, [&](int64_t f0, int64_t f1) {
+        for (int64_t f = f0; f < f1; ++f) {
+          build_node(recs.data(), frontier[f].id, frontier[f].lo, frontier[f].hi);
+        }
+      });
     }
     pts_.resize(static_cast<size_t>(n * D));
     soa_.resize(static_cast<size_t>(n * D));
@@ -94,14 +105,19 @@ class KdTree {
     int64_t id;
   };
 
+  struct Subtree {
+    int32_t id;
+    int64_t lo, hi;
+  };
+
+  // Nodes of the subtree over m points, in preorder (parent, left subtree, right subtree).
+  int32_t subtree_nodes(int64_t m) const {
+    return m <= leaf_size_ ? 1 : 1 + subtree_nodes(m / 2) + subtree_nodes(m - m / 2);
+  }
+
+  // Splits node `id` over [lo, hi) at the median of its widest axis; returns the split point.
   template <typename R>
-  int32_t build_node(R* recs, int64_t lo, int64_t hi) {
-    const int32_t id = static_cast<int32_t>(nodes_.size());
-    nodes_.push_back(Node{T(0), 0, -1, -1, lo, hi});
-    if (hi - lo <= leaf_size_) {
-      return id;
-    }
-    // Split the widest axis at the median.
+  int64_t split_node(R* recs, int32_t id, int64_t lo, int64_t hi) {
     T mn[kKdMaxDim], mx[kKdMaxDim];
     for (int d = 0; d < D_; ++d) {
       mn[d] = mx[d] = recs[lo].c[d];
@@ -121,14 +137,32 @@ class KdTree {
     const int64_t mid = lo + (hi - lo) / 2;
     std::nth_element(recs + lo, recs + mid, recs + hi,
                      [dim](const R& a, const R& b) { return a.c[dim] < b.c[dim]; });
-    const T split = recs[mid].c[dim];
-    const int32_t left = build_node(recs, lo, mid);
-    const int32_t right = build_node(recs, mid, hi);
-    nodes_[id].split = split;
-    nodes_[id].dim = dim;
-    nodes_[id].left = left;
-    nodes_[id].right = right;
-    return id;
+    const int32_t left = id + 1;
+    nodes_[id] = Node{recs[mid].c[dim], dim, left, left + subtree_nodes(mid - lo), lo, hi};
+    return mid;
+  }
+
+  template <typename R>
+  void split_top(R* recs, int32_t id, int64_t lo, int64_t hi, int levels,
+                 std::vector<Subtree>& frontier) {
+    if (levels == 0 || hi - lo <= leaf_size_) {
+      frontier.push_back(Subtree{id, lo, hi});
+      return;
+    }
+    const int64_t mid = split_node(recs, id, lo, hi);
+    split_top(recs, nodes_[id].left, lo, mid, levels - 1, frontier);
+    split_top(recs, nodes_[id].right, mid, hi, levels - 1, frontier);
+  }
+
+  template <typename R>
+  void build_node(R* recs, int32_t id, int64_t lo, int64_t hi) {
+    if (hi - lo <= leaf_size_) {
+      nodes_[id] = Node{T(0), 0, -1, -1, lo, hi};
+      return;
+    }
+    const int64_t mid = split_node(recs, id, lo, hi);
+    build_node(recs, nodes_[id].left, lo, mid);
+    build_node(recs, nodes_[id].right, mid, hi);
   }
 
   // Lower bound of the computed distance from q to any point whose per-axis offsets from q are
