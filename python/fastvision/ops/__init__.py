@@ -4,6 +4,7 @@ Each wrapper documents shapes, dtypes and conventions; ``fastvision.ops._referen
 pure-PyTorch oracle of every op.
 """
 
+from fastvision.ops.matching import nn_match
 from fastvision.ops.points import (
     KNN,
     NNDistance,
@@ -22,4 +23,5 @@ __all__ = [
     "knn_gather",
     "knn_points",
     "nn_distance",
+    "nn_match",
 ]

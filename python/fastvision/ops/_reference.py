@@ -135,3 +135,28 @@ def sampling_loss_terms(generated, points, lengths_g=None, lengths_p=None):
     lg = _full_lengths(lengths_g, B, generated.shape[1], generated.device).clamp(min=1)
     lp = _full_lengths(lengths_p, B, points.shape[1], points.device).clamp(min=1)
     return d12.sum(1) / lg.to(d12.dtype), d12.max(dim=1).values, d21.sum(1) / lp.to(d21.dtype)
+
+
+def nn_match(generated, points, num_out, complete="fps"):
+    """Reference of :func:`fastvision.ops.nn_match`: the official per-cloud procedure, in float64
+    (nearest point, order-preserving unique, FPS seeded with the matched set)."""
+    B = generated.shape[0]
+    out = torch.empty(B, num_out, dtype=torch.int64)
+    d = pairwise_distances(generated.float(), points.float())
+    nearest = [[int(torch.argmin(row)) for row in d[b]] for b in range(B)]
+    for b in range(B):
+        if complete is None:
+            out[b] = torch.tensor(nearest[b][:num_out])
+            continue
+        unique = list(dict.fromkeys(nearest[b]))[:num_out]
+        pts = points[b].double()
+        chosen = list(unique)
+        dist = torch.full((pts.shape[0],), float("inf"), dtype=torch.float64)
+        for j in chosen:
+            dist = torch.minimum(dist, ((pts - pts[j]) ** 2).sum(dim=1))
+        while len(chosen) < num_out:
+            j = int(torch.argmax(dist))
+            chosen.append(j)
+            dist = torch.minimum(dist, ((pts - pts[j]) ** 2).sum(dim=1))
+        out[b] = torch.tensor(chosen)
+    return out.to(points.device)
