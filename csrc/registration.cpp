@@ -17,4 +17,15 @@ TORCH_LIBRARY(fastvision, m) {
   m.def(
       "farthest_point_sample(Tensor points, Tensor? lengths, int K, Tensor start_idx, "
       "int method=-1) -> (Tensor idx, Tensor min_dists)");
+
+  // Sampling (python/fastvision/ops/sampling.py documents the semantics).
+  m.def(
+      "soft_project(Tensor query, Tensor points, Tensor temperature, int k, "
+      "Tensor? features=None, float? min_sigma=None, bool hard=False) "
+      "-> (Tensor projected, Tensor projected_features, Tensor idx)");
+  m.def(
+      "_soft_project_backward(Tensor grad_projected, Tensor? grad_projected_features, "
+      "Tensor query, Tensor points, Tensor temperature, Tensor idx, Tensor? features, "
+      "float? min_sigma, bool hard) "
+      "-> (Tensor grad_query, Tensor grad_points, Tensor grad_temperature, Tensor grad_features)");
 }

@@ -14,6 +14,7 @@ from fastvision.ops.points import (
     knn_points,
     nn_distance,
 )
+from fastvision.ops.sampling import soft_project
 
 __all__ = [
     "KNN",
@@ -24,4 +25,5 @@ __all__ = [
     "knn_points",
     "nn_distance",
     "nn_match",
+    "soft_project",
 ]

@@ -160,3 +160,35 @@ def nn_match(generated, points, num_out, complete="fps"):
             dist = torch.minimum(dist, ((pts - pts[j]) ** 2).sum(dim=1))
         out[b] = torch.tensor(chosen)
     return out.to(points.device)
+
+
+def soft_project(query, points, temperature, k, features=None, min_sigma=None, hard=False):
+    """Reference of :func:`fastvision.ops.soft_project` (``"bnc"`` layout): the official SampleNet
+    ``SoftProjection`` formulation. Returns ``projected (B, M, 3)`` or, with features ``(B, N, F)``,
+    ``(projected, projected_features)``.
+
+    Gather the k nearest points (by ``knn_points``), distances as the sum of squares of
+    ``grouped - query`` divided by ``sigma = max(t**2, min_sigma)`` (``t**2`` without a clamp),
+    softmax of the negated distances over the k neighbours, weighted sum. Differentiable with
+    respect to every tensor input by plain autograd (the neighbour selection is not).
+    """
+    B, M = query.shape[:2]
+    _, idx = knn_points(query.detach(), points.detach(), k)
+    batch = torch.arange(B, device=query.device)[:, None, None]
+    grouped = points[batch, idx]  # (B, M, k, 3)
+    t = temperature if isinstance(temperature, torch.Tensor) else torch.tensor(temperature)
+    sigma = t**2
+    if min_sigma is not None:
+        sigma = torch.max(sigma, torch.tensor(min_sigma, dtype=sigma.dtype, device=sigma.device))
+    if sigma.dim() == 1:
+        sigma = sigma[:, None, None]
+    deltas = grouped - query.unsqueeze(2).expand_as(grouped)
+    dist = torch.sum(deltas**2, dim=3) / sigma  # (B, M, k)
+    weights = torch.softmax(-dist, dim=2)
+    if hard:
+        weights = torch.nn.functional.one_hot(weights.new_zeros(B, M, dtype=torch.int64), k).to(weights.dtype)
+    projected = torch.sum(grouped * weights.unsqueeze(3), dim=2)
+    if features is None:
+        return projected
+    grouped_features = features[batch, idx]  # (B, M, k, F)
+    return projected, torch.sum(grouped_features * weights.unsqueeze(3), dim=2)
