@@ -255,6 +255,20 @@ def test_soft_project_tiny_sigma_is_stable_and_tends_to_the_nearest_neighbour(de
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("t", [1e-10, 1e-15])
+def test_soft_project_extreme_sigma_keeps_gradients_finite(device, dtype, t):
+    # sigma = 1e-20 / 1e-30: (d - d_min) / sigma^2 overflows float32; the gradients stay finite.
+    points = separated_cloud(2, 40, 3, dtype=dtype, device=device)
+    q, p = _leaves(torch.rand(2, 10, 3, dtype=dtype, device=device) * 0.2, points)
+    tt = torch.tensor(t, dtype=dtype, device=device, requires_grad=True)
+    out = soft_project(q, p, tt, 6)
+    (out * torch.randn_like(out)).sum().backward()
+    for x in (out, q.grad, p.grad, tt.grad):
+        assert torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_soft_project_hard_mode(device, dtype):
     query = torch.rand(2, 20, 3, dtype=dtype, device=device)
     points = torch.rand(2, 30, 3, dtype=dtype, device=device)

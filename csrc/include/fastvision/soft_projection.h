@@ -168,7 +168,11 @@ FV_HOST_DEVICE FV_INLINE A sp_backward_query(const T* q, const T* cloud, const T
     for (int64_t c = 0; c < F; ++c) {
       scatter.feature(jj, c, w * gF[c]);
     }
-    gsigma = gsigma + dl * ((dist - d_min) / sigma) / sigma;
+    // A zero weight (underflowed exp) contributes nothing; skipping it also avoids 0 * inf
+    // when (d - d_min) / sigma^2 overflows for extremely small sigma.
+    if (dl != A(0)) {
+      gsigma = gsigma + dl * ((dist - d_min) / sigma) / sigma;
+    }
   }
   return gsigma;
 }
