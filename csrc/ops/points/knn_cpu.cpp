@@ -12,6 +12,7 @@
 #include "kdtree.h"
 #include "cpu_distance.h"
 #include "knn_common.h"
+#include "knn_cpu.h"
 #include "points_common.h"
 
 namespace fastvision::points {

@@ -11,17 +11,12 @@
 #include "cpu_distance.h"
 #include "fastvision/point_math.h"
 #include "knn_common.h"
+#include "knn_cpu.h"
 #include "kdtree.h"
 #include "nn_distance_common.h"
 #include "points_common.h"
 
 namespace fastvision::points {
-
-std::tuple<at::Tensor, at::Tensor> knn_points_cpu(const at::Tensor& p1, const at::Tensor& p2,
-                                                  const std::optional<at::Tensor>& lengths1,
-                                                  const std::optional<at::Tensor>& lengths2,
-                                                  int64_t K, int64_t norm, bool return_sorted,
-                                                  int64_t method);
 
 namespace {
 
