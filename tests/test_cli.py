@@ -36,12 +36,14 @@ def test_cuda_device_without_gpu_is_a_clear_error(capsys):
     assert "no CUDA GPU is available" in capsys.readouterr().err
 
 
-def test_bench_small_writes_table_json_and_plot(tmp_path):
-    assert main(["bench", "--family", "points", "--size", "small", "--out", str(tmp_path)]) == 0
+@pytest.mark.parametrize("family", ["points", "sampling"])
+def test_bench_small_writes_table_json_and_plot(tmp_path, family):
+    assert main(["bench", "--family", family, "--size", "small", "--out", str(tmp_path)]) == 0
     files = {p.suffix for p in tmp_path.rglob("*") if p.is_file()}
     assert {".json", ".png"} <= files
     rows = json.loads(next(tmp_path.rglob("*.json")).read_text())
     assert rows, "the benchmark wrote no rows"
+    assert family in next(tmp_path.rglob("*.md")).name
 
 
 def test_demo_runs_checks_and_writes_report(tmp_path, capsys):
