@@ -1,0 +1,19 @@
+"""Datasets: embedded procedural data (no download) and readers for the real formats."""
+
+from fastvision.data.pointclouds import (
+    ModelNet40H5,
+    ProceduralShapes,
+    augment_point_cloud,
+    jitter_point_cloud,
+    normalize_point_cloud,
+    rotate_point_cloud_y,
+)
+
+__all__ = [
+    "ProceduralShapes",
+    "ModelNet40H5",
+    "augment_point_cloud",
+    "jitter_point_cloud",
+    "normalize_point_cloud",
+    "rotate_point_cloud_y",
+]
