@@ -243,3 +243,129 @@ def test_weights_errors(tmp_path):
     torch.save([1, 2, 3], notsd)
     with pytest.raises(RuntimeError, match="state dict"):
         get_model("snet", weights=str(notsd))
+
+
+# ---------------------------------------------------------------------------------------------
+# SampleNet (official PyTorch layout, itailang/SampleNet registration/src/samplenet.py)
+
+OFFICIAL_SAMPLENET_KEYS = (
+    [f"conv{i}.{p}" for i in range(1, 6) for p in ("weight", "bias")]
+    + [f"bn{i}.{p}" for i in range(1, 6)
+       for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    + [f"fc{i}.{p}" for i in range(1, 5) for p in ("weight", "bias")]
+    + [f"bn_fc{i}.{p}" for i in range(1, 4)
+       for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    + ["project._temperature"]
+)
+
+
+@pytest.mark.parametrize("k,expected", [(32, 225_121), (64, 249_793), (1024, 989_953)])
+def test_samplenet_param_counts(k, expected):
+    assert n_params(get_model("samplenet", num_out_points=k)) == expected
+
+
+def test_samplenet_state_dict_keys_and_defaults():
+    m = get_model("samplenet", num_out_points=32)
+    assert sorted(m.state_dict()) == sorted(OFFICIAL_SAMPLENET_KEYS)
+    assert m.project.group_size == 8 and m.project._min_sigma == 1e-2
+    assert m.project._temperature.item() == 1.0 and m.project._temperature.requires_grad
+    assert all(bn.eps == 1e-5 for bn in m.modules() if isinstance(bn, torch.nn.BatchNorm1d))
+    # output_bn=True adds BN(3k) on fc4 (TF classification layout): +2*3k parameters
+    assert n_params(get_model("samplenet", num_out_points=32, output_bn=True)) == 225_121 + 192
+
+
+def _reference_soft_projection(x_bcn, q_bcn, t, k, min_sigma):
+    pts, q = x_bcn.transpose(1, 2), q_bcn.transpose(1, 2)  # B x N x 3, B x M x 3
+    d = ((q[:, :, None, :] - pts[:, None, :, :]) ** 2).sum(-1)  # B x M x N
+    dk, idx = torch.topk(d, k, dim=2, largest=False)
+    sigma = torch.clamp(t ** 2, min=min_sigma)
+    w = torch.softmax(-dk / sigma, dim=2)
+    grouped = torch.gather(pts[:, None].expand(-1, q.shape[1], -1, -1), 2,
+                           idx[..., None].expand(-1, -1, -1, 3))
+    return (w[..., None] * grouped).sum(2).transpose(1, 2)
+
+
+def test_samplenet_train_forward_projection_and_layout():
+    torch.manual_seed(7)
+    m = get_model("samplenet", num_out_points=16, group_size=4)
+    x = torch.randn(2, 3, 200)
+    feats = {}
+    m.fc4.register_forward_hook(lambda mod, inp, out: feats.setdefault("fc4", out))
+    simp, proj = m(x)
+    assert simp.shape == proj.shape == (2, 3, 16)
+    # official quirk: fc4 output viewed as (B, 3, k), coordinate-major
+    assert torch.equal(simp, feats["fc4"].view(2, 3, 16))
+    ref = _reference_soft_projection(x, simp.detach(), m.project._temperature.detach(), 4, 1e-2)
+    torch.testing.assert_close(proj, ref, rtol=1e-5, atol=1e-5)
+    # gradients reach the temperature and the network
+    (proj.sum() + m.get_projection_loss()).backward()
+    assert m.project._temperature.grad is not None and m.fc4.weight.grad is not None
+    # skip_projection: projected = simplified
+    m2 = get_model("samplenet", num_out_points=16, skip_projection=True)
+    s2, p2 = m2(x)
+    assert torch.equal(s2, p2)
+
+
+def test_samplenet_projection_loss():
+    m = get_model("samplenet", num_out_points=8, initial_temperature=0.05)
+    assert m.get_projection_loss().item() == pytest.approx(1e-2)  # clamped at min_sigma
+    m = get_model("samplenet", num_out_points=8, initial_temperature=0.5)
+    assert m.get_projection_loss().item() == pytest.approx(0.25)
+    m.eval()
+    assert m.get_projection_loss().item() == 0.0
+
+
+def _sqdist(a, b):  # exact squared distances (torch.cdist uses a matmul form for large inputs)
+    return ((a[:, :, None, :] - b[:, None, :, :]) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("complete_fps", [True, False])
+def test_samplenet_eval_matching(complete_fps):
+    torch.manual_seed(8)
+    m = get_model("samplenet", num_out_points=12, complete_fps=complete_fps,
+                  input_shape="bnc", output_shape="bnc")
+    x = torch.randn(3, 150, 3)
+    m.train()
+    m(x)
+    m.eval()
+    simp, match = m(x)
+    assert simp.shape == match.shape == (3, 12, 3)
+    d = _sqdist(match, x)  # every matched point is an input point
+    assert torch.all(d.min(dim=2).values == 0)
+    nn_idx = _sqdist(simp, x).argmin(dim=2)  # nearest input point of each simplified point
+    for b in range(3):
+        rows = [int(i) for i in d[b].argmin(dim=1)]
+        if complete_fps:
+            assert len(set(rows)) == 12  # distinct points, completed by FPS
+            uniq = list(dict.fromkeys(int(i) for i in nn_idx[b]))
+            assert rows[: len(uniq)] == uniq  # matched set first, generation order kept
+        else:
+            assert rows == [int(i) for i in nn_idx[b]]
+    m2 = get_model("samplenet", num_out_points=12, complete_fps=complete_fps)
+    m2.load_state_dict(m.state_dict())
+    m2.eval()
+    s_bcn, m_bcn = m2(x.transpose(1, 2))
+    assert torch.equal(s_bcn, simp.transpose(1, 2)) and torch.equal(m_bcn, match.transpose(1, 2))
+    assert torch.equal(m(x)[1], match)  # deterministic
+
+
+def test_samplenet_weights_round_trip_and_errors(tmp_path):
+    torch.manual_seed(9)
+    src = get_model("samplenet", num_out_points=8)
+    src.train()
+    src(torch.randn(2, 3, 64))
+    with torch.no_grad():
+        src.project._temperature.fill_(0.3)
+    path = tmp_path / "sn.pt"
+    torch.save(src.state_dict(), path)
+    dst = get_model("samplenet", num_out_points=8, weights=str(path))
+    assert dst.project._temperature.item() == pytest.approx(0.3)
+    src.eval(), dst.eval()
+    x = torch.randn(2, 3, 64)
+    assert all(torch.equal(a, b) for a, b in zip(src(x), dst(x)))
+    with pytest.raises(RuntimeError, match="does not match"):
+        get_model("samplenet", num_out_points=8, output_bn=True, weights=str(path))
+    with pytest.raises(ValueError):
+        get_model("samplenet", input_shape="nbc")
+    with pytest.raises(ValueError):
+        get_model("samplenet", num_out_points=8)(torch.randn(2, 64, 3))  # bcn expected

@@ -11,6 +11,8 @@ Registered (point-cloud sampling papers):
   (3,480,049 params at 40 classes); ``pointnet_cls_vanilla``: without T-nets (819,624).
 * ``snet``: S-NET generator (``num_out_points``, ``bottleneck_size=128``, ``output_bn=True``).
 * ``progressivenet``: the same generator producing 1024 ordered points by default.
+* ``samplenet``: SampleNet in the official PyTorch layout (225,121 params at k = 32 incl. the
+  temperature), soft projection by ``fastvision.ops.soft_project``, matching by ``nn_match``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from .pointnet import PointNetCls, PointNetClsVanilla, TransformNet, pointnet_cls_loss
-from .snet import SNet
+from .snet import SampleNet, SNet, SoftProjection
 
 __all__ = [
     "get_model",
@@ -33,11 +35,14 @@ __all__ = [
     "PointNetClsVanilla",
     "TransformNet",
     "SNet",
+    "SampleNet",
+    "SoftProjection",
     "pointnet_cls_loss",
     "pointnet_cls",
     "pointnet_cls_vanilla",
     "snet",
     "progressivenet",
+    "samplenet",
 ]
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
@@ -140,3 +145,16 @@ def progressivenet(*, num_out_points: int = 1024, bottleneck_size: int = 128,
                    output_bn: bool = True, weights=None) -> SNet:
     """ProgressiveNet: the S-NET network generating 1024 ordered points (prefixes = samples)."""
     return _finish(SNet(num_out_points, bottleneck_size, output_bn), weights)
+
+
+@register_model()
+def samplenet(*, num_out_points: int = 64, bottleneck_size: int = 128, group_size: int = 8,
+              initial_temperature: float = 1.0, is_temperature_trainable: bool = True,
+              min_sigma: float | None = 1e-2, input_shape: str = "bcn", output_shape: str = "bcn",
+              complete_fps: bool = True, skip_projection: bool = False, output_bn: bool = False,
+              weights=None) -> SampleNet:
+    """SampleNet, official PyTorch port defaults (``registration/src/samplenet.py``, ``sputils.py``:
+    64 output points, group size 8, min_sigma 1e-2, no BN on the last FC)."""
+    return _finish(SampleNet(num_out_points, bottleneck_size, group_size, initial_temperature,
+                             is_temperature_trainable, min_sigma, input_shape, output_shape,
+                             complete_fps, skip_projection, output_bn), weights)
