@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -369,3 +370,87 @@ def test_samplenet_weights_round_trip_and_errors(tmp_path):
         get_model("samplenet", input_shape="nbc")
     with pytest.raises(ValueError):
         get_model("samplenet", num_out_points=8)(torch.randn(2, 64, 3))  # bcn expected
+
+
+# ---------------------------------------------------------------------------------------------
+# convert_official_state_dict (TF checkpoints of learning_to_sample / SampleNet classification)
+# Verified outside the test suite against real TF checkpoints of the official graphs (eval outputs
+# equal to 2e-5); here: the naming/layout rules on a synthetic TF variable dict.
+
+def _fake_tf_vars(model, scope):
+    """Official TF variable dict equivalent to ``model`` (the inverse of the conversion)."""
+    out = {"global_step": np.array(5), f"{scope}/conv1/weights/Adam": np.zeros(1)}
+    for key, v in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        parts = key.split(".")
+        leaf = parts[-1]
+        mods = parts[:-1]
+        a = v.detach().numpy().copy()
+        if mods[-1] in ("bn", "fc14b_bn"):
+            layer = "/".join(mods[:-1]) if mods[-1] == "bn" else "fc14b"
+            if mods[-1] == "bn" and mods[-2] in ("conv", "fc"):
+                layer = "/".join(mods[:-2])
+            full = f"{scope}/{layer}/bn"
+            name = {"weight": f"{full}/gamma", "bias": f"{full}/beta",
+                    "running_mean": f"{full}/{full}/moments/Squeeze/ExponentialMovingAverage",
+                    "running_var": f"{full}/{full}/moments/Squeeze_1/ExponentialMovingAverage"}[leaf]
+        else:
+            if mods[-1] in ("conv", "fc"):
+                mods = mods[:-1]
+            if mods[-1] == "transform":
+                mods = mods[:-1] + ["transform_XYZ" if mods[0] == "transform_net1" else "transform_feat"]
+                if leaf == "bias":
+                    k = int(round(a.size ** 0.5))
+                    a = a - np.eye(k, dtype=a.dtype).flatten()
+            name = f"{scope}/{'/'.join(mods)}/{'weights' if leaf == 'weight' else 'biases'}"
+            if leaf == "weight":
+                if a.ndim == 3:  # Conv1d (cout, cin, 1) -> [1, kw, 1, cout] / [1, 1, cin, cout]
+                    a = a[:, :, 0].T
+                    a = a[None, :, None, :] if a.shape[0] == 3 else a[None, None, :, :]
+                else:
+                    a = a.T
+        out[name + ":0"] = a
+    return out
+
+
+@pytest.mark.parametrize("name,kwargs", [("pointnet_cls", {"num_classes": 10}),
+                                         ("pointnet_cls_vanilla", {}),
+                                         ("snet", {"num_out_points": 8})])
+def test_convert_official_tf_state_dict(name, kwargs):
+    torch.manual_seed(10)
+    src = get_model(name, **kwargs)
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        for b in src.buffers():
+            if b.dtype.is_floating_point:
+                b.add_(0.5 * torch.rand_like(b))
+    tfvars = _fake_tf_vars(src, "classifier")
+    sd = models.convert_official_state_dict(name, tfvars, scope="classifier", **kwargs)
+    dst = get_model(name, **kwargs)
+    dst.load_state_dict(sd, strict=True)
+    for k, v in src.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            torch.testing.assert_close(dst.state_dict()[k], v, rtol=0, atol=1e-6)
+    # the conv1 kernel [1, 3, 1, 64] is the Conv1d (64, 3, 1) weight transposed
+    k1 = tfvars["classifier/conv1/weights:0"]
+    assert k1.shape == (1, 3, 1, 64)
+    assert torch.equal(sd["conv1.conv.weight"][5, 2, 0], torch.tensor(k1[0, 2, 0, 5]))
+    # missing variable / wrong scope / wrong size
+    del tfvars["classifier/conv2/biases:0"]
+    with pytest.raises(KeyError, match="conv2.conv.bias"):
+        models.convert_official_state_dict(name, tfvars, scope="classifier", **kwargs)
+    with pytest.raises(KeyError):
+        models.convert_official_state_dict(name, tfvars, scope="sampler", **kwargs)
+
+
+def test_convert_official_errors_and_samplenet_passthrough():
+    src = get_model("snet", num_out_points=8)
+    tfvars = _fake_tf_vars(src, "s")
+    with pytest.raises(ValueError, match="expects"):
+        models.convert_official_state_dict("snet", tfvars, scope="s", num_out_points=16)
+    with pytest.raises(ValueError, match="no official checkpoint conversion"):
+        models.convert_official_state_dict("nope", {})
+    sd = get_model("samplenet", num_out_points=8).state_dict()
+    assert models.convert_official_state_dict("samplenet", sd).keys() == sd.keys()

@@ -4,6 +4,8 @@
 Every builder takes ``weights=`` (``None`` or a local checkpoint path: a state dict, or a dict
 holding one under ``"state_dict"`` / ``"model_state_dict"`` / ``"model"``) loaded with
 ``strict=True``. Official pretrained weights cannot be downloaded here.
+``convert_official_state_dict(name, sd, scope=...)`` turns the variables of an official TF
+checkpoint (S-NET / SampleNet classification code) into a state dict for these models.
 
 Registered (point-cloud sampling papers):
 
@@ -31,6 +33,7 @@ __all__ = [
     "list_models",
     "register_model",
     "load_weights",
+    "convert_official_state_dict",
     "PointNetCls",
     "PointNetClsVanilla",
     "TransformNet",
@@ -112,6 +115,85 @@ def load_weights(model: nn.Module, weights) -> nn.Module:
             f"weights file {path!r} does not match {type(model).__name__}: {err}"
         ) from err
     return model
+
+
+_TF_MODELS = ("pointnet_cls", "pointnet_cls_vanilla", "snet", "progressivenet")
+_TF_SKIP_SUFFIXES = ("/Adam", "/Adam_1", "/Momentum")
+
+
+def convert_official_state_dict(name: str, sd, *, scope: str = "", **model_kwargs) -> dict:
+    """Convert an official checkpoint's variables to this package's ``state_dict`` for ``name``.
+
+    * ``samplenet``: the official PyTorch state dict already has the same keys; returned as is.
+    * ``pointnet_cls``, ``pointnet_cls_vanilla``, ``snet``, ``progressivenet``: ``sd`` maps the
+      official TensorFlow variable names (e.g. from ``tf.train.load_checkpoint(path)``:
+      ``{n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}``) to arrays.
+      ``scope`` is the variable scope the network was built in (e.g. ``"sampler"``); variables
+      outside it, optimizer slots and counters are ignored. Conv kernels ``[1, kw, cin, cout]``
+      become Conv1d weights, FC ``[in, out]`` are transposed, ``bn/beta``/``bn/gamma`` are the BN
+      bias/weight, the BN ``ExponentialMovingAverage`` of ``moments/Squeeze`` (``Squeeze_1``) the
+      running mean (variance); the T-nets' constant identity is added to ``transform_XYZ`` /
+      ``transform_feat`` biases. ``model_kwargs`` (``num_classes``, ``num_out_points``, ...) size
+      the model; a missing variable or a shape mismatch raises ``KeyError``/``ValueError``.
+    """
+    if name == "samplenet":
+        return dict(sd)
+    if name not in _TF_MODELS:
+        raise ValueError(f"no official checkpoint conversion for {name!r}; available: "
+                         f"{', '.join(_TF_MODELS + ('samplenet',))}")
+    target = get_model(name, **model_kwargs).state_dict()
+    prefix = scope.strip("/") + "/" if scope.strip("/") else ""
+    out = {}
+    for key, value in sd.items():
+        key = key[:-2] if key.endswith(":0") else key
+        if not key.startswith(prefix) or key.endswith(_TF_SKIP_SUFFIXES):
+            continue
+        rel = key[len(prefix):]
+        t = torch.as_tensor(value).detach().clone().float()
+        if "/ExponentialMovingAverage" in rel:
+            layer = rel.split("/bn/", 1)[0]
+            leaf = "running_var" if "/moments/Squeeze_1/" in rel else "running_mean"
+            mod_path, leaf_path = layer, ("bn", leaf)
+        elif "/" in rel:
+            mod_path, leaf = rel.rsplit("/", 1)
+            if mod_path.endswith("/bn"):
+                mod_path = mod_path[:-3]
+                leaf_path = ("bn", {"beta": "bias", "gamma": "weight"}.get(leaf, leaf))
+            else:
+                leaf_path = ({"weights": "weight", "biases": "bias"}.get(leaf, leaf),)
+        else:
+            continue  # global counters (batch, global_step, ...)
+        if leaf_path[-1] not in ("weight", "bias", "running_mean", "running_var"):
+            continue
+        is_tnet_out = mod_path.endswith(("transform_XYZ", "transform_feat"))
+        mod_path = mod_path.replace("transform_XYZ", "transform").replace("transform_feat", "transform")
+        base = mod_path.replace("/", ".")
+        if leaf_path[0] == "bn":
+            cands = [f"{base}.bn.{leaf_path[1]}", f"{base}_bn.{leaf_path[1]}"]
+        else:
+            cands = [f"{base}.conv.{leaf_path[0]}", f"{base}.fc.{leaf_path[0]}", f"{base}.{leaf_path[0]}"]
+        tkey = next((c for c in cands if c in target), None)
+        if tkey is None:
+            raise KeyError(f"official variable {key!r} has no counterpart in {name}")
+        if leaf_path == ("weight",):
+            if t.dim() == 4:  # conv2d kernel [1, kw, cin, cout] -> Conv1d (cout, kw*cin, 1)
+                t = t[0].reshape(-1, t.shape[-1]).t().unsqueeze(-1)
+            elif t.dim() == 2:
+                t = t.t()
+        if is_tnet_out and leaf_path == ("bias",):
+            k = int(round(t.numel() ** 0.5))
+            t = t + torch.eye(k).flatten()
+        if t.shape != target[tkey].shape:
+            raise ValueError(f"official variable {key!r} has shape {tuple(t.shape)}, "
+                             f"{tkey} expects {tuple(target[tkey].shape)}")
+        out[tkey] = t.contiguous()
+    for tkey, v in target.items():
+        if tkey.endswith("num_batches_tracked"):
+            out[tkey] = torch.zeros_like(v)
+    missing = sorted(set(target) - set(out))
+    if missing:
+        raise KeyError(f"official checkpoint (scope {scope!r}) lacks variables for {name}: {missing}")
+    return out
 
 
 def _finish(model: nn.Module, weights) -> nn.Module:
