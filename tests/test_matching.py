@@ -1,43 +1,15 @@
 """nn_match: the official S-NET/SampleNet matching (nearest point, order-preserving unique, FPS
 completion), on the device, as indices."""
 
-import numpy as np
 import pytest
 import torch
 from helpers import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastvision.benchmarks.sampling import official_nn_matching
 from fastvision.ops import _reference as ref
 from fastvision.ops import nn_match
-
-
-def official_nn_matching(full_pc, generated, k, complete_fps=True):
-    """The official numpy procedure (itailang/SampleNet registration/src/sputils.py), written out
-    independently: returns matched coordinates (B, k, 3)."""
-    full_pc = full_pc.astype(np.float32)
-    d = ((generated[:, :, None, :] - full_pc[:, None, :, :]) ** 2).sum(-1)
-    idx = d.argmin(axis=2)
-    out = np.zeros((full_pc.shape[0], k, 3))
-    for b in range(full_pc.shape[0]):
-        best = idx[b]
-        if not complete_fps:
-            out[b] = full_pc[b][best]
-            continue
-        _, first = np.unique(best, return_index=True)
-        best = best[np.sort(first)]
-        given = full_pc[b][best]
-        far = np.zeros((k, 3))
-        t = given.shape[0]
-        far[:t] = given
-        dist = ((far[0] - full_pc[b]) ** 2).sum(axis=1)
-        for i in range(1, t):
-            dist = np.minimum(dist, ((far[i] - full_pc[b]) ** 2).sum(axis=1))
-        for i in range(t, k):
-            far[i] = full_pc[b][np.argmax(dist)]
-            dist = np.minimum(dist, ((far[i] - full_pc[b]) ** 2).sum(axis=1))
-        out[b] = far
-    return out
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -48,9 +20,9 @@ def test_nn_match_equals_official_numpy_procedure(device, complete):
     # Generated points near input points, many of them collapsing onto the same input point.
     generated = points[:, torch.randint(0, 40, (32,), generator=g)] + 0.01 * torch.randn(6, 32, 3, generator=g)
     idx = nn_match(generated.to(device), points.to(device), 32, complete=complete)
-    expected = official_nn_matching(points.numpy(), generated.numpy(), 32, complete_fps=complete == "fps")
-    matched = points.double()[torch.arange(6)[:, None], idx.cpu()].numpy()
-    np.testing.assert_array_equal(matched, expected)
+    expected = official_nn_matching(points, generated, 32, complete_fps=complete == "fps")
+    matched = points.double()[torch.arange(6)[:, None], idx.cpu()]
+    assert torch.equal(matched, expected)
     assert torch.equal(idx.cpu(), ref.nn_match(generated, points, 32, complete=complete))
 
 

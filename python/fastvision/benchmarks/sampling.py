@@ -54,14 +54,20 @@ def official_soft_projection(query, points, temperature, k, min_sigma=MIN_SIGMA)
     return (grouped * weights.unsqueeze(3)).sum(dim=2)
 
 
-def official_nn_matching(points: torch.Tensor, generated: torch.Tensor, k: int) -> torch.Tensor:
-    """The official matching path: nearest neighbours on the device, then numpy on the host per
-    cloud (unique keeping the first occurrence, FPS completion from the matched coordinates),
-    matched coordinates copied back."""
-    idx = torch.cdist(generated, points).argmin(dim=2).cpu().numpy()
+def official_nn_matching(points: torch.Tensor, generated: torch.Tensor, k: int,
+                         complete_fps: bool = True) -> torch.Tensor:
+    """The official matching path (itailang/SampleNet ``nn_matching``): exact nearest neighbours
+    on the device (as ``KNN_CUDA``), then numpy on the host per cloud: unique keeping the first
+    occurrence and FPS completion from the matched coordinates (``complete_fps``), or the raw
+    nearest points; the matched coordinates (float64 arithmetic) are copied back."""
+    d = ((generated.unsqueeze(2) - points.unsqueeze(1)) ** 2).sum(dim=3)
+    idx = d.argmin(dim=2).cpu().numpy()
     pts = points.cpu().numpy()
     out = np.zeros((pts.shape[0], k, 3))
     for b in range(pts.shape[0]):
+        if not complete_fps:
+            out[b] = pts[b][idx[b][:k]]
+            continue
         _, first = np.unique(idx[b], return_index=True)
         given = pts[b][idx[b][np.sort(first)]]
         far = np.zeros((k, 3))
@@ -74,7 +80,7 @@ def official_nn_matching(points: torch.Tensor, generated: torch.Tensor, k: int) 
             far[i] = pts[b][np.argmax(dist)]
             dist = np.minimum(dist, ((far[i] - pts[b]) ** 2).sum(axis=1))
         out[b] = far
-    return torch.tensor(out, dtype=torch.float32, device=points.device)
+    return torch.tensor(out, dtype=torch.float64, device=points.device)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> tuple[str, str]:
@@ -129,7 +135,7 @@ def _nn_match_case(name, label, p, device) -> Case:
 
     def fv_match():
         idx = fv.nn_match(generated, points, M)
-        return points[torch.arange(B, device=device)[:, None], idx]
+        return points.double()[torch.arange(B, device=device)[:, None], idx]
 
     def check(out):
         same = torch.equal(out, fv_match())
