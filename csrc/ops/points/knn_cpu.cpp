@@ -19,7 +19,7 @@ namespace fastvision::points {
 
 namespace {
 
-constexpr int64_t kChunk = 16;         // distances computed together (one SIMD-friendly block)
+constexpr int64_t kChunk = 16;  // distances computed together (one SIMD-friendly block, <= 32)
 constexpr int64_t kQueryGrain = 32;    // queries per parallel work item
 // auto: the k-d tree pays for its build once both clouds reach kTreeMinPoints and there are
 // enough queries per searched point (measured on 3-D clouds: otherwise the vectorised scan wins).
@@ -44,10 +44,20 @@ void knn_brute(const T* q, int64_t i0, int64_t i1, const T* soa, int64_t stride,
       } else {
         chunk_distances<NORM, DS>(qi, soa, stride, j0, n, D, buf);
       }
-      if (!any_less(buf, n, dd[K - 1])) {
+      // A bit mask of the candidates instead of a branch per distance: in the chunks that hold
+      // candidates, per-element branches mispredict often. Candidates are still visited in
+      // ascending index and re-tested against the (shrinking) K-th distance.
+      const T worst = dd[K - 1];
+      if (!any_less(buf, n, worst)) {  // the common case, vectorised
         continue;
       }
+      uint32_t mask = 0;
       for (int64_t c = 0; c < n; ++c) {
+        mask |= static_cast<uint32_t>(buf[c] < worst) << c;
+      }
+      while (mask != 0) {
+        const int c = __builtin_ctz(mask);
+        mask &= mask - 1;
         if (buf[c] < dd[K - 1]) {
           scan_insert(dd, ii, K, buf[c], j0 + c);
         }
