@@ -87,4 +87,31 @@ inline at::Tensor soft_project_temperature_grad(const at::Tensor& grad_sigma_q,
   return grad.to(temperature.scalar_type());
 }
 
+// The arguments of _soft_project_backward: those of the forward, plus the saved indices and the
+// incoming gradients (shapes and devices).
+inline void check_soft_project_backward_args(
+    const at::Tensor& grad_projected, const std::optional<at::Tensor>& grad_projected_features,
+    const at::Tensor& query, const at::Tensor& points, const at::Tensor& temperature,
+    const at::Tensor& idx, const std::optional<at::Tensor>& features,
+    std::optional<double> min_sigma, const char* op) {
+  const int64_t k = idx.dim() == 3 ? idx.size(2) : 0;
+  check_soft_project_args(query, points, temperature, k, features, min_sigma, op);
+  const int64_t B = query.size(0), M = query.size(1);
+  const int64_t F = features.has_value() ? features->size(2) : 0;
+  FV_CHECK(idx.dim() == 3 && idx.size(0) == B && idx.size(1) == M, op,
+           "idx must have shape (B, M, k) = (", B, ", ", M, ", k), got ", idx.sizes());
+  FV_CHECK(idx.scalar_type() == at::kLong, op, "idx must be int64, got ", idx.scalar_type());
+  check_same_device(idx, query, op, "idx", "query");
+  FV_CHECK(grad_projected.sizes() == query.sizes(), op, "grad_projected must have shape ",
+           query.sizes(), ", got ", grad_projected.sizes());
+  check_same_device(grad_projected, query, op, "grad_projected", "query");
+  if (grad_projected_features.has_value()) {
+    FV_CHECK(grad_projected_features->dim() == 3 && grad_projected_features->size(0) == B &&
+                 grad_projected_features->size(1) == M && grad_projected_features->size(2) == F,
+             op, "grad_projected_features must have shape (", B, ", ", M, ", ", F, "), got ",
+             grad_projected_features->sizes());
+    check_same_device(*grad_projected_features, query, op, "grad_projected_features", "query");
+  }
+}
+
 }  // namespace fastvision::sampling

@@ -127,21 +127,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_project_backward
     const at::Tensor& idx, const std::optional<at::Tensor>& features,
     std::optional<double> min_sigma, bool hard) {
   constexpr const char* op = "_soft_project_backward";
-  const int64_t k = idx.dim() == 3 ? idx.size(2) : 0;
-  check_soft_project_args(query, points, temperature, k, features, min_sigma, op);
+  check_soft_project_backward_args(grad_projected, grad_projected_features, query, points,
+                                   temperature, idx, features, min_sigma, op);
   const int64_t B = query.size(0), M = query.size(1), N = points.size(1);
   const int64_t F = features.has_value() ? features->size(2) : 0;
-  FV_CHECK(idx.dim() == 3 && idx.size(0) == B && idx.size(1) == M, op,
-           "idx must have shape (B, M, k) = (", B, ", ", M, ", k), got ", idx.sizes());
-  FV_CHECK(idx.scalar_type() == at::kLong, op, "idx must be int64, got ", idx.scalar_type());
-  FV_CHECK(grad_projected.sizes() == query.sizes(), op, "grad_projected must have shape ",
-           query.sizes(), ", got ", grad_projected.sizes());
-  if (grad_projected_features.has_value()) {
-    FV_CHECK(grad_projected_features->dim() == 3 && grad_projected_features->size(0) == B &&
-                 grad_projected_features->size(1) == M && grad_projected_features->size(2) == F,
-             op, "grad_projected_features must have shape (", B, ", ", M, ", ", F, "), got ",
-             grad_projected_features->sizes());
-  }
   const at::ScalarType ct = points::cpu_compute_type(query.scalar_type());
   const at::Tensor q = query.to(ct).contiguous(), p = points.to(ct).contiguous();
   const at::Tensor f =
