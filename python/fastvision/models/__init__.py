@@ -19,14 +19,14 @@ Registered (point-cloud sampling papers):
 
 from __future__ import annotations
 
-import os
-from typing import Callable, Dict, List
-
 import torch
 import torch.nn as nn
 
+from ._registry import finish, get_model, list_models, load_weights, register_model
 from .pointnet import PointNetCls, PointNetClsVanilla, TransformNet, pointnet_cls_loss
 from .snet import SampleNet, SNet, SoftProjection
+
+# Other model families register their builders (with register_model) when imported here.
 
 __all__ = [
     "get_model",
@@ -47,75 +47,6 @@ __all__ = [
     "progressivenet",
     "samplenet",
 ]
-
-_MODELS: Dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_model(name: str | None = None):
-    """Decorator registering a builder under ``name`` (default: the function's name)."""
-
-    def deco(fn):
-        key = name or fn.__name__
-        if key in _MODELS:
-            raise ValueError(f"model {key!r} is already registered")
-        _MODELS[key] = fn
-        return fn
-
-    return deco
-
-
-def list_models() -> List[str]:
-    """Sorted names of the registered models."""
-    return sorted(_MODELS)
-
-
-def get_model(name: str, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` with the builder's keyword arguments."""
-    try:
-        builder = _MODELS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown model {name!r}; available models: {', '.join(list_models())}"
-        ) from None
-    return builder(**kwargs)
-
-
-_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
-
-
-def load_weights(model: nn.Module, weights) -> nn.Module:
-    """Load a local checkpoint into ``model`` with ``strict=True``; return the model.
-
-    Raises FileNotFoundError for a missing file and RuntimeError (naming the file) for one that
-    is not a readable torch checkpoint or does not match the model.
-    """
-    path = os.fspath(weights)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path!r}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt / truncated / not a torch file
-        raise RuntimeError(
-            f"could not read weights file {path!r} as a torch checkpoint "
-            f"({type(err).__name__}: {err})"
-        ) from err
-    if isinstance(ckpt, dict):
-        for key in _STATE_DICT_KEYS:
-            if key in ckpt and isinstance(ckpt[key], dict):
-                ckpt = ckpt[key]
-                break
-    if not isinstance(ckpt, dict):
-        raise RuntimeError(
-            f"weights file {path!r} does not hold a state dict (got {type(ckpt).__name__})"
-        )
-    try:
-        model.load_state_dict(ckpt, strict=True)
-    except RuntimeError as err:
-        raise RuntimeError(
-            f"weights file {path!r} does not match {type(model).__name__}: {err}"
-        ) from err
-    return model
-
 
 _TF_MODELS = ("pointnet_cls", "pointnet_cls_vanilla", "snet", "progressivenet")
 _TF_SKIP_SUFFIXES = ("/Adam", "/Adam_1", "/Momentum")
@@ -196,37 +127,31 @@ def convert_official_state_dict(name: str, sd, *, scope: str = "", **model_kwarg
     return out
 
 
-def _finish(model: nn.Module, weights) -> nn.Module:
-    if weights is not None:
-        load_weights(model, weights)
-    return model
-
-
 @register_model()
 def pointnet_cls(*, num_classes: int = 40, weights=None, dropout: float = 0.3) -> PointNetCls:
     """PointNet with input/feature T-nets, TF layout of the sampling papers (B, N, 3) input."""
-    return _finish(PointNetCls(num_classes=num_classes, dropout=dropout), weights)
+    return finish(PointNetCls(num_classes=num_classes, dropout=dropout), weights)
 
 
 @register_model()
 def pointnet_cls_vanilla(*, num_classes: int = 40, weights=None,
                          dropout: float = 0.3) -> PointNetClsVanilla:
     """PointNet without T-nets (``pointnet_cls_basic.py``), ProgressiveNet's task network."""
-    return _finish(PointNetClsVanilla(num_classes=num_classes, dropout=dropout), weights)
+    return finish(PointNetClsVanilla(num_classes=num_classes, dropout=dropout), weights)
 
 
 @register_model()
 def snet(*, num_out_points: int = 64, bottleneck_size: int = 128, output_bn: bool = True,
          weights=None) -> SNet:
     """S-NET generator (official default k = 64 output points)."""
-    return _finish(SNet(num_out_points, bottleneck_size, output_bn), weights)
+    return finish(SNet(num_out_points, bottleneck_size, output_bn), weights)
 
 
 @register_model()
 def progressivenet(*, num_out_points: int = 1024, bottleneck_size: int = 128,
                    output_bn: bool = True, weights=None) -> SNet:
     """ProgressiveNet: the S-NET network generating 1024 ordered points (prefixes = samples)."""
-    return _finish(SNet(num_out_points, bottleneck_size, output_bn), weights)
+    return finish(SNet(num_out_points, bottleneck_size, output_bn), weights)
 
 
 @register_model()
@@ -237,6 +162,6 @@ def samplenet(*, num_out_points: int = 64, bottleneck_size: int = 128, group_siz
               weights=None) -> SampleNet:
     """SampleNet, official PyTorch port defaults (``registration/src/samplenet.py``, ``sputils.py``:
     64 output points, group size 8, min_sigma 1e-2, no BN on the last FC)."""
-    return _finish(SampleNet(num_out_points, bottleneck_size, group_size, initial_temperature,
+    return finish(SampleNet(num_out_points, bottleneck_size, group_size, initial_temperature,
                              is_temperature_trainable, min_sigma, input_shape, output_shape,
                              complete_fps, skip_projection, output_bn), weights)
