@@ -189,7 +189,7 @@ def test_register_model_decorator():
         assert name in list_models()
         assert get_model(name, num_classes=4).out_features == 4
     finally:
-        models._MODELS.pop(name)
+        models._registry._MODELS.pop(name)
 
 
 @pytest.mark.parametrize(
