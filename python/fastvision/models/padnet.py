@@ -1,0 +1,381 @@
+"""PAD-Net: particle detection encoder-decoder (Wang, Ma, Jian, Jiang, PRCV 2021, LNCS 13022).
+
+No official code exists; this follows the paper text (``papers/padnet-prcv2021.txt``). Input: a
+normalised grayscale pad image (B, 1, H, W), H = 112 rows by W = 48 columns in the paper.
+Output of ``forward``: particle-map **logits** (B, 1, H, W) at input resolution (apply
+``torch.sigmoid`` for the probability map; the losses in :mod:`fastvision.losses.particles` take
+logits). ``forward(x, return_features=True)`` also returns the three chain (MDR / CRP) outputs
+of the decoder, coarse to fine, for knowledge distillation.
+
+Encoder (Table 1): conv 3x3 stride 1 + BN + h-swish, then six MobileNetV3 bnecks (3x3,
+SE / NL / in-exp-out / stride as listed), widths x1, x2, x4. The bneck layout is the
+PyTorch MobileNetV3 of ``xiaolai-sqlai/mobilenetv3`` (``mobilenetv3.old.py``): expand 1x1 + BN +
+NL, depthwise + BN + NL, project 1x1 + BN, then SE on the *block output* (reduction 4, with BN
+inside, h-sigmoid gate), residual when stride 1 (through a 1x1 conv + BN when the widths differ),
+no residual at stride 2. Only this layout reproduces the paper's parameter counts (Tables 2, 5, 6:
+PAD-Net 0.0057M, Mv3-11BN 0.44M); torchvision's (SE on the expanded width) gives 0.0071M.
+The encoder is ``model.encoder`` and returns the tapped feature maps as a tuple, finest first:
+(bneck 2 at 1/1, bneck 4 at 1/2, bneck 6 at 1/4). Every BN is its own module (foldable).
+
+Decoder (Fig. 1, Sect. 3.1): conv 1x1 of the deepest tap to the decoder width, then
+MDR -> FUSION(+ middle tap) -> MDR -> FUSION(+ shallow tap) -> MDR -> head. Width 4
+(``decoder_plus``: 16). Choices where the paper is open (each a constructor argument):
+
+* MDR (MaxPool-DSConv-Residual chain) = Light-Weight RefineNet's chained residual pooling with the
+  1x1 conv replaced by a depthwise-separable conv: ``top = DSConv(MaxPool5x5,s1(top)); x = x + top``,
+  repeated ``chain_stages = 4`` times (RefineNet's CRP depth); DSConv = depthwise 3x3 + pointwise
+  1x1, no bias, no BN, no activation (as the CRP's conv).
+* FUSION: 1x1 conv of each path to the decoder width, bilinear upsampling of the coarse path
+  (``align_corners=False``), concat, 3x3 conv, ReLU6 (LW-RefineNet's activation after fusion).
+* Head: 1x1 conv with bias to one channel (``head_kernel``), logits.
+
+Teacher (Sect. 3.3, ``padnet_teacher``): the full MobileNetV3-Small encoder (stem + 11 bnecks,
+same bneck layout, no last conv / classifier, 1 input channel) + the Light-Weight RefineNet
+decoder (CRP chains of 1x1 convs, 4 stages) whose fusion is Concat + Conv3x3, width 24, in the
+topology of PAD-Net's decoder. Choices (the paper gives only the totals, 0.4697M / 422.5M):
+the stem and the first two bnecks have stride 1, like PAD-Net's encoder (the original /32 strides
+give 7.4 MMACs at 112x48, far from 422.5), so the encoder output is at 1/4 and the taps are
+bneck 3 (1/1, 24 ch), bneck 8 (1/2, 48 ch) and bneck 11 (1/4, 96 ch): the teacher's three chain
+outputs have the resolutions of the student's, as the distillation needs.
+
+Counts at 112x48, convention of :mod:`fastvision.models.flops` (MACs; the paper's "FLOPs"):
+
+=========================  ==========  =========  ==============  ============
+model                      params      paper      MMACs           paper MFLOPs
+=========================  ==========  =========  ==============  ============
+padnet                     5,765       0.0057M    8.60            8.6
+padnet_x2                  15,669      0.016M     18.36           18.5
+padnet_x4                  51,605      0.052M     52.08           52.6
+padnet_x4 decoder_plus     66,257      0.065M     93.53           92.0
+padnet_teacher             464,181     0.4697M    406.52          422.5
+=========================  ==========  =========  ==============  ============
+
+``model.use_fused`` (default True) is reserved for the fused encoder op; currently the modules run.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from ._registry import finish, register_model
+from .flops import Resize
+
+__all__ = [
+    "SqueezeExcite",
+    "Bneck",
+    "MobileNetV3Encoder",
+    "ChainedResidualPool",
+    "Fusion",
+    "RefineDecoder",
+    "PADNet",
+    "PAPER_COUNTS",
+    "padnet_bnecks",
+    "MOBILENETV3_SMALL_BNECKS",
+]
+
+# (params, MFLOPs) at 112x48 from the paper's Tables 2, 3, 5, 6.
+PAPER_COUNTS = {
+    "padnet": (5_700, 8.6),
+    "padnet_x2": (16_000, 18.5),
+    "padnet_x4": (52_000, 52.6),
+    "padnet_x4_decoder_plus": (65_000, 92.0),
+    "padnet_teacher": (469_700, 422.5),
+}
+
+# One bneck: (kernel, in, expansion, out, squeeze-excite, nonlinearity "RE"/"HS", stride).
+_PADNET_BASE = (
+    (3, 2, 8, 4, True, "RE", 1),
+    (3, 4, 8, 4, False, "RE", 1),
+    (3, 4, 16, 8, True, "HS", 2),
+    (3, 8, 16, 8, True, "HS", 1),
+    (3, 8, 32, 16, True, "HS", 2),
+    (3, 16, 32, 16, True, "HS", 1),
+)
+
+# MobileNetV3-Small (Howard et al. 2019, Table 2), stride pattern of the original network.
+MOBILENETV3_SMALL_BNECKS = (
+    (3, 16, 16, 16, True, "RE", 2),
+    (3, 16, 72, 24, False, "RE", 2),
+    (3, 24, 88, 24, False, "RE", 1),
+    (5, 24, 96, 40, True, "HS", 2),
+    (5, 40, 240, 40, True, "HS", 1),
+    (5, 40, 240, 40, True, "HS", 1),
+    (5, 40, 120, 48, True, "HS", 1),
+    (5, 48, 144, 48, True, "HS", 1),
+    (5, 48, 288, 96, True, "HS", 2),
+    (5, 96, 576, 96, True, "HS", 1),
+    (5, 96, 576, 96, True, "HS", 1),
+)
+
+
+def padnet_bnecks(width: int = 1) -> tuple:
+    """Table 1 bneck settings for PAD-Net (``width`` 1), PAD-Net x2 (2) or x4 (4)."""
+    if int(width) < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    w = int(width)
+    return tuple((k, cin * w, exp * w, out * w, se, nl, s) for k, cin, exp, out, se, nl, s in _PADNET_BASE)
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "RE":
+        return nn.ReLU()
+    if name == "HS":
+        return nn.Hardswish()
+    raise ValueError(f"nonlinearity must be 'RE' or 'HS', got {name!r}")
+
+
+class SqueezeExcite(nn.Module):
+    """SE of ``xiaolai-sqlai/mobilenetv3``: avg-pool, 1x1 (no bias) + BN + ReLU, 1x1 (no bias) + BN,
+    h-sigmoid gate multiplied into the input."""
+
+    def __init__(self, channels: int, reduction: int = 4):
+        super().__init__()
+        squeeze = channels // reduction
+        if squeeze < 1:
+            raise ValueError(f"SqueezeExcite: channels ({channels}) // reduction ({reduction}) must be >= 1")
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(channels, squeeze, 1, bias=False)
+        self.reduce_bn = nn.BatchNorm2d(squeeze)
+        self.reduce_act = nn.ReLU()
+        self.expand = nn.Conv2d(squeeze, channels, 1, bias=False)
+        self.expand_bn = nn.BatchNorm2d(channels)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.reduce_act(self.reduce_bn(self.reduce(self.pool(x))))
+        return x * self.gate(self.expand_bn(self.expand(s)))
+
+
+class Bneck(nn.Module):
+    """MobileNetV3 bottleneck (layout in the module docstring)."""
+
+    def __init__(self, kernel: int, in_channels: int, expansion: int, out_channels: int,
+                 se: bool, nonlinearity: str, stride: int):
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"Bneck: stride must be 1 or 2, got {stride}")
+        self.stride = stride
+        self.expand = nn.Conv2d(in_channels, expansion, 1, bias=False)
+        self.expand_bn = nn.BatchNorm2d(expansion)
+        self.expand_act = _activation(nonlinearity)
+        self.depthwise = nn.Conv2d(expansion, expansion, kernel, stride, kernel // 2, groups=expansion,
+                                   bias=False)
+        self.depthwise_bn = nn.BatchNorm2d(expansion)
+        self.depthwise_act = _activation(nonlinearity)
+        self.project = nn.Conv2d(expansion, out_channels, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(out_channels)
+        self.se = SqueezeExcite(out_channels) if se else None
+        self.shortcut = None
+        if stride == 1 and in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand_act(self.expand_bn(self.expand(x)))
+        y = self.depthwise_act(self.depthwise_bn(self.depthwise(y)))
+        y = self.project_bn(self.project(y))
+        if self.se is not None:
+            y = self.se(y)
+        if self.stride == 1:
+            y = y + (x if self.shortcut is None else self.shortcut(x))
+        return y
+
+
+class MobileNetV3Encoder(nn.Module):
+    """Stem conv 3x3 + BN + h-swish, then bnecks; returns the outputs of the ``taps`` bnecks.
+
+    Args:
+        bnecks: bneck settings ``(kernel, in, exp, out, se, nl, stride)``.
+        taps: indices of the bnecks whose outputs are returned, in increasing depth.
+        in_channels: image channels (1 for the grayscale pads).
+        stem_stride: stride of the stem conv.
+        strides: optional per-bneck strides overriding those in ``bnecks``.
+    """
+
+    def __init__(self, bnecks: Sequence[tuple], taps: Sequence[int], in_channels: int = 1,
+                 stem_stride: int = 1, strides: Sequence[int] | None = None):
+        super().__init__()
+        bnecks = [tuple(b) for b in bnecks]
+        if strides is not None:
+            if len(strides) != len(bnecks):
+                raise ValueError(f"strides has {len(strides)} entries, bnecks {len(bnecks)}")
+            bnecks = [b[:6] + (int(s),) for b, s in zip(bnecks, strides)]
+        taps = [int(t) for t in taps]
+        if not taps or sorted(set(taps)) != taps or taps[0] < 0 or taps[-1] >= len(bnecks):
+            raise ValueError(f"taps must be increasing indices into the {len(bnecks)} bnecks, got {taps}")
+        self.taps = tuple(taps)
+        self.in_channels = int(in_channels)
+        stem_out = bnecks[0][1]
+        self.stem = nn.Conv2d(self.in_channels, stem_out, 3, stem_stride, 1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(stem_out)
+        self.stem_act = nn.Hardswish()
+        self.blocks = nn.ModuleList(Bneck(*b) for b in bnecks)
+        self.tap_channels = tuple(bnecks[t][3] for t in self.taps)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = self.stem_act(self.stem_bn(self.stem(x)))
+        taps = []
+        for i, block in enumerate(self.blocks):
+            y = block(y)
+            if i in self.taps:
+                taps.append(y)
+            if i == self.taps[-1]:
+                break
+        return tuple(taps)
+
+
+class ChainedResidualPool(nn.Module):
+    """``stages`` times: ``top = conv(MaxPool5x5,s1(top)); x = x + top``; returns x.
+
+    ``separable=True``: conv = depthwise 3x3 + pointwise 1x1 (PAD-Net's MDR); ``False``: 1x1 conv
+    (Light-Weight RefineNet's CRP). No bias, BN or activation, as in the CRP.
+    """
+
+    def __init__(self, channels: int, stages: int = 4, separable: bool = True):
+        super().__init__()
+        if int(stages) < 1:
+            raise ValueError(f"chain stages must be >= 1, got {stages}")
+        self.pool = nn.MaxPool2d(5, stride=1, padding=2)
+        if separable:
+            self.convs = nn.ModuleList(
+                nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, groups=channels, bias=False),
+                              nn.Conv2d(channels, channels, 1, bias=False))
+                for _ in range(int(stages)))
+        else:
+            self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 1, bias=False)
+                                       for _ in range(int(stages)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top = x
+        for conv in self.convs:
+            top = conv(self.pool(top))
+            x = x + top
+        return x
+
+
+class Fusion(nn.Module):
+    """1x1 conv of each path, bilinear upsampling of the coarse one, Concat, 3x3 conv, ReLU6."""
+
+    def __init__(self, coarse_channels: int, fine_channels: int, channels: int):
+        super().__init__()
+        self.coarse_conv = nn.Conv2d(coarse_channels, channels, 1, bias=False)
+        self.fine_conv = nn.Conv2d(fine_channels, channels, 1, bias=False)
+        self.upsample = Resize("bilinear")
+        self.merge = nn.Conv2d(2 * channels, channels, 3, 1, 1, bias=False)
+        self.merge_act = nn.ReLU6()
+
+    def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        up = self.upsample(self.coarse_conv(coarse), fine.shape[-2:])
+        return self.merge_act(self.merge(torch.cat([up, self.fine_conv(fine)], dim=1)))
+
+
+class RefineDecoder(nn.Module):
+    """conv1x1 -> chain -> Fusion -> chain -> Fusion -> chain -> head (see the module docstring).
+
+    Args:
+        tap_channels: channels of the three encoder taps, finest first.
+        channels: decoder width (PAD-Net 4, decoder+ 16).
+        chain_stages: stages of each chain (MDR / CRP).
+        separable: DSConv chains (MDR) or 1x1 chains (CRP).
+        head_kernel: kernel size of the output conv (1 or 3).
+    """
+
+    def __init__(self, tap_channels: Sequence[int], channels: int = 4, chain_stages: int = 4,
+                 separable: bool = True, head_kernel: int = 1):
+        super().__init__()
+        if len(tap_channels) != 3:
+            raise ValueError(f"RefineDecoder needs 3 encoder taps, got {len(tap_channels)}")
+        if int(channels) < 1:
+            raise ValueError(f"decoder channels must be >= 1, got {channels}")
+        if head_kernel not in (1, 3):
+            raise ValueError(f"head_kernel must be 1 or 3, got {head_kernel}")
+        fine, middle, deep = (int(c) for c in tap_channels)
+        c = int(channels)
+        self.channels = c
+        self.project = nn.Conv2d(deep, c, 1, bias=False)
+        self.chain1 = ChainedResidualPool(c, chain_stages, separable)
+        self.fusion1 = Fusion(c, middle, c)
+        self.chain2 = ChainedResidualPool(c, chain_stages, separable)
+        self.fusion2 = Fusion(c, fine, c)
+        self.chain3 = ChainedResidualPool(c, chain_stages, separable)
+        self.head = nn.Conv2d(c, 1, head_kernel, 1, head_kernel // 2, bias=True)
+        self.upsample = Resize("bilinear")
+
+    def forward(self, taps: Sequence[torch.Tensor], out_size: Sequence[int]):
+        fine, middle, deep = taps
+        c1 = self.chain1(self.project(deep))
+        c2 = self.chain2(self.fusion1(c1, middle))
+        c3 = self.chain3(self.fusion2(c2, fine))
+        return self.upsample(self.head(c3), out_size), (c1, c2, c3)
+
+
+class PADNet(nn.Module):
+    """Encoder (``model.encoder``, returns the tap tuple) + :class:`RefineDecoder`.
+
+    ``forward(x)`` -> logits (B, 1, H, W); ``forward(x, return_features=True)`` ->
+    ``(logits, (chain1, chain2, chain3))``. ``use_fused`` is reserved for the fused encoder op;
+    currently the modules run.
+    """
+
+    def __init__(self, encoder: MobileNetV3Encoder, decoder: RefineDecoder):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.use_fused = True
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        if x.dim() != 4 or x.shape[1] != self.encoder.in_channels:
+            raise ValueError(f"PADNet: x must be (B, {self.encoder.in_channels}, H, W), "
+                             f"got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"PADNet: x must be a floating-point tensor, got {x.dtype}")
+        logits, features = self.decoder(self.encoder(x), x.shape[-2:])
+        return (logits, features) if return_features else logits
+
+
+def _padnet(width: int, decoder_plus: bool, chain_stages: int, head_kernel: int) -> PADNet:
+    encoder = MobileNetV3Encoder(padnet_bnecks(width), taps=(1, 3, 5), in_channels=1, stem_stride=1)
+    decoder = RefineDecoder(encoder.tap_channels, 16 if decoder_plus else 4, chain_stages,
+                            separable=True, head_kernel=head_kernel)
+    return PADNet(encoder, decoder)
+
+
+@register_model()
+def padnet(*, decoder_plus: bool = False, chain_stages: int = 4, head_kernel: int = 1,
+           weights=None) -> PADNet:
+    """PAD-Net (Table 1, x1 widths; paper 0.0057M / 8.6 MFLOPs). ``decoder_plus``: width 16."""
+    return finish(_padnet(1, decoder_plus, chain_stages, head_kernel), weights)
+
+
+@register_model()
+def padnet_x2(*, decoder_plus: bool = False, chain_stages: int = 4, head_kernel: int = 1,
+              weights=None) -> PADNet:
+    """PAD-Net x2 (Table 1, doubled encoder widths; paper 0.016M / 18.5 MFLOPs)."""
+    return finish(_padnet(2, decoder_plus, chain_stages, head_kernel), weights)
+
+
+@register_model()
+def padnet_x4(*, decoder_plus: bool = False, chain_stages: int = 4, head_kernel: int = 1,
+              weights=None) -> PADNet:
+    """PAD-Net x4 (Table 1, quadrupled encoder widths; paper 0.052M / 52.6 MFLOPs,
+    with ``decoder_plus`` 0.065M / 92.0, Table 3)."""
+    return finish(_padnet(4, decoder_plus, chain_stages, head_kernel), weights)
+
+
+# The teacher's encoder: MobileNetV3-Small with PAD-Net's stride-1 stem and first two bnecks.
+_TEACHER_STRIDES = (1, 1, 1, 2, 1, 1, 1, 1, 2, 1, 1)
+
+
+@register_model()
+def padnet_teacher(*, channels: int = 24, chain_stages: int = 4, head_kernel: int = 1,
+                   weights=None) -> PADNet:
+    """KD teacher (Sect. 3.3): MobileNetV3-Small encoder + LW-RefineNet decoder with Concat+Conv3x3
+    fusion (paper 0.4697M / 422.5 MFLOPs; choices in the module docstring)."""
+    encoder = MobileNetV3Encoder(MOBILENETV3_SMALL_BNECKS, taps=(2, 7, 10), in_channels=1,
+                                 stem_stride=1, strides=_TEACHER_STRIDES)
+    decoder = RefineDecoder(encoder.tap_channels, channels, chain_stages, separable=False,
+                            head_kernel=head_kernel)
+    return finish(PADNet(encoder, decoder), weights)

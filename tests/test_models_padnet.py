@@ -1,0 +1,172 @@
+"""fastvision.models for PAD-Net (PRCV 2021): sizes against the paper, shapes, structure, FLOP counter."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fastvision.models import get_model, list_models
+from fastvision.models.flops import Resize, count_ops, count_params
+from fastvision.models.padnet import PAPER_COUNTS, Bneck, padnet_bnecks
+
+PAD = (112, 48)  # the paper's pad images: 112 rows x 48 columns
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,key,params,mmacs",
+    [
+        ("padnet", {}, "padnet", 5_765, 8.596734),
+        ("padnet_x2", {}, "padnet_x2", 15_669, 18.360716),
+        ("padnet_x4", {}, "padnet_x4", 51_605, 52.083288),
+        ("padnet_x4", {"decoder_plus": True}, "padnet_x4_decoder_plus", 66_257, 93.532248),
+        ("padnet_teacher", {}, "padnet_teacher", 464_181, 406.515964),
+    ],
+)
+def test_sizes_match_paper_within_5_percent(name, kwargs, key, params, mmacs):
+    model = get_model(name, **kwargs).eval()
+    count = count_ops(model, torch.zeros(1, 1, *PAD))
+    assert count_params(model) == params
+    assert count.mega == pytest.approx(mmacs, abs=1e-6)
+    paper_params, paper_mflops = PAPER_COUNTS[key]
+    assert abs(params / paper_params - 1) < 0.05
+    assert abs(mmacs / paper_mflops - 1) < 0.05
+
+
+def test_registered():
+    assert {"padnet", "padnet_x2", "padnet_x4", "padnet_teacher"} <= set(list_models())
+
+
+def test_table1_widths():
+    assert padnet_bnecks(1)[0] == (3, 2, 8, 4, True, "RE", 1)
+    assert padnet_bnecks(4)[4] == (3, 32, 128, 64, True, "HS", 2)
+    enc = get_model("padnet_x2").encoder
+    assert enc.stem.out_channels == 4 and enc.stem.stride == (1, 1)
+    assert [b.project.out_channels for b in enc.blocks] == [8, 8, 16, 16, 32, 32]
+    assert [b.expand.out_channels for b in enc.blocks] == [16, 16, 32, 32, 64, 64]
+    assert [b.se is not None for b in enc.blocks] == [True, False, True, True, True, True]
+    assert [type(b.expand_act).__name__ for b in enc.blocks] == ["ReLU", "ReLU"] + ["Hardswish"] * 4
+    with pytest.raises(ValueError, match="width"):
+        padnet_bnecks(0)
+
+
+@pytest.mark.parametrize("size", [PAD, (37, 21), (8, 8)])
+def test_output_at_input_resolution(size):
+    model = get_model("padnet").eval()
+    out = model(torch.randn(2, 1, *size))
+    assert out.shape == (2, 1, *size)
+    assert torch.isfinite(out).all()
+
+
+def test_encoder_taps_and_features():
+    model = get_model("padnet").eval()
+    x = torch.randn(2, 1, *PAD)
+    taps = model.encoder(x)
+    assert isinstance(taps, tuple)
+    assert [tuple(t.shape) for t in taps] == [(2, 4, 112, 48), (2, 8, 56, 24), (2, 16, 28, 12)]
+    logits, feats = model(x, return_features=True)
+    assert [tuple(f.shape) for f in feats] == [(2, 4, 28, 12), (2, 4, 56, 24), (2, 4, 112, 48)]
+    assert torch.equal(logits, model(x))
+    teacher = get_model("padnet_teacher").eval()
+    _, tfeats = teacher(x, return_features=True)
+    # Same resolutions as the student's chains, so distillation compares them position by position.
+    assert [tuple(f.shape) for f in tfeats] == [(2, 24, 28, 12), (2, 24, 56, 24), (2, 24, 112, 48)]
+
+
+def test_structure_for_the_fused_encoder():
+    model = get_model("padnet")
+    assert model.use_fused is True
+    bns = [m for m in model.encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    convs = [m for m in model.encoder.modules() if isinstance(m, nn.Conv2d)]
+    # every conv is followed by its own BN module: stem, 3 per bneck, 2 per SE, shortcut of bneck 1
+    assert len(bns) == len(convs) == 1 + 6 * 3 + 5 * 2 + 1
+    assert all(c.bias is None for c in convs)
+
+
+def test_bneck_residual_rules():
+    b = Bneck(3, 2, 8, 4, True, "RE", 1)
+    assert b.shortcut is not None  # stride 1, widths differ: 1x1 conv + BN
+    assert Bneck(3, 4, 8, 4, False, "RE", 1).shortcut is None
+    strided = Bneck(3, 4, 16, 8, True, "HS", 2).eval()
+    assert strided.shortcut is None
+    x = torch.randn(1, 4, 10, 6)
+    assert strided(x).shape == (1, 8, 5, 3)
+    # identity residual: zero the project BN and the output equals the input
+    same = Bneck(3, 4, 8, 4, False, "RE", 1).eval()
+    nn.init.zeros_(same.project_bn.weight)
+    assert torch.equal(same(x), x)
+
+
+def test_gradients_finite():
+    model = get_model("padnet_x2").train()
+    x = torch.randn(4, 1, *PAD)
+    model(x).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_bad_inputs():
+    model = get_model("padnet")
+    with pytest.raises(ValueError, match=r"x must be \(B, 1, H, W\), got shape \(2, 3, 112, 48\)"):
+        model(torch.zeros(2, 3, *PAD))
+    with pytest.raises(ValueError, match="x must be"):
+        model(torch.zeros(1, *PAD))
+    with pytest.raises(ValueError, match="floating-point.*torch.uint8"):
+        model(torch.zeros(1, 1, *PAD, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="head_kernel must be 1 or 3, got 5"):
+        get_model("padnet", head_kernel=5)
+    with pytest.raises(ValueError, match="chain stages must be >= 1, got 0"):
+        get_model("padnet", chain_stages=0)
+
+
+def test_weights_roundtrip(tmp_path):
+    model = get_model("padnet").eval()
+    path = tmp_path / "padnet.pt"
+    torch.save(model.state_dict(), path)
+    loaded = get_model("padnet", weights=str(path)).eval()
+    x = torch.randn(1, 1, *PAD)
+    assert torch.equal(model(x), loaded(x))
+    with pytest.raises(RuntimeError, match="does not match"):
+        get_model("padnet_x2", weights=str(path))
+
+
+def test_options_change_the_decoder():
+    base = count_params(get_model("padnet"))
+    assert count_params(get_model("padnet", head_kernel=3)) == base + 4 * 8
+    assert count_params(get_model("padnet", chain_stages=3)) == base - 3 * (4 * 9 + 4 * 4)
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1, bias=True)
+        self.dw = nn.Conv2d(3, 3, 3, stride=2, padding=1, groups=3, bias=False)
+        self.bn = nn.BatchNorm2d(3)
+        self.act = nn.Hardswish()
+        self.pool = nn.MaxPool2d(3, 1, 1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, 5)
+        self.up = Resize("bilinear")
+
+    def forward(self, x):
+        y = self.pool(self.act(self.bn(self.dw(self.conv(x)))))
+        y = self.up(y, (8, 6))
+        return self.fc(self.gap(y).flatten(1))
+
+
+def test_op_counter_by_hand():
+    count = count_ops(_Tiny().eval(), torch.zeros(1, 2, 8, 6))
+    conv = 3 * 8 * 6 * (2 * 9 + 1)  # 864 outputs x (18 MACs + bias)
+    dw = 3 * 4 * 3 * 9  # stride 2: 4x3 outputs per channel, 9 MACs each
+    bn = 2 * 3 * 4 * 3
+    up = 4 * 3 * 8 * 6  # bilinear, 4 per output element
+    gap = 3 * 8 * 6 + 3  # sum every input, divide once per output
+    fc = 5 * (3 + 1)
+    assert count.by_type == {"Conv2d": conv + dw, "BatchNorm2d": bn, "Hardswish": 0, "MaxPool2d": 0,
+                             "Resize": up, "AdaptiveAvgPool2d": gap, "Linear": fc}
+    assert count.total == conv + dw + bn + up + gap + fc
+    assert count.by_module["dw"] == dw
+    with_acts = count_ops(_Tiny().eval(), torch.zeros(1, 2, 8, 6), activation_ops=1)
+    assert with_acts.total == count.total + 3 * 4 * 3
+    with pytest.raises(ValueError, match="activation_ops must be >= 0, got -1"):
+        count_ops(_Tiny(), torch.zeros(1, 2, 8, 6), activation_ops=-1)
+    with pytest.raises(ValueError, match="mode must be 'bilinear' or 'nearest', got 'cubic'"):
+        Resize("cubic")
