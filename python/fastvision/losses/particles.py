@@ -1,0 +1,244 @@
+"""PAD-Net losses (Wang et al., PRCV 2021): the adaptive attention loss (AAL, Sect. 3.2), the
+losses it is compared with in Table 4, and the structured knowledge distillation of Sect. 3.3.
+
+Predictions are **logits** (B, 1, H, W) as returned by :class:`fastvision.models.padnet.PADNet`
+(``from_logits=False``: probabilities in [0, 1]); targets are particle maps of the same shape with
+values in [0, 1] (the paper's binary ground truth P, e.g. :mod:`fastvision.data.particles`).
+With p the target and q = sigmoid(logits) the prediction, per image of h x w pixels:
+
+* AAL (eqs. 1-2): ``a1 * L_CE + a2 * L_IoU`` with
+  ``L_CE = -1/(hw) sum (p log q + (1 - p) log(1 - q))``,
+  ``L_IoU = 1/(hw) sum M (1 - (p q + eps) / (p + q - p q + eps))``,
+  ``M = 1 + AvgPool(5x5, stride 1)(P)``. Open in the paper, chosen here: a1 = a2 = 1, eps = 1
+  (the pixel term then stays smooth where p = q = 0: eps -> 0 would give background pixels a
+  loss of ~1 for any q > 0), and the pooling zero-pads by 2 and divides by 25 everywhere
+  (``count_include_pad=True``) so that M has the size of P.
+* ``iou``: image-level soft IoU, ``1 - (sum p q + eps) / (sum (p + q - p q) + eps)``.
+* ``dice``: ``1 - (2 sum p q + eps) / (sum p + sum q + eps)``.
+* ``mse``: mean of (q - p)^2. ``bce``: L_CE.
+
+Every loss is averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "attention_matrix",
+    "AdaptiveAttentionLoss",
+    "SoftIoULoss",
+    "DiceLoss",
+    "MSEMapLoss",
+    "BCEMapLoss",
+    "get_particle_loss",
+    "StructuredKnowledgeTransfer",
+    "dense_fsp",
+]
+
+
+def _check_maps(pred: torch.Tensor, target: torch.Tensor, who: str) -> None:
+    if pred.dim() != 4:
+        raise ValueError(f"{who}: pred must be (B, C, H, W), got shape {tuple(pred.shape)}")
+    if target.shape != pred.shape:
+        raise ValueError(f"{who}: target shape {tuple(target.shape)} must equal pred shape "
+                         f"{tuple(pred.shape)}")
+    if not pred.is_floating_point():
+        raise ValueError(f"{who}: pred must be floating point, got {pred.dtype}")
+
+
+def attention_matrix(target: torch.Tensor, kernel_size: int = 5) -> torch.Tensor:
+    """AAL's coefficient matrix ``M = 1 + AvgPool(kernel x kernel, stride 1)(target)``, same shape."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"attention_matrix: kernel_size must be odd and >= 1, got {kernel_size}")
+    pooled = F.avg_pool2d(target, kernel_size, stride=1, padding=kernel_size // 2,
+                          count_include_pad=True)
+    return 1.0 + pooled
+
+
+class _MapLoss(nn.Module):
+    def __init__(self, from_logits: bool = True):
+        super().__init__()
+        self.from_logits = bool(from_logits)
+
+    def _prob(self, pred: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(pred) if self.from_logits else pred
+
+    def _bce(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.from_logits:
+            return F.binary_cross_entropy_with_logits(pred, target)
+        return F.binary_cross_entropy(pred, target)
+
+
+class AdaptiveAttentionLoss(_MapLoss):
+    """AAL = ``alpha_ce * L_CE + alpha_iou * L_IoU`` (module docstring)."""
+
+    def __init__(self, alpha_ce: float = 1.0, alpha_iou: float = 1.0, eps: float = 1.0,
+                 kernel_size: int = 5, from_logits: bool = True):
+        super().__init__(from_logits)
+        if eps <= 0:
+            raise ValueError(f"AdaptiveAttentionLoss: eps must be > 0, got {eps}")
+        self.alpha_ce = float(alpha_ce)
+        self.alpha_iou = float(alpha_iou)
+        self.eps = float(eps)
+        self.kernel_size = int(kernel_size)
+
+    def iou_term(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``L_IoU`` of eq. 2 (mean over pixels and batch)."""
+        q = self._prob(pred)
+        inter = target * q
+        ratio = (inter + self.eps) / (target + q - inter + self.eps)
+        return (attention_matrix(target, self.kernel_size) * (1.0 - ratio)).mean()
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_maps(pred, target, "AdaptiveAttentionLoss")
+        return self.alpha_ce * self._bce(pred, target) + self.alpha_iou * self.iou_term(pred, target)
+
+
+class SoftIoULoss(_MapLoss):
+    """Image-level soft IoU loss, ``1 - (sum p q + eps) / (sum (p + q - p q) + eps)``."""
+
+    def __init__(self, eps: float = 1.0, from_logits: bool = True):
+        super().__init__(from_logits)
+        self.eps = float(eps)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_maps(pred, target, "SoftIoULoss")
+        q = self._prob(pred).flatten(1)
+        p = target.flatten(1)
+        inter = (p * q).sum(1)
+        return (1.0 - (inter + self.eps) / ((p + q).sum(1) - inter + self.eps)).mean()
+
+
+class DiceLoss(_MapLoss):
+    """Soft Dice loss, ``1 - (2 sum p q + eps) / (sum p + sum q + eps)``."""
+
+    def __init__(self, eps: float = 1.0, from_logits: bool = True):
+        super().__init__(from_logits)
+        self.eps = float(eps)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_maps(pred, target, "DiceLoss")
+        q = self._prob(pred).flatten(1)
+        p = target.flatten(1)
+        return (1.0 - (2.0 * (p * q).sum(1) + self.eps) / (p.sum(1) + q.sum(1) + self.eps)).mean()
+
+
+class MSEMapLoss(_MapLoss):
+    """Mean squared error between the probability map and the target."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_maps(pred, target, "MSEMapLoss")
+        return F.mse_loss(self._prob(pred), target)
+
+
+class BCEMapLoss(_MapLoss):
+    """Pixel-wise binary cross-entropy (eq. 1)."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_maps(pred, target, "BCEMapLoss")
+        return self._bce(pred, target)
+
+
+_LOSSES = {"aal": AdaptiveAttentionLoss, "iou": SoftIoULoss, "dice": DiceLoss,
+           "mse": MSEMapLoss, "bce": BCEMapLoss}
+
+
+def get_particle_loss(name: str, **kwargs) -> nn.Module:
+    """The loss ``name`` of Table 4: ``"aal"``, ``"iou"``, ``"dice"``, ``"mse"`` or ``"bce"``;
+    ``kwargs`` go to its constructor (``from_logits``, ``eps``, ``alpha_ce``, ...)."""
+    try:
+        cls = _LOSSES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"get_particle_loss: unknown loss {name!r}; available: "
+                         f"{', '.join(_LOSSES)}") from None
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Structured knowledge distillation (Sect. 3.3)
+# --------------------------------------------------------------------------------------------
+
+
+def _instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    return F.instance_norm(x, eps=eps)
+
+
+def dense_fsp(features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """FSP matrices of every pair i < j of ``features`` (list of (B, C_k, H_k, W_k)).
+
+    Each map is max-pooled to the smallest spatial size among the features (kernel = stride =
+    the size ratio when it divides), instance-normalised, and ``G_ij = F_i F_j^T / (h w)``
+    per sample: (B, C_i, C_j).
+    """
+    if len(features) < 2:
+        raise ValueError(f"dense_fsp: needs at least 2 feature maps, got {len(features)}")
+    h = min(f.shape[-2] for f in features)
+    w = min(f.shape[-1] for f in features)
+    pooled = [_instance_norm(F.adaptive_max_pool2d(f, (h, w))).flatten(2) for f in features]
+    return [torch.bmm(pooled[i], pooled[j].transpose(1, 2)) / (h * w)
+            for i in range(len(pooled)) for j in range(i + 1, len(pooled))]
+
+
+class StructuredKnowledgeTransfer(nn.Module):
+    """Intra-layer + cross-layer knowledge transfer of Liu et al., "Efficient crowd counting via
+    structured knowledge transfer" (ACM MM 2020; PAD-Net's ref. 9), as in its code
+    (``chen-judge/SKT``: ``models/distillation.py``, ``SKT_distill.py``).
+
+    The student's K feature maps s_k (PAD-Net: the three MDR outputs, 4 channels) are first mapped
+    to the teacher's width by training-only adapters ``a_k = ReLU(Conv1x1(s_k))`` (SKT's
+    ``feature_transform``; they belong to this module, not to the student, so PAD-Net's size is
+    unchanged). With t_k the teacher's maps (its CRP outputs, same resolutions):
+
+    * intra-layer: ``L_intra = sum_k mean_{b,x,y} (1 - cos(a_k[b,:,x,y], t_k[b,:,x,y]))``
+      (SKT sums over positions instead of averaging: ``reduction="sum"``);
+    * cross-layer: ``L_cross = sum_{i<j} mean_b sum_{c,c'} (G^t_ij - G^a_ij)^2`` with ``G`` the
+      dense FSP matrices of :func:`dense_fsp` (SKT: the same with batch size 1);
+    * ``total = lambda_intra * L_intra + lambda_cross * L_cross`` (SKT's 0.5 / 0.5). The paper
+      trains PAD-Net with the task loss (AAL) plus these terms; add the AAL outside.
+
+    ``forward(student_features, teacher_features)`` returns ``{"intra", "cross", "total"}``;
+    teacher features should be computed under ``torch.no_grad()`` (they are detached here).
+    """
+
+    def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int],
+                 lambda_intra: float = 0.5, lambda_cross: float = 0.5, reduction: str = "mean"):
+        super().__init__()
+        if len(student_channels) != len(teacher_channels):
+            raise ValueError(f"StructuredKnowledgeTransfer: {len(student_channels)} student and "
+                             f"{len(teacher_channels)} teacher feature maps")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"StructuredKnowledgeTransfer: reduction must be 'mean' or 'sum', "
+                             f"got {reduction!r}")
+        self.adapters = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(int(cs), int(ct), 1), nn.ReLU())
+            for cs, ct in zip(student_channels, teacher_channels))
+        self.lambda_intra = float(lambda_intra)
+        self.lambda_cross = float(lambda_cross)
+        self.reduction = reduction
+
+    def forward(self, student_features: Sequence[torch.Tensor],
+                teacher_features: Sequence[torch.Tensor]) -> dict:
+        if len(student_features) != len(self.adapters) or len(teacher_features) != len(self.adapters):
+            raise ValueError(f"StructuredKnowledgeTransfer: expected {len(self.adapters)} student "
+                             f"and teacher feature maps, got {len(student_features)} and "
+                             f"{len(teacher_features)}")
+        adapted = [a(s) for a, s in zip(self.adapters, student_features)]
+        teacher = [t.detach() for t in teacher_features]
+        for k, (a, t) in enumerate(zip(adapted, teacher)):
+            if a.shape != t.shape:
+                raise ValueError(f"StructuredKnowledgeTransfer: feature {k}: adapted student shape "
+                                 f"{tuple(a.shape)} != teacher shape {tuple(t.shape)}")
+        intra = adapted[0].new_zeros(())
+        for a, t in zip(adapted, teacher):
+            dissim = 1.0 - F.cosine_similarity(a, t, dim=1)
+            intra = intra + (dissim.mean() if self.reduction == "mean" else dissim.sum())
+        cross = adapted[0].new_zeros(())
+        for gs, gt in zip(dense_fsp(adapted), dense_fsp(teacher)):
+            cross = cross + (gt - gs).pow(2).sum(dim=(1, 2)).mean()
+        total = self.lambda_intra * intra + self.lambda_cross * cross
+        return {"intra": intra, "cross": cross, "total": total}
