@@ -8,6 +8,12 @@ from fastvision.data.pointclouds import (
     normalize_point_cloud,
     rotate_point_cloud_y,
 )
+from fastvision.data.particles import (
+    ParticleFolder,
+    ProceduralParticles,
+    collate_particles,
+    render_targets,
+)
 
 __all__ = [
     "ProceduralShapes",
@@ -16,4 +22,8 @@ __all__ = [
     "jitter_point_cloud",
     "normalize_point_cloud",
     "rotate_point_cloud_y",
+    "ProceduralParticles",
+    "ParticleFolder",
+    "collate_particles",
+    "render_targets",
 ]
