@@ -19,20 +19,45 @@ PAD = (112, 48)  # the paper's pad images: 112 rows x 48 columns
         ("padnet_x4", {}, "padnet_x4", 51_605, 52.083288),
         ("padnet_x4", {"decoder_plus": True}, "padnet_x4_decoder_plus", 66_257, 93.532248),
         ("padnet_teacher", {}, "padnet_teacher", 464_181, 406.515964),
+        ("mv3_11bn", {}, "mv3_11bn", 433_233, None),
+        ("mv2_4bn", {}, "mv2_4bn", 240_501, None),
+        ("mv2_7bn", {}, "mv2_7bn", 1_814_005, None),
     ],
 )
 def test_sizes_match_paper_within_5_percent(name, kwargs, key, params, mmacs):
     model = get_model(name, **kwargs).eval()
     count = count_ops(model, torch.zeros(1, 1, *PAD))
     assert count_params(model) == params
-    assert count.mega == pytest.approx(mmacs, abs=1e-6)
+    if mmacs is None:
+        mmacs = count.mega
+    else:
+        assert count.mega == pytest.approx(mmacs, abs=1e-6)
     paper_params, paper_mflops = PAPER_COUNTS[key]
     assert abs(params / paper_params - 1) < 0.05
     assert abs(mmacs / paper_mflops - 1) < 0.05
 
 
+def test_mv3_6bn_size():
+    # 5x5 depthwise kernels as in MobileNetV3-Small: parameters match, operations 6% above
+    model = get_model("mv3_6bn").eval()
+    assert count_params(model) == 221_833
+    assert count_ops(model, torch.zeros(1, 1, *PAD)).mega == pytest.approx(150.9, abs=0.05)
+    paper_params, paper_mflops = PAPER_COUNTS["mv3_6bn"]
+    assert abs(221_833 / paper_params - 1) < 0.05
+    assert 150.9 / paper_mflops - 1 == pytest.approx(0.06, abs=0.005)
+
+
+@pytest.mark.parametrize("name", ["mv3_6bn", "mv3_11bn", "mv2_4bn", "mv2_7bn"])
+def test_comparison_encoders_output_and_taps(name):
+    model = get_model(name).eval()
+    logits, feats = model(torch.randn(1, 1, *PAD), return_features=True)
+    assert logits.shape == (1, 1, *PAD)
+    assert [tuple(f.shape[-2:]) for f in feats] == [(28, 12), (56, 24), (112, 48)]
+
+
 def test_registered():
-    assert {"padnet", "padnet_x2", "padnet_x4", "padnet_teacher"} <= set(list_models())
+    assert {"padnet", "padnet_x2", "padnet_x4", "padnet_teacher", "mv3_6bn", "mv3_11bn", "mv2_4bn",
+            "mv2_7bn"} <= set(list_models())
 
 
 def test_table1_widths():

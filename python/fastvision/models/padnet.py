@@ -38,6 +38,17 @@ give 7.4 MMACs at 112x48, far from 422.5), so the encoder output is at 1/4 and t
 bneck 3 (1/1, 24 ch), bneck 8 (1/2, 48 ch) and bneck 11 (1/4, 96 ch): the teacher's three chain
 outputs have the resolutions of the student's, as the distillation needs.
 
+Comparison encoders of Table 2 (``mv3_6bn``, ``mv3_11bn``, ``mv2_4bn``, ``mv2_7bn``), each with
+PAD-Net's decoder (width 4). Inferred, like the teacher, from the paper's totals: every encoder
+keeps only the last two stride-2 layers of its original network (output at 1/4 like PAD-Net's),
+stem stride 1, 1 input channel. Mv3-11BN = the teacher's encoder. Mv3-6BN = MobileNetV3-Small
+bnecks 1, 2, 4, 7, 9, 10 (the width-changing bnecks + one 96-channel bneck): their SE / NL pattern
+is exactly that of Table 1 (SE-RE, RE, then SE-HS), strides 1, 1, 2, 1, 2, 1 as Table 1's.
+Mv2-kBN = the first k bottleneck groups (t, c, n, s) of MobileNetV2 (torchvision layout: expand
+1x1 + BN + ReLU6 unless t = 1, depthwise 3x3 + BN + ReLU6, project 1x1 + BN, residual when stride 1
+and widths agree), stem 3x3 -> 32 + BN + ReLU6. Taps: the ends of the groups listed in the
+builders.
+
 Counts at 112x48, convention of :mod:`fastvision.models.flops` (MACs; the paper's "FLOPs"):
 
 =========================  ==========  =========  ==============  ============
@@ -48,7 +59,14 @@ padnet_x2                  15,669      0.016M     18.36           18.5
 padnet_x4                  51,605      0.052M     52.08           52.6
 padnet_x4 decoder_plus     66,257      0.065M     93.53           92.0
 padnet_teacher             464,181     0.4697M    406.52          422.5
+mv3_6bn                    221,833     0.22M      150.9           142.4
+mv3_11bn                   433,233     0.44M      317.9           319.6
+mv2_4bn                    240,501     0.25M      222.9           228.8
+mv2_7bn                    1,814,005   1.82M      1464.3          1484.5
 =========================  ==========  =========  ==============  ============
+
+Mv3-6BN's count is 6% above the paper's (5x5 depthwise kernels as in MobileNetV3-Small; with
+3x3 ones it would be 141.6 MMACs but 0.205M parameters).
 
 ``model.use_fused`` (default True) is reserved for the fused encoder op; currently the modules run.
 """
@@ -67,6 +85,8 @@ __all__ = [
     "SqueezeExcite",
     "Bneck",
     "MobileNetV3Encoder",
+    "InvertedResidual",
+    "MobileNetV2Encoder",
     "ChainedResidualPool",
     "Fusion",
     "RefineDecoder",
@@ -74,6 +94,7 @@ __all__ = [
     "PAPER_COUNTS",
     "padnet_bnecks",
     "MOBILENETV3_SMALL_BNECKS",
+    "MOBILENETV2_GROUPS",
 ]
 
 # (params, MFLOPs) at 112x48 from the paper's Tables 2, 3, 5, 6.
@@ -83,6 +104,10 @@ PAPER_COUNTS = {
     "padnet_x4": (52_000, 52.6),
     "padnet_x4_decoder_plus": (65_000, 92.0),
     "padnet_teacher": (469_700, 422.5),
+    "mv3_6bn": (220_000, 142.4),
+    "mv3_11bn": (440_000, 319.6),
+    "mv2_4bn": (250_000, 228.8),
+    "mv2_7bn": (1_820_000, 1484.5),
 }
 
 # One bneck: (kernel, in, expansion, out, squeeze-excite, nonlinearity "RE"/"HS", stride).
@@ -227,6 +252,72 @@ class MobileNetV3Encoder(nn.Module):
         return tuple(taps)
 
 
+# MobileNetV2 bottleneck groups (t, c, n, s) (Sandler et al. 2018, Table 2).
+MOBILENETV2_GROUPS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                      (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block (torchvision layout): [expand 1x1 + BN + ReLU6] -> depthwise 3x3 + BN +
+    ReLU6 -> project 1x1 + BN, residual when stride 1 and the widths agree."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int):
+        super().__init__()
+        hidden = in_channels * expand_ratio
+        self.expand = nn.Conv2d(in_channels, hidden, 1, bias=False) if expand_ratio != 1 else None
+        self.expand_bn = nn.BatchNorm2d(hidden) if expand_ratio != 1 else None
+        self.expand_act = nn.ReLU6() if expand_ratio != 1 else None
+        self.depthwise = nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False)
+        self.depthwise_bn = nn.BatchNorm2d(hidden)
+        self.depthwise_act = nn.ReLU6()
+        self.project = nn.Conv2d(hidden, out_channels, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(out_channels)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x if self.expand is None else self.expand_act(self.expand_bn(self.expand(x)))
+        y = self.project_bn(self.project(self.depthwise_act(self.depthwise_bn(self.depthwise(y)))))
+        return x + y if self.residual else y
+
+
+class MobileNetV2Encoder(nn.Module):
+    """Stem conv 3x3 -> 32 + BN + ReLU6, then the first ``len(strides)`` bottleneck groups of
+    MobileNetV2 with the given group strides; returns the outputs of the ``taps`` groups."""
+
+    def __init__(self, strides: Sequence[int], taps: Sequence[int], in_channels: int = 1,
+                 stem_stride: int = 1):
+        super().__init__()
+        if not 1 <= len(strides) <= len(MOBILENETV2_GROUPS):
+            raise ValueError(f"MobileNetV2Encoder: 1 to {len(MOBILENETV2_GROUPS)} group strides, "
+                             f"got {len(strides)}")
+        taps = [int(t) for t in taps]
+        if not taps or sorted(set(taps)) != taps or taps[0] < 0 or taps[-1] >= len(strides):
+            raise ValueError(f"taps must be increasing indices into the {len(strides)} groups, got {taps}")
+        self.taps = tuple(taps)
+        self.in_channels = int(in_channels)
+        self.stem = nn.Conv2d(self.in_channels, 32, 3, stem_stride, 1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(32)
+        self.stem_act = nn.ReLU6()
+        groups, cin = [], 32
+        for (t, c, n, _), stride in zip(MOBILENETV2_GROUPS, strides):
+            groups.append(nn.Sequential(*(InvertedResidual(cin if i == 0 else c, c, stride if i == 0 else 1, t)
+                                          for i in range(n))))
+            cin = c
+        self.groups = nn.ModuleList(groups)
+        self.tap_channels = tuple(MOBILENETV2_GROUPS[t][1] for t in self.taps)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = self.stem_act(self.stem_bn(self.stem(x)))
+        taps = []
+        for i, group in enumerate(self.groups):
+            y = group(y)
+            if i in self.taps:
+                taps.append(y)
+            if i == self.taps[-1]:
+                break
+        return tuple(taps)
+
+
 class ChainedResidualPool(nn.Module):
     """``stages`` times: ``top = conv(MaxPool5x5,s1(top)); x = x + top``; returns x.
 
@@ -320,7 +411,7 @@ class PADNet(nn.Module):
     currently the modules run.
     """
 
-    def __init__(self, encoder: MobileNetV3Encoder, decoder: RefineDecoder):
+    def __init__(self, encoder: nn.Module, decoder: RefineDecoder):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -379,3 +470,42 @@ def padnet_teacher(*, channels: int = 24, chain_stages: int = 4, head_kernel: in
     decoder = RefineDecoder(encoder.tap_channels, channels, chain_stages, separable=False,
                             head_kernel=head_kernel)
     return finish(PADNet(encoder, decoder), weights)
+
+
+def _with_padnet_decoder(encoder: nn.Module, chain_stages: int, head_kernel: int) -> PADNet:
+    return PADNet(encoder, RefineDecoder(encoder.tap_channels, 4, chain_stages, separable=True,
+                                         head_kernel=head_kernel))
+
+
+@register_model()
+def mv3_6bn(*, chain_stages: int = 4, head_kernel: int = 1, weights=None) -> PADNet:
+    """Table 2's Mv3-6BN encoder (MobileNetV3-Small bnecks 1, 2, 4, 7, 9, 10) + PAD-Net's decoder
+    (paper 0.22M / 142.4 MFLOPs)."""
+    bnecks = [MOBILENETV3_SMALL_BNECKS[i] for i in (0, 1, 3, 6, 8, 9)]
+    encoder = MobileNetV3Encoder(bnecks, taps=(1, 3, 5), in_channels=1, stem_stride=1,
+                                 strides=(1, 1, 2, 1, 2, 1))
+    return finish(_with_padnet_decoder(encoder, chain_stages, head_kernel), weights)
+
+
+@register_model()
+def mv3_11bn(*, chain_stages: int = 4, head_kernel: int = 1, weights=None) -> PADNet:
+    """Table 2's Mv3-11BN encoder (the teacher's) + PAD-Net's decoder (paper 0.44M / 319.6)."""
+    encoder = MobileNetV3Encoder(MOBILENETV3_SMALL_BNECKS, taps=(2, 7, 10), in_channels=1,
+                                 stem_stride=1, strides=_TEACHER_STRIDES)
+    return finish(_with_padnet_decoder(encoder, chain_stages, head_kernel), weights)
+
+
+@register_model()
+def mv2_4bn(*, chain_stages: int = 4, head_kernel: int = 1, weights=None) -> PADNet:
+    """Table 2's Mv2-4BN: MobileNetV2 groups 1-4 (strides 1, 1, 2, 2; taps groups 2, 3, 4) +
+    PAD-Net's decoder (paper 0.25M / 228.8)."""
+    encoder = MobileNetV2Encoder(strides=(1, 1, 2, 2), taps=(1, 2, 3))
+    return finish(_with_padnet_decoder(encoder, chain_stages, head_kernel), weights)
+
+
+@register_model()
+def mv2_7bn(*, chain_stages: int = 4, head_kernel: int = 1, weights=None) -> PADNet:
+    """Table 2's Mv2-7BN: MobileNetV2 groups 1-7 (strides 1, 1, 1, 2, 1, 2, 1; taps groups 2, 4,
+    7) + PAD-Net's decoder (paper 1.82M / 1484.5)."""
+    encoder = MobileNetV2Encoder(strides=(1, 1, 1, 2, 1, 2, 1), taps=(1, 3, 6))
+    return finish(_with_padnet_decoder(encoder, chain_stages, head_kernel), weights)
