@@ -54,6 +54,102 @@ def _demo(args) -> int:
     return 0 if run_demo(Path(args.out), device=args.device) else 1
 
 
+def _train(args) -> int:
+    from fastvision.engine import TrainConfig, fit
+    from fastvision.recipes import RECIPES
+
+    recipe = RECIPES[args.recipe]
+    config = TrainConfig(
+        out_dir=args.out or f"fastvision-train/{args.recipe}", epochs=args.epochs or recipe.epochs,
+        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, device=args.device,
+        seed=args.seed, num_workers=args.workers, resume=args.resume,
+        max_steps_per_epoch=args.max_steps_per_epoch, progress=not args.quiet,
+    )
+    record = fit(recipe.build(args, config), config)
+    if not args.quiet and record.get("history"):
+        best = record["best"]
+        print(f"[{args.recipe}] done: best {best['monitor']} = {best['value']}; "
+              f"outputs in {config.out_dir}")
+    return 0
+
+
+def _eval_sampling(args) -> int:
+    from fastvision.experiments.sampling import SamplingExperiment, run_sampling_experiment
+    from fastvision.recipes.sampling import PointCloudData
+
+    exp = SamplingExperiment(
+        out_dir=args.out,
+        data=PointCloudData(args.data, args.num_points or (512 if args.data == "embedded" else 1024),
+                            args.train_samples, args.test_samples),
+        ratios=tuple(args.ratios), seeds=tuple(args.seeds), methods=tuple(args.methods),
+        task_net=args.task_net, task_model=args.task_model, task_epochs=args.task_epochs,
+        sampler_epochs=args.sampler_epochs, progressive_epochs=args.progressive_epochs,
+        jobs=args.jobs, device="cuda" if args.device == "cuda" else "cpu", progress=not args.quiet)
+    run_sampling_experiment(exp)
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_eval_parser(sub) -> None:
+    from fastvision.experiments.sampling import METHODS
+
+    ev = sub.add_parser("eval", help="the papers' experiments (tables and plots)")
+    exps = ev.add_subparsers(dest="experiment", required=True)
+    s = exps.add_parser("sampling", help="accuracy vs sampling ratio: random, FPS, S-NET, "
+                                         "ProgressiveNet, SampleNet (trains what is missing)")
+    s.add_argument("--out", default="fastvision-eval/sampling", help="output (and cache) folder")
+    s.add_argument("--data", default="embedded",
+                   help="'embedded' (procedural shapes) or a modelnet40_ply_hdf5_2048 folder")
+    s.add_argument("--num-points", type=int, default=None,
+                   help="points per cloud (default: 512 on the embedded data to fit a 2-core CPU "
+                        "budget, 1024 on ModelNet40 as the papers)")
+    s.add_argument("--train-samples", type=int, default=2048, help="embedded data: training clouds")
+    s.add_argument("--test-samples", type=int, default=1024, help="embedded data: test clouds")
+    s.add_argument("--ratios", type=_int_list, default=[2, 4, 8, 16, 32, 64, 128])
+    s.add_argument("--seeds", type=_int_list, default=[0], help="training / sampling seeds")
+    s.add_argument("--methods", type=lambda t: t.split(","), default=list(METHODS),
+                   help=f"comma-separated subset of {','.join(METHODS)}")
+    s.add_argument("--task-net", default=None, help="task-network checkpoint (default: train one)")
+    s.add_argument("--task-model", default="pointnet_cls_vanilla",
+                   choices=["pointnet_cls", "pointnet_cls_vanilla"])
+    s.add_argument("--task-epochs", type=int, default=6)
+    s.add_argument("--sampler-epochs", type=int, default=6)
+    s.add_argument("--progressive-epochs", type=int, default=6)
+    s.add_argument("--jobs", type=int, default=2,
+                   help="trainings run in parallel processes (threads are split between them)")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_eval_sampling)
+
+
+def _add_train_parser(sub) -> None:
+    from fastvision.recipes import RECIPES
+
+    train = sub.add_parser("train", help="train a recipe on the one engine (CPU/CUDA, torchrun DDP)")
+    recipes = train.add_subparsers(dest="recipe", required=True)
+    for name, recipe in RECIPES.items():
+        p = recipes.add_parser(name, help=recipe.help)
+        p.add_argument("--out", default=None, help="output folder (default fastvision-train/RECIPE)")
+        p.add_argument("--epochs", type=int, default=None,
+                       help=f"epochs (default {recipe.epochs}: the embedded-data recipe)")
+        p.add_argument("--batch-size", type=int, default=32, help="global batch (official 32)")
+        p.add_argument("--eval-batch-size", type=int, default=64)
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+        p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
+        p.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap (smoke runs)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+        recipe.add_arguments(p)
+        p.set_defaults(func=_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastvision", description="fast, faithful operators and models for five vision papers"
@@ -70,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--out", default="fastvision-bench", help="output folder")
     bench.set_defaults(func=_bench)
+
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
 
     demo = sub.add_parser("demo", help="the main job on embedded defaults: checks, benchmarks, report")
     demo.add_argument("--out", default="fastvision-demo", help="output folder for the report")

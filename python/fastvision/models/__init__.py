@@ -27,7 +27,6 @@ from .pointnet import PointNetCls, PointNetClsVanilla, TransformNet, pointnet_cl
 from .snet import SampleNet, SNet, SoftProjection
 
 # Other model families register their builders (with register_model) when imported here.
-from . import padnet  # noqa: F401
 
 __all__ = [
     "get_model",
@@ -47,6 +46,7 @@ __all__ = [
     "snet",
     "progressivenet",
     "samplenet",
+    "samplenet_progressive",
 ]
 
 _TF_MODELS = ("pointnet_cls", "pointnet_cls_vanilla", "snet", "progressivenet")
@@ -166,3 +166,17 @@ def samplenet(*, num_out_points: int = 64, bottleneck_size: int = 128, group_siz
     return finish(SampleNet(num_out_points, bottleneck_size, group_size, initial_temperature,
                              is_temperature_trainable, min_sigma, input_shape, output_shape,
                              complete_fps, skip_projection, output_bn), weights)
+
+
+@register_model()
+def samplenet_progressive(*, num_out_points: int = 1024, bottleneck_size: int = 128,
+                          group_size: int = 7, initial_temperature: float = 1.0,
+                          min_sigma: float | None = None, input_shape: str = "bnc",
+                          output_shape: str = "bnc", output_bn: bool = True,
+                          weights=None) -> SampleNet:
+    """SampleNet-Progressive (``train_samplenet_progressive.py``, TF classification code): the
+    SampleNet network generating 1024 ordered points whose prefixes are the samples of every size;
+    classification defaults (projection group 7, no sigma clamp, BN on the output FC)."""
+    return finish(SampleNet(num_out_points, bottleneck_size, group_size, initial_temperature,
+                            True, min_sigma, input_shape, output_shape, True, False, output_bn),
+                  weights)

@@ -1,0 +1,37 @@
+"""Training recipes: what ``fastvision train NAME`` runs, each a :class:`fastvision.engine.Task`.
+
+A recipe is ``(add_arguments(parser), build(args, config) -> Task)``; model families add theirs
+to :data:`RECIPES`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+
+class Recipe(NamedTuple):
+    help: str
+    add_arguments: Callable
+    build: Callable  # (args, TrainConfig) -> Task
+    epochs: int  # default epochs on the embedded data
+
+
+def _sampling_recipes() -> dict[str, Recipe]:
+    from . import sampling as s
+
+    out = {"pointnet": Recipe("PointNet task network (point-cloud classification)",
+                              s.add_pointnet_arguments, lambda a, c: s.build_pointnet(a), 12)}
+    helps = {"snet": "S-NET sampler (Dovrat et al. 2019)",
+             "progressivenet": "ProgressiveNet sampler (ordered points, all sizes)",
+             "samplenet": "SampleNet sampler with soft projection (Lang et al. 2020)",
+             "samplenet-progressive": "SampleNet-Progressive sampler"}
+    for kind, text in helps.items():
+        out[kind] = Recipe(text, (lambda p, k=kind: s.add_sampler_arguments(p, k)),
+                           (lambda a, c, k=kind: s.build_sampler(k, a, c)), 8)
+    return out
+
+
+RECIPES: dict[str, Recipe] = {}
+RECIPES.update(_sampling_recipes())
+
+__all__ = ["Recipe", "RECIPES"]
