@@ -195,3 +195,18 @@ def test_op_counter_by_hand():
         count_ops(_Tiny(), torch.zeros(1, 2, 8, 6), activation_ops=-1)
     with pytest.raises(ValueError, match="mode must be 'bilinear' or 'nearest', got 'cubic'"):
         Resize("cubic")
+
+
+def test_encoder_argument_errors():
+    from fastvision.models.padnet import MobileNetV2Encoder, MobileNetV3Encoder
+
+    with pytest.raises(ValueError, match=r"the last one 5, got \[1, 3\]"):
+        MobileNetV3Encoder(padnet_bnecks(1), taps=(1, 3))
+    with pytest.raises(ValueError, match="strides has 2 entries, bnecks 6"):
+        MobileNetV3Encoder(padnet_bnecks(1), taps=(1, 3, 5), strides=(1, 2))
+    with pytest.raises(ValueError, match=r"the last one 3, got \[2, 1, 3\]"):
+        MobileNetV2Encoder(strides=(1, 1, 2, 2), taps=(2, 1, 3))
+    with pytest.raises(ValueError, match="stride must be 1 or 2, got 3"):
+        Bneck(3, 4, 8, 4, False, "RE", 3)
+    with pytest.raises(ValueError, match="nonlinearity must be 'RE' or 'HS', got 'GELU'"):
+        Bneck(3, 4, 8, 4, False, "GELU", 1)

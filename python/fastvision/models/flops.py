@@ -20,6 +20,7 @@ seen by module hooks and is not counted, as in thop.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, Sequence
@@ -76,7 +77,7 @@ class OpCount:
 
 def _module_ops(m: nn.Module, inputs, output, activation_ops: int) -> int:
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-        per_out = (m.in_channels // m.groups) * int(torch.tensor(m.kernel_size).prod())
+        per_out = (m.in_channels // m.groups) * math.prod(m.kernel_size)
         return output.numel() * (per_out + (1 if m.bias is not None else 0))
     if isinstance(m, nn.Linear):
         return output.numel() * (m.in_features + (1 if m.bias is not None else 0))

@@ -214,7 +214,7 @@ class MobileNetV3Encoder(nn.Module):
 
     Args:
         bnecks: bneck settings ``(kernel, in, exp, out, se, nl, stride)``.
-        taps: indices of the bnecks whose outputs are returned, in increasing depth.
+        taps: indices of the bnecks whose outputs are returned, increasing, ending with the last.
         in_channels: image channels (1 for the grayscale pads).
         stem_stride: stride of the stem conv.
         strides: optional per-bneck strides overriding those in ``bnecks``.
@@ -229,8 +229,9 @@ class MobileNetV3Encoder(nn.Module):
                 raise ValueError(f"strides has {len(strides)} entries, bnecks {len(bnecks)}")
             bnecks = [b[:6] + (int(s),) for b, s in zip(bnecks, strides)]
         taps = [int(t) for t in taps]
-        if not taps or sorted(set(taps)) != taps or taps[0] < 0 or taps[-1] >= len(bnecks):
-            raise ValueError(f"taps must be increasing indices into the {len(bnecks)} bnecks, got {taps}")
+        if not taps or sorted(set(taps)) != taps or taps[0] < 0 or taps[-1] != len(bnecks) - 1:
+            raise ValueError(f"taps must be increasing indices into the {len(bnecks)} bnecks, the "
+                             f"last one {len(bnecks) - 1}, got {taps}")
         self.taps = tuple(taps)
         self.in_channels = int(in_channels)
         stem_out = bnecks[0][1]
@@ -247,8 +248,6 @@ class MobileNetV3Encoder(nn.Module):
             y = block(y)
             if i in self.taps:
                 taps.append(y)
-            if i == self.taps[-1]:
-                break
         return tuple(taps)
 
 
@@ -291,8 +290,9 @@ class MobileNetV2Encoder(nn.Module):
             raise ValueError(f"MobileNetV2Encoder: 1 to {len(MOBILENETV2_GROUPS)} group strides, "
                              f"got {len(strides)}")
         taps = [int(t) for t in taps]
-        if not taps or sorted(set(taps)) != taps or taps[0] < 0 or taps[-1] >= len(strides):
-            raise ValueError(f"taps must be increasing indices into the {len(strides)} groups, got {taps}")
+        if not taps or sorted(set(taps)) != taps or taps[0] < 0 or taps[-1] != len(strides) - 1:
+            raise ValueError(f"taps must be increasing indices into the {len(strides)} groups, the "
+                             f"last one {len(strides) - 1}, got {taps}")
         self.taps = tuple(taps)
         self.in_channels = int(in_channels)
         self.stem = nn.Conv2d(self.in_channels, 32, 3, stem_stride, 1, bias=False)
@@ -313,8 +313,6 @@ class MobileNetV2Encoder(nn.Module):
             y = group(y)
             if i in self.taps:
                 taps.append(y)
-            if i == self.taps[-1]:
-                break
         return tuple(taps)
 
 
