@@ -13,7 +13,8 @@ PyTorch MobileNetV3 of ``xiaolai-sqlai/mobilenetv3`` (``mobilenetv3.old.py``): e
 NL, depthwise + BN + NL, project 1x1 + BN, then SE on the *block output* (reduction 4, with BN
 inside, h-sigmoid gate), residual when stride 1 (through a 1x1 conv + BN when the widths differ),
 no residual at stride 2. Only this layout reproduces the paper's parameter counts (Tables 2, 5, 6:
-PAD-Net 0.0057M, Mv3-11BN 0.44M); torchvision's (SE on the expanded width) gives 0.0071M.
+PAD-Net 0.0057M, Mv3-11BN 0.44M); torchvision's (SE on the expanded width) would give about
+0.0071M.
 The encoder is ``model.encoder`` and returns the tapped feature maps as a tuple, finest first:
 (bneck 2 at 1/1, bneck 4 at 1/2, bneck 6 at 1/4). Every BN is its own module (foldable).
 
@@ -391,18 +392,18 @@ class RefineDecoder(nn.Module):
         self.fusion2 = Fusion(c, fine, c)
         self.chain3 = ChainedResidualPool(c, chain_stages, separable)
         self.head = nn.Conv2d(c, 1, head_kernel, 1, head_kernel // 2, bias=True)
-        self.upsample = Resize("bilinear")
 
-    def forward(self, taps: Sequence[torch.Tensor], out_size: Sequence[int]):
+    def forward(self, taps: Sequence[torch.Tensor]):
+        """Logits at the finest tap's resolution and the three chain outputs, coarse to fine."""
         fine, middle, deep = taps
         c1 = self.chain1(self.project(deep))
         c2 = self.chain2(self.fusion1(c1, middle))
         c3 = self.chain3(self.fusion2(c2, fine))
-        return self.upsample(self.head(c3), out_size), (c1, c2, c3)
+        return self.head(c3), (c1, c2, c3)
 
 
 class PADNet(nn.Module):
-    """Encoder (``model.encoder``, returns the tap tuple) + :class:`RefineDecoder`.
+    """Encoder (``model.encoder``, returns the tap tuple, finest at stride 1) + :class:`RefineDecoder`.
 
     ``forward(x)`` -> logits (B, 1, H, W); ``forward(x, return_features=True)`` ->
     ``(logits, (chain1, chain2, chain3))``. ``use_fused`` is reserved for the fused encoder op;
@@ -421,7 +422,7 @@ class PADNet(nn.Module):
                              f"got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"PADNet: x must be a floating-point tensor, got {x.dtype}")
-        logits, features = self.decoder(self.encoder(x), x.shape[-2:])
+        logits, features = self.decoder(self.encoder(x))
         return (logits, features) if return_features else logits
 
 
