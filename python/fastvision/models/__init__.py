@@ -27,6 +27,7 @@ from .pointnet import PointNetCls, PointNetClsVanilla, TransformNet, pointnet_cl
 from .snet import SampleNet, SNet, SoftProjection
 
 # Other model families register their builders (with register_model) when imported here.
+from . import bisenetv2, hrnet  # noqa: F401
 
 __all__ = [
     "get_model",
