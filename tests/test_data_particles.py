@@ -23,7 +23,7 @@ def test_deterministic_per_seed_and_index():
     for i in range(4):
         assert torch.equal(a[i]["image"], b[i]["image"])
         assert torch.equal(a[i]["centres"], b[i]["centres"])
-    raw, centres = b.generate(2)
+    _, centres = b.generate(2)
     assert torch.equal(centres, b[2]["centres"])
     assert not torch.equal(ProceduralParticles("train", num_images=1, seed=8)[0]["image"], a[0]["image"])
     assert not torch.equal(ProceduralParticles("test", num_images=1, seed=7)[0]["image"], a[0]["image"])

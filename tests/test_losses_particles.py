@@ -219,7 +219,8 @@ def test_kd_errors():
         StructuredKnowledgeTransfer([4, 4], [8, 8, 8])
     kd = StructuredKnowledgeTransfer([4, 4], [8, 8])
     s = [torch.rand(1, 4, 4, 4), torch.rand(1, 4, 8, 8)]
-    with pytest.raises(ValueError, match=r"feature 1: adapted student shape \(1, 8, 8, 8\) != teacher shape \(1, 8, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"feature 1: adapted student shape \(1, 8, 8, 8\) "
+                                         r"!= teacher shape \(1, 8, 4, 4\)"):
         kd(s, [torch.rand(1, 8, 4, 4), torch.rand(1, 8, 4, 4)])
     with pytest.raises(ValueError, match="expected 2 student and teacher feature maps, got 1 and 2"):
         kd(s[:1], s)

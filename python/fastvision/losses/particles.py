@@ -164,10 +164,6 @@ def get_particle_loss(name: str, **kwargs) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 
 
-def _instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    return F.instance_norm(x, eps=eps)
-
-
 def dense_fsp(features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """FSP matrices of every pair i < j of ``features`` (list of (B, C_k, H_k, W_k)).
 
@@ -179,7 +175,7 @@ def dense_fsp(features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         raise ValueError(f"dense_fsp: needs at least 2 feature maps, got {len(features)}")
     h = min(f.shape[-2] for f in features)
     w = min(f.shape[-1] for f in features)
-    pooled = [_instance_norm(F.adaptive_max_pool2d(f, (h, w))).flatten(2) for f in features]
+    pooled = [F.instance_norm(F.adaptive_max_pool2d(f, (h, w))).flatten(2) for f in features]
     return [torch.bmm(pooled[i], pooled[j].transpose(1, 2)) / (h * w)
             for i in range(len(pooled)) for j in range(i + 1, len(pooled))]
 
