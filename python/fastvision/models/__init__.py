@@ -28,6 +28,7 @@ from .snet import SampleNet, SNet, SoftProjection
 
 # Other model families register their builders (with register_model) when imported here.
 from . import bisenetv2, hrnet  # noqa: F401
+from . import padnet  # noqa: F401
 
 __all__ = [
     "get_model",
