@@ -30,29 +30,31 @@ def test_deterministic_per_seed_and_index():
 
 
 def test_values_shapes_and_targets():
-    ds = ProceduralParticles("test", num_images=40, seed=1)
-    raw = ProceduralParticles("test", num_images=40, seed=1, normalize=False)
+    raw = ProceduralParticles("test", num_images=20, seed=1, normalize=False)
     counts = []
-    for i in range(len(ds)):
-        item, plain = ds[i], raw[i]
-        assert item["image"].shape == item["target"].shape == (1, 112, 48)
-        assert item["image"].dtype == torch.float32
-        assert abs(item["image"].mean().item()) < 1e-4 and item["image"].std().item() == pytest.approx(1, abs=1e-4)
-        assert 0.0 <= plain["image"].min().item() and plain["image"].max().item() <= 1.0
-        assert torch.equal(plain["centres"], item["centres"])
-        c = item["centres"]
+    for i in range(len(raw)):
+        item = raw[i]
+        image, t, c = item["image"], item["target"][0], item["centres"]
+        assert image.shape == item["target"].shape == (1, 112, 48)
+        assert image.dtype == torch.float32
+        assert 0.0 <= image.min().item() and image.max().item() <= 1.0
         assert c.shape == (item["count"], 2)
         assert (c[:, 0] >= 0).all() and (c[:, 0] <= 47).all() and (c[:, 1] >= 0).all() and (c[:, 1] <= 111).all()
         if len(c) > 1:
             assert torch.cdist(c, c).add(torch.eye(len(c)) * 100).min() >= 3.0  # min_separation
-        t = item["target"][0]
         assert set(t.unique().tolist()) <= {0.0, 1.0}
         near = c.round().long()
         assert (t[near[:, 1], near[:, 0]] == 1).all()  # every centre lies in its disk
         # particles are brighter than the background on average
-        assert plain["image"][0][t.bool()].mean() > plain["image"][0][~t.bool()].mean()
+        assert image[0][t.bool()].mean() > image[0][~t.bool()].mean()
         counts.append(item["count"])
     assert 20 < np.mean(counts) < 30  # Poisson(25): the paper's 73,819 / 2,952 = 25.0
+    normalized = ProceduralParticles("test", num_images=2, seed=1)
+    for i in range(2):
+        image = normalized[i]["image"]
+        assert abs(image.mean().item()) < 1e-4 and image.std().item() == pytest.approx(1, abs=1e-4)
+        assert torch.equal(normalized[i]["centres"], raw[i]["centres"])
+        assert torch.allclose(image, (raw[i]["image"] - raw[i]["image"].mean()) / raw[i]["image"].std())
 
 
 def test_render_targets_disks():

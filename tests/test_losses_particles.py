@@ -201,7 +201,7 @@ def test_kd_with_padnet_and_teacher_gradients():
 
     student = get_model("padnet").train()
     teacher = get_model("padnet_teacher").eval()
-    x = torch.randn(2, 1, 56, 24)
+    x = torch.randn(2, 1, 28, 12)
     _, s_feats = student(x, return_features=True)
     with torch.no_grad():
         _, t_feats = teacher(x, return_features=True)
