@@ -58,23 +58,23 @@ def test_num_classes_changes_only_classifiers():
 
 def test_train_mode_outputs(train_model):
     train_model.train()
-    out = train_model(torch.randn(2, 3, 64, 128))
+    out = train_model(torch.randn(2, 3, 64, 96))
     assert isinstance(out, tuple) and len(out) == 5
-    assert all(o.shape == (2, 19, 64, 128) for o in out)
+    assert all(o.shape == (2, 19, 64, 96) for o in out)
 
 
 def test_eval_and_pred_outputs(eval_model):
-    x = torch.randn(1, 3, 64, 96)
+    x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         logits = eval_model(x)
-        assert isinstance(logits, torch.Tensor) and logits.shape == (1, 19, 64, 96)
+        assert isinstance(logits, torch.Tensor) and logits.shape == (2, 19, 64, 96)
         assert torch.equal(logits, eval_model(x))  # eval-mode determinism
         eval_model.aux_mode = "pred"
         try:
             pred = eval_model(x)
         finally:
             eval_model.aux_mode = "eval"
-    assert pred.dtype == torch.int32 and pred.shape == (1, 64, 96)
+    assert pred.dtype == torch.int32 and pred.shape == (2, 64, 96)
     assert torch.equal(pred, logits.argmax(1).int())
 
 
@@ -83,7 +83,7 @@ def test_train_checkpoint_loads_into_eval_model(tmp_path, train_model):
     path = tmp_path / "bisenetv2_train.pt"
     torch.save(drop_booster_heads(train_model.state_dict()), path)
     m = get_model("bisenetv2", aux_mode="eval", weights=str(path)).eval()
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         assert torch.equal(m(x), train_model(x)[0])
     train_model.train()
@@ -91,7 +91,7 @@ def test_train_checkpoint_loads_into_eval_model(tmp_path, train_model):
 
 def test_booster_heads_are_trained():
     m = BiSeNetV2(aux_mode="train").train()
-    sum(o.square().mean() for o in m(torch.randn(2, 3, 64, 64))).backward()
+    sum(o.square().mean() for o in m(torch.randn(2, 3, 64, 96))).backward()
     no_grad = [n for n, p in m.named_parameters() if p.grad is None]
     assert no_grad == []
 

@@ -1,5 +1,6 @@
 """fastvision.models.hrnet: HRNetV2 segmentation, HRNetV1 pose, HRNetV2p detection backbone."""
 
+import copy
 import functools
 import gzip
 import os
@@ -125,7 +126,8 @@ def test_class_count_options():
 
 def test_seg_logits_at_quarter_resolution(small_v1):
     with torch.no_grad():
-        assert small_v1(torch.randn(1, 3, 64, 128)).shape == (1, 19, 16, 32)
+        # one input shape for every real forward here: oneDNN builds its kernels per shape
+        assert small_v1(torch.randn(2, 3, 64, 64)).shape == (2, 19, 16, 16)
     # Shapes of the big models on the meta device (no compute). Sizes are matched by target
     # size, as in the official code, so any image size runs.
     m = shared_meta_model("hrnetv2_w48")
@@ -140,12 +142,12 @@ def test_seg_head_input_is_concat_of_four_branches(small_v1):
 
 
 def test_eval_determinism_and_batch_independence(small_v1):
-    x = torch.randn(3, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         a, b = small_v1(x), small_v1(x)
-        single = small_v1(x[1:2])
+        swapped = small_v1(x.flip(0))
     assert torch.equal(a, b)
-    torch.testing.assert_close(a[1:2], single, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(swapped, a.flip(0), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["hrnetv1_w32_pose", "hrnetv1_w48_pose"])
@@ -156,11 +158,11 @@ def test_pose_heatmap_shapes(name, size):
 
 
 def test_pose_forward(pose_small):
-    x = torch.randn(2, 3, 64, 96)
+    x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         y = pose_small(x)
         assert torch.equal(y, pose_small(x))
-    assert y.shape == (2, 17, 16, 24) and torch.isfinite(y).all()
+    assert y.shape == (2, 17, 16, 16) and torch.isfinite(y).all()
 
 
 def test_pose_last_module_fuses_only_branch0():
@@ -173,11 +175,11 @@ def test_pose_last_module_fuses_only_branch0():
 def test_detection_levels(det_small):
     assert det_small.out_channels == 256
     with torch.no_grad():
-        out = det_small(torch.randn(2, 3, 64, 96))
+        out = det_small(torch.randn(2, 3, 64, 64))
     assert isinstance(out, OrderedDict)
     assert list(out) == ["0", "1", "2", "3", "pool"]
     for level, stride in zip(out.values(), (4, 8, 16, 32, 64)):
-        assert level.shape == (2, 256, 64 // stride, 96 // stride)
+        assert level.shape == (2, 256, 64 // stride, 64 // stride)
     for name in ("hrnetv2p_w18", "hrnetv2p_w48"):
         meta = shared_meta_model(name)(torch.empty(1, 3, 64, 96, device="meta"))
         assert [tuple(v.shape) for v in meta.values()] == [
@@ -244,8 +246,8 @@ def test_high_resolution_module_fusion(mode, align):
         torch.testing.assert_close(o, torch.relu(e))
 
 
-def test_all_parameters_receive_gradients():
-    m = get_model("hrnetv2_w18_small_v1").train()
+def test_all_parameters_receive_gradients(small_v1):
+    m = copy.deepcopy(small_v1).train()
     m(torch.randn(2, 3, 64, 64)).square().mean().backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
@@ -255,7 +257,7 @@ def test_weights_roundtrip(tmp_path, small_v1):
     path = tmp_path / "hrnet.pt"
     torch.save(small_v1.state_dict(), path)
     loaded = get_model("hrnetv2_w18_small_v1", weights=str(path)).eval()
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), small_v1(x))
 
