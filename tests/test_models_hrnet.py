@@ -11,7 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from fastvision.models import get_model, list_models
-from fastvision.models.hrnet import HighResolutionModule, HRNetV1Pose, HRNetV2p
+from fastvision.models.hrnet import (
+    HighResolutionModule,
+    HRNetV1Pose,
+    HRNetV2p,
+    HRNetV2Seg,
+    strip_official_wrapper,
+)
 
 OFFICIAL = os.path.join(os.path.dirname(__file__), "data", "official_state_dicts")
 
@@ -260,6 +266,23 @@ def test_weights_roundtrip(tmp_path, small_v1):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), small_v1(x))
+
+
+def test_official_checkpoint_wrappers_are_stripped(small_v1, det_small):
+    sd = small_v1.state_dict()
+    # HRNet-Semantic-Segmentation saves FullModel(model, loss): model.* and loss.* keys
+    full = {f"model.{k}": v for k, v in sd.items()}
+    full["loss.criterion.weight"] = torch.ones(19)
+    stripped = strip_official_wrapper(full)
+    assert list(stripped) == list(sd)
+    HRNetV2Seg("w18_small_v1").load_state_dict(stripped, strict=True)
+    # mmdetection saves the whole detector
+    det_sd = det_small.state_dict()
+    detector = dict(det_sd, **{"rpn_head.rpn_conv.weight": torch.zeros(1),
+                               "bbox_head.fc_cls.weight": torch.zeros(1)})
+    HRNetV2p("w18_small_v1").load_state_dict(strip_official_wrapper(detector), strict=True)
+    # plain (pose) state dicts pass through
+    assert strip_official_wrapper(sd).keys() == sd.keys()
 
 
 @pytest.mark.parametrize("fixture", ["small_v1", "pose_small", "det_small"])

@@ -31,6 +31,10 @@ Differences between the three official code bases, reproduced per variant:
 * BN momentum is 0.1 (PyTorch convention) as on the ``HRNet-OCR`` branch of the segmentation code
   and in the pose/detection code; the older ``pytorch-v1.1`` segmentation branch used 0.01.
 
+Official checkpoints: the segmentation and detection training scripts save the model inside a
+wrapper (``model.*`` keys, the whole mmdetection detector); ``strip_official_wrapper`` returns
+the entries these models load with ``strict=True``.
+
 Input sizes: the segmentation model resizes by target size, so any image size works, as in the
 official code; the pose and detection models upsample by fixed factors (as official) and need a
 height and width divisible by 32.
@@ -39,7 +43,7 @@ height and width divisible by 32.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -56,6 +60,7 @@ __all__ = [
     "HRNetV1Pose",
     "HRFPN",
     "HRNetV2p",
+    "strip_official_wrapper",
 ]
 
 BN_MOMENTUM = 0.1
@@ -425,6 +430,27 @@ class HRNetV2p(nn.Module):
         _check_image(x, 32)
         levels = self.neck(self.backbone(x))
         return OrderedDict(zip(("0", "1", "2", "3", "pool"), levels))
+
+
+def strip_official_wrapper(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The model's entries of an official HRNet checkpoint's state dict, for ``strict=True``.
+
+    The model keys are the official ones; what differs is the wrapper the official training
+    scripts saved around them:
+
+    * segmentation (``HRNet-Semantic-Segmentation``): the trained model is saved inside
+      ``FullModel`` (``lib/utils/utils.py``): keys ``model.*`` plus the loss's ``loss.*``
+      (class weights); ``tools/test.py`` strips ``model.``. Here too, and ``loss.*`` is dropped.
+    * detection (mmdetection): the whole detector is saved; the ``backbone.*`` and ``neck.*``
+      entries are those of ``HRNetV2p``, the RPN / RoI head entries are dropped.
+    * pose (``HRNet-Human-Pose-Estimation``) and plain state dicts: returned unchanged.
+    """
+    keys = list(state_dict)
+    if keys and all(k.startswith(("model.", "loss.")) for k in keys):
+        return {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
+    if any(k.startswith("backbone.") for k in keys) and any(k.startswith("neck.") for k in keys):
+        return {k: v for k, v in state_dict.items() if k.startswith(("backbone.", "neck."))}
+    return dict(state_dict)
 
 
 @register_model()
