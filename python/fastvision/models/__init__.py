@@ -15,6 +15,19 @@ Registered (point-cloud sampling papers):
 * ``progressivenet``: the same generator producing 1024 ordered points by default.
 * ``samplenet``: SampleNet in the official PyTorch layout (225,121 params at k = 32 incl. the
   temperature), soft projection by ``fastvision.ops.soft_project``, matching by ``nn_match``.
+
+Registered (HRNet, BiSeNet V2; official layouts, state dicts key for key, see ``hrnet.py`` and
+``bisenetv2.py``; ``hrnet.strip_official_wrapper`` unwraps official training checkpoints):
+
+* ``hrnetv2_w18_small_v1``, ``hrnetv2_w18_small_v2``, ``hrnetv2_w18``, ``hrnetv2_w32``,
+  ``hrnetv2_w40``, ``hrnetv2_w48``: HRNetV2 segmentation, Cityscapes configs, 19 classes,
+  logits at 1/4 resolution (W48 65,859,379 params; W18 9,641,119; Small-v1 1,540,819).
+* ``hrnetv1_w32_pose`` (28,536,113), ``hrnetv1_w48_pose``: HRNetV1 pose, 17 joint heatmaps at
+  1/4 resolution; targets, loss and decoding in ``fastvision.pose``.
+* ``hrnetv2p_w18`` .. ``hrnetv2p_w48``: HRNetV2p backbone + HRFPN, an ``OrderedDict`` of five
+  256-channel levels, a torchvision detection ``backbone``.
+* ``bisenetv2``: BiSeNet V2 (CoinCheung code), ``aux_mode`` "train" (4 booster heads, 5,231,487
+  params) / "eval" (3,358,627) / "pred".
 """
 
 from __future__ import annotations
