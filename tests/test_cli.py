@@ -52,5 +52,11 @@ def test_demo_runs_checks_and_writes_report(tmp_path, capsys):
     assert "all checks passed" in out
     report = (tmp_path / "report.md").read_text()
     assert "knn_points" in report and "farthest_point_sample" in report
+    assert "soft_project" in report and "nn_match" in report
+    assert "## Learned point-cloud sampling" in report
     checks = json.loads((tmp_path / "checks.json").read_text())
     assert checks and all(row["ok"] for row in checks)
+    from fastvision.weights import available
+
+    if {"sampling_task_net", "sampling_samplenet_r32"} <= set(available()):
+        assert "| SampleNet |" in report and (tmp_path / "sampling.png").stat().st_size > 0

@@ -1,8 +1,10 @@
 """``fastvision demo``: the main job on embedded defaults.
 
-Checks every operator against its pure-PyTorch reference (``fastvision.ops._reference``) on
-generated data, on the CPU and on CUDA when available, runs the operator microbenchmarks at a
-small size, and writes a report (Markdown + JSON + plot) into the output folder.
+Checks every operator against its pure-PyTorch reference (``fastvision.ops._reference``) or the
+official formulation on generated data, on the CPU and on CUDA when available, runs the operator
+microbenchmarks at a small size, runs each model family's section (``fastvision.demo_sections``)
+with its shipped embedded-data weights, and writes a report (Markdown + JSON + plots) into the
+output folder.
 """
 
 from __future__ import annotations
@@ -105,7 +107,15 @@ def run_demo(out_dir: Path, device: str = "auto") -> bool:
     for d in devices:
         bench_rows += run_family("points", size="small", device=d, out_dir=out_dir / f"bench-{d}")
 
-    ok = all(r["ok"] for r in checks)
+    print("\n3. Learned point-cloud sampling")
+    from fastvision.demo_sections.sampling import sampling_section
+
+    sampling_lines, sampling_checks, sampling_ok = sampling_section(out_dir, devices)
+    print(_format_checks(sampling_checks) + "\n")
+    checks += sampling_checks
+
+    ok = all(r["ok"] for r in checks) and sampling_ok
+    table = _format_checks(checks)
     report = [
         "# fastvision demo report",
         "",
@@ -120,6 +130,7 @@ def run_demo(out_dir: Path, device: str = "auto") -> bool:
         "",
         "Tables, JSON and plots: " + ", ".join(f"`bench-{d}/`" for d in devices),
         "",
+        *sampling_lines,
         f"Result: {'all checks passed' if ok else 'SOME CHECKS FAILED'}",
     ]
     (out_dir / "report.md").write_text("\n".join(report) + "\n")

@@ -1,0 +1,1 @@
+"""Sections of ``fastvision demo``, one module per model family."""
