@@ -454,3 +454,16 @@ def test_convert_official_errors_and_samplenet_passthrough():
         models.convert_official_state_dict("nope", {})
     sd = get_model("samplenet", num_out_points=8).state_dict()
     assert models.convert_official_state_dict("samplenet", sd).keys() == sd.keys()
+
+
+def test_convert_official_hrnet_and_bisenetv2_wrappers():
+    """HRNet / BiSeNetV2 checkpoints keep the official keys: only the training wrappers go."""
+    with torch.device("meta"):
+        seg = get_model("hrnetv2_w18_small_v1").state_dict()
+        bise = get_model("bisenetv2").state_dict()
+    wrapped = {**{f"model.{k}": v for k, v in seg.items()}, "loss.criterion.weight": torch.ones(19)}
+    assert list(models.convert_official_state_dict("hrnetv2_w18_small_v1", wrapped)) == list(seg)
+    assert models.convert_official_state_dict("bisenetv2", bise).keys() == bise.keys()
+    with torch.device("meta"):
+        eval_keys = get_model("bisenetv2", aux_mode="eval").state_dict().keys()
+    assert models.convert_official_state_dict("bisenetv2", bise, aux_mode="eval").keys() == eval_keys

@@ -72,6 +72,11 @@ def convert_official_state_dict(name: str, sd, *, scope: str = "", **model_kwarg
     """Convert an official checkpoint's variables to this package's ``state_dict`` for ``name``.
 
     * ``samplenet``: the official PyTorch state dict already has the same keys; returned as is.
+    * ``hrnet*``: the official keys are ours; the training wrappers are removed
+      (:func:`fastvision.models.hrnet.strip_official_wrapper`: ``model.``/``loss.`` of the
+      segmentation ``FullModel``, the mmdetection detector around ``backbone.``/``neck.``).
+    * ``bisenetv2``: same keys; with ``aux_mode="eval"`` (or ``"pred"``) the booster heads of
+      a training checkpoint are dropped.
     * ``pointnet_cls``, ``pointnet_cls_vanilla``, ``snet``, ``progressivenet``: ``sd`` maps the
       official TensorFlow variable names (e.g. from ``tf.train.load_checkpoint(path)``:
       ``{n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}``) to arrays.
@@ -83,11 +88,19 @@ def convert_official_state_dict(name: str, sd, *, scope: str = "", **model_kwarg
       ``transform_feat`` biases. ``model_kwargs`` (``num_classes``, ``num_out_points``, ...) size
       the model; a missing variable or a shape mismatch raises ``KeyError``/``ValueError``.
     """
-    if name == "samplenet":
+    if name in ("samplenet", "samplenet_progressive"):
         return dict(sd)
+    if name.startswith(("hrnetv1_", "hrnetv2_", "hrnetv2p_")):
+        from .hrnet import strip_official_wrapper
+
+        return strip_official_wrapper(sd)
+    if name == "bisenetv2":
+        from .bisenetv2 import drop_booster_heads
+
+        return drop_booster_heads(sd) if model_kwargs.get("aux_mode", "train") != "train" else dict(sd)
     if name not in _TF_MODELS:
         raise ValueError(f"no official checkpoint conversion for {name!r}; available: "
-                         f"{', '.join(_TF_MODELS + ('samplenet',))}")
+                         f"{', '.join(_TF_MODELS)}, samplenet, hrnet*, bisenetv2")
     target = get_model(name, **model_kwargs).state_dict()
     prefix = scope.strip("/") + "/" if scope.strip("/") else ""
     out = {}
