@@ -14,6 +14,12 @@ from fastvision.data.particles import (
     collate_particles,
     render_targets,
 )
+from fastvision.data.segmentation import (
+    CamVidSegmentation,
+    CityscapesSegmentation,
+    ProceduralSegmentation,
+    SegmentationAugment,
+)
 
 __all__ = [
     "ProceduralShapes",
@@ -26,4 +32,8 @@ __all__ = [
     "ParticleFolder",
     "collate_particles",
     "render_targets",
+    "ProceduralSegmentation",
+    "CityscapesSegmentation",
+    "CamVidSegmentation",
+    "SegmentationAugment",
 ]
