@@ -127,6 +127,13 @@ def _add_eval_parser(sub) -> None:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_eval_sampling)
 
+    from fastvision.experiments import segmentation as segmentation_experiment
+
+    seg = exps.add_parser("segmentation", help="mIoU table and prediction overlays of a trained "
+                                               "segmentation checkpoint (single or multi-scale, flip)")
+    segmentation_experiment.add_arguments(seg)
+    seg.set_defaults(func=segmentation_experiment.run)
+
 
 def _add_train_parser(sub) -> None:
     from fastvision.recipes import RECIPES

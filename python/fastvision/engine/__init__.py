@@ -1,7 +1,7 @@
 """The training engine shared by every model family (see :mod:`fastvision.engine.trainer`)."""
 
 from .distributed import DistContext, init_distributed
-from .schedules import BNMomentumDecay, PolyDecay, StaircaseDecay, set_bn_momentum
+from .schedules import BNMomentumDecay, PolyDecay, StaircaseDecay, Warmup, set_bn_momentum
 from .trainer import BEST_WEIGHTS, CHECKPOINT, Task, TrainConfig, fit, load_checkpoint_model, unwrap
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "StaircaseDecay",
     "BNMomentumDecay",
     "PolyDecay",
+    "Warmup",
     "set_bn_momentum",
 ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-__all__ = ["StaircaseDecay", "BNMomentumDecay", "PolyDecay", "set_bn_momentum"]
+__all__ = ["StaircaseDecay", "BNMomentumDecay", "PolyDecay", "Warmup", "set_bn_momentum"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,33 @@ class PolyDecay:
 
     def __call__(self, step: int) -> float:
         return self.base * math.pow(max(0.0, 1.0 - step / max(1, self.total)), self.power)
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """``inner`` after a warm-up of ``length``: below it, ``inner(0) * r`` with ``r`` rising from
+    ``ratio`` to 1, linearly (``ratio + (1 - ratio) * t``) or exponentially (``ratio ** (1 - t)``),
+    ``t = x / length``; from it on, ``inner(x - length)`` (BiSeNet V2's ``WarmupPolyLrScheduler``
+    with ``inner = PolyDecay(base, total - length)``)."""
+
+    inner: object
+    length: int
+    ratio: float = 0.1
+    mode: str = "linear"
+
+    def __post_init__(self):
+        if self.mode not in ("linear", "exp"):
+            raise ValueError(f"warm-up mode must be 'linear' or 'exp', got {self.mode!r}")
+        if self.length < 0 or not 0 < self.ratio <= 1:
+            raise ValueError(f"warm-up needs length >= 0 and 0 < ratio <= 1, got length "
+                             f"{self.length}, ratio {self.ratio}")
+
+    def __call__(self, x: int) -> float:
+        if x >= self.length:
+            return self.inner(x - self.length)
+        t = x / self.length
+        factor = self.ratio + (1 - self.ratio) * t if self.mode == "linear" else self.ratio ** (1 - t)
+        return self.inner(0) * factor
 
 
 def set_bn_momentum(module: nn.Module, momentum: float) -> None:

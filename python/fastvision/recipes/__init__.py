@@ -31,7 +31,15 @@ def _sampling_recipes() -> dict[str, Recipe]:
     return out
 
 
+def _segmentation_recipes() -> dict[str, Recipe]:
+    from . import segmentation as seg
+
+    return {"segmentation": Recipe("semantic segmentation: HRNetV2, BiSeNet V2, HyperSeg (--model)",
+                                   seg.add_arguments, seg.build, 8)}
+
+
 RECIPES: dict[str, Recipe] = {}
 RECIPES.update(_sampling_recipes())
+RECIPES.update(_segmentation_recipes())
 
 __all__ = ["Recipe", "RECIPES"]
