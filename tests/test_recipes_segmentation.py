@@ -76,6 +76,8 @@ def test_bisenet_schedule_is_the_official_warmup_poly():
 
     for it in (0, 1, 500, 999, 1000, 1001, 3000, 4999):
         assert lr(it * 16) == pytest.approx(official(it)), it
+    short = SegmentationTask(TINY, _data(), 800, 4, family="bisenetv2", warmup_iters=0).schedules()["lr"]
+    assert short(0) == 5e-3 and short(400) == pytest.approx(5e-3 * 0.5 ** 0.9)
     linear = Warmup(lambda x: 2.0, 10, 0.1, "linear")
     assert linear(0) == pytest.approx(0.2) and linear(5) == pytest.approx(1.1) and linear(10) == 2.0
     with pytest.raises(ValueError, match="warm-up mode must be 'linear' or 'exp'"):

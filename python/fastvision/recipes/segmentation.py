@@ -202,8 +202,8 @@ class SegmentationData:
         if self.kind == "embedded":
             h, w = self.image_size
             n = self.train_samples if train else self.val_samples
-            return ProceduralSegmentation(split if split != "test" else "test", n, h, w,
-                                          self.num_classes_embedded, self.data_seed, augment)
+            return ProceduralSegmentation(split, n, h, w, self.num_classes_embedded,
+                                          self.data_seed, augment)
         cls = CityscapesSegmentation if self.kind == "cityscapes" else CamVidSegmentation
         return cls(self.path, split, augment, self.data_seed)
 
@@ -288,7 +288,7 @@ class SegmentationTask(Task):
 
     def __init__(self, model: str, data: SegmentationData, total_samples: int, batch_size: int,
                  family: str | None = None, loss: str | None = None, class_weights: str = "auto",
-                 lr: float | None = None):
+                 lr: float | None = None, warmup_iters: int | None = None):
         self.model_name, self.data = model, data
         self.family = family_of(model, family)
         self.recipe = FAMILIES[self.family]
@@ -307,6 +307,9 @@ class SegmentationTask(Task):
             raise ValueError(f"total_samples must be >= 1, got {total_samples}")
         self.total_samples, self.batch_size = int(total_samples), int(batch_size)
         self.lr = self.recipe.lr if lr is None else float(lr)
+        self.warmup_iters = self.recipe.warmup_iters if warmup_iters is None else int(warmup_iters)
+        if self.warmup_iters < 0:
+            raise ValueError(f"warmup_iters must be >= 0, got {self.warmup_iters}")
         self.criterion = self._criterion()
         self._optimizer = None
 
@@ -359,7 +362,7 @@ class SegmentationTask(Task):
 
     def schedules(self):
         rec = self.recipe
-        warmup = rec.warmup_iters * self.batch_size
+        warmup = self.warmup_iters * self.batch_size
         power = self.data.poly_power(self.family)
         if warmup:
             return {"lr": Warmup(PolyDecay(self.lr, max(1, self.total_samples - warmup), power),
@@ -416,6 +419,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-weights", default="auto", choices=["auto", "cityscapes", "none"],
                    help="auto: HRNet's Cityscapes weights for HRNet on Cityscapes, else none")
     p.add_argument("--lr", type=float, default=None, help="base learning rate (default: official)")
+    p.add_argument("--warmup-iters", type=int, default=None,
+                   help="lr warm-up iterations (default: official, BiSeNet V2 1000; short runs may want fewer)")
     # The official batches (HRNet 12, BiSeNet V2 16, HyperSeg 16) do not fit a CPU budget.
     p.set_defaults(batch_size=4, eval_batch_size=4)
 
@@ -429,4 +434,5 @@ def build(args, config: TrainConfig) -> SegmentationTask:
         steps = min(steps, config.max_steps_per_epoch)
     total = config.epochs * max(1, steps) * config.batch_size
     return SegmentationTask(args.model, data, total, config.batch_size, family=family,
-                            loss=args.loss, class_weights=args.class_weights, lr=args.lr)
+                            loss=args.loss, class_weights=args.class_weights, lr=args.lr,
+                            warmup_iters=args.warmup_iters)
