@@ -5,16 +5,18 @@ segmentation` end to end (with exact resume) on tiny embedded data and a tiny re
 from __future__ import annotations
 
 import json
-import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
 from fastvision.cli import main
+from fastvision.data.segmentation import CityscapesSegmentation
 from fastvision.engine import Warmup, load_checkpoint_model
-from fastvision.losses.segmentation import ohem_cross_entropy_bisenet
+from fastvision.losses.segmentation import CITYSCAPES_CLASS_WEIGHTS, ohem_cross_entropy_bisenet
 from fastvision.models import _registry, register_model
 from fastvision.recipes.segmentation import (
     SegmentationData,
@@ -192,3 +194,36 @@ def test_cli_eval_errors(tmp_path):
     with pytest.raises(ValueError, match=f"--model 'bisenetv2' does not match the checkpoint's model '{TINY_AUX}'"):
         main(["eval", "segmentation", "--checkpoint", str(tmp_path / "run" / "model_best.pt"),
               "--model", "bisenetv2", "--out", str(tmp_path)])
+
+
+def _tiny_cityscapes(root):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for i in range(n):
+            stem = f"ulm_000000_00000{i}"
+            for folder, name, array in (
+                    ("leftImg8bit", f"{stem}_leftImg8bit.png", rng.integers(0, 256, (32, 64, 3))),
+                    ("gtFine", f"{stem}_gtFine_labelIds.png", rng.choice([0, 7, 8, 26, 33], (32, 64)))):
+                path = root / folder / split / "ulm" / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array.astype(np.uint8)).save(path)
+    return root
+
+
+def test_real_data_sources_take_their_official_settings(tmp_path):
+    root = _tiny_cityscapes(tmp_path / "cityscapes")
+    task = SegmentationTask(TINY, SegmentationData(f"cityscapes:{root}"), 800, 4, family="hrnet")
+    assert task.class_weights == CITYSCAPES_CLASS_WEIGHTS  # HRNet weights its Cityscapes CE
+    train, val = task.datasets()
+    assert isinstance(train, CityscapesSegmentation) and len(train) == 4 and len(val) == 2
+    assert train.augment.crop_size == (512, 1024) and train.augment.scale_step == 0.1
+    camvid = SegmentationData("camvid:/nowhere")
+    hyperseg = camvid.augment("hyperseg", train=True)
+    assert hyperseg.crop_size == (576, 576) and hyperseg.scale_range == (0.5, 2.0)
+    assert hyperseg.scale_prob == 0.5 and hyperseg.color_jitter is None  # jitter: Cityscapes -S only
+    assert camvid.poly_power("hyperseg") == 2.0 and camvid.poly_power("hrnet") == 0.9
+    out = tmp_path / "run"
+    assert main(["train", "segmentation", "--model", TINY, "--family", "hrnet", "--data", f"cityscapes:{root}",
+                 "--crop-size", "32x64", "--epochs", "1", "--batch-size", "2", "--device", "cpu",
+                 "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["history"][0]["step"] == 2
