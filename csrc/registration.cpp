@@ -28,4 +28,9 @@ TORCH_LIBRARY(fastvision, m) {
       "Tensor query, Tensor points, Tensor temperature, Tensor idx, Tensor? features, "
       "float? min_sigma, bool hard) "
       "-> (Tensor grad_query, Tensor grad_points, Tensor grad_temperature, Tensor grad_features)");
+
+  // PAD-Net's fused encoder, inference only (python/fastvision/ops/padnet.py documents it).
+  m.def(
+      "padnet_encoder(Tensor x, Tensor params, int width) "
+      "-> (Tensor tap1, Tensor tap2, Tensor tap3)");
 }

@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_info)
 
     bench = sub.add_parser("bench", help="operator microbenchmarks: table, JSON and PNG plot")
-    bench.add_argument("--family", default="points", choices=["points", "sampling", "segmentation"])
+    bench.add_argument("--family", default="points", choices=["points", "sampling", "segmentation", "padnet"])
     bench.add_argument("--size", default="full", choices=["small", "full"])
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--out", default="fastvision-bench", help="output folder")

@@ -69,7 +69,13 @@ mv2_7bn                    1,814,005   1.82M      1464.3          1484.5
 Mv3-6BN's count is 6% above the paper's (5x5 depthwise kernels as in MobileNetV3-Small; with
 3x3 ones it would be 141.6 MMACs but 0.205M parameters).
 
-``model.use_fused`` (default True) is reserved for the fused encoder op; currently the modules run.
+``model.use_fused`` (default True): in eval mode, when no gradient is needed (``torch.no_grad()``,
+``torch.inference_mode()``, or neither the input nor any encoder parameter requires grad), the
+PAD-Net encoders (``padnet``, ``padnet_x2``, ``padnet_x4``) run as the fused op
+:func:`fastvision.ops.padnet_encoder` on BN-folded parameters (folded once, refolded when a
+weight or BN statistic changes); equal to the modules to float32 rounding. ``use_fused = False``
+runs the modules (for comparison); training, the other encoders, and encoders whose modules carry
+forward hooks (feature extraction, :mod:`fastvision.models.flops`) always run the modules.
 """
 
 from __future__ import annotations
@@ -406,8 +412,8 @@ class PADNet(nn.Module):
     """Encoder (``model.encoder``, returns the tap tuple, finest at stride 1) + :class:`RefineDecoder`.
 
     ``forward(x)`` -> logits (B, 1, H, W); ``forward(x, return_features=True)`` ->
-    ``(logits, (chain1, chain2, chain3))``. ``use_fused`` is reserved for the fused encoder op;
-    currently the modules run.
+    ``(logits, (chain1, chain2, chain3))``. ``use_fused`` (default True): inference without
+    gradients runs PAD-Net's encoder as the fused op (see the module docstring).
     """
 
     def __init__(self, encoder: nn.Module, decoder: RefineDecoder):
@@ -422,8 +428,23 @@ class PADNet(nn.Module):
                              f"got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"PADNet: x must be a floating-point tensor, got {x.dtype}")
-        logits, features = self.decoder(self.encoder(x))
+        logits, features = self.decoder(self._encode(x))
         return (logits, features) if return_features else logits
+
+    def _encode(self, x: torch.Tensor):
+        # The fused op when nothing needs gradients (inference); the modules otherwise, for
+        # encoders other than PAD-Net's (teacher, comparison encoders), and when forward hooks
+        # observe the encoder's modules (feature extraction, the operation counter).
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.encoder.parameters()))
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in self.encoder.modules())
+        if self.use_fused and not self.training and not needs_grad and not hooked:
+            from fastvision.ops.padnet import fused_encoder_taps
+
+            taps = fused_encoder_taps(self.encoder, x)
+            if taps is not None:
+                return taps
+        return self.encoder(x)
 
 
 def _padnet(width: int, decoder_plus: bool, chain_stages: int, head_kernel: int) -> PADNet:

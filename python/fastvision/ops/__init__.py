@@ -14,6 +14,7 @@ from fastvision.ops.points import (
     knn_points,
     nn_distance,
 )
+from fastvision.ops.padnet import fold_padnet_encoder, padnet_encoder
 from fastvision.ops.sampling import soft_project
 
 __all__ = [
@@ -21,9 +22,11 @@ __all__ = [
     "NNDistance",
     "chamfer_distance",
     "farthest_point_sample",
+    "fold_padnet_encoder",
     "knn_gather",
     "knn_points",
     "nn_distance",
     "nn_match",
+    "padnet_encoder",
     "soft_project",
 ]

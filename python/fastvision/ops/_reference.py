@@ -192,3 +192,37 @@ def soft_project(query, points, temperature, k, features=None, min_sigma=None, h
         return projected
     grouped_features = features[batch, idx]  # (B, M, k, F)
     return projected, torch.sum(grouped_features * weights.unsqueeze(3), dim=2)
+
+
+def padnet_encoder(x, params, width):
+    """Reference of :func:`fastvision.ops.padnet_encoder`: the folded arithmetic with
+    ``torch.nn.functional`` (convs with the folded biases, activations, SE on the block output,
+    residuals), on the packed parameters unpacked by name. Returns the three taps."""
+    import torch.nn.functional as F
+
+    from fastvision.ops.padnet import _bnecks, unpack_padnet_params
+
+    p = unpack_padnet_params(params, width)
+
+    def conv(t, name, k=1, stride=1, groups=1):
+        w = p[name + ".w"]
+        w = w.reshape(w.shape[0], w.shape[1] // (k * k) if groups == 1 else 1, k, k)
+        return F.conv2d(t, w, p[name + ".b"], stride, k // 2, groups=groups)
+
+    y = F.hardswish(conv(x, "stem", 3))
+    taps = []
+    for i, (k, cin, exp, out, se, nl, s) in enumerate(_bnecks(width)):
+        act = F.relu if nl == "RE" else F.hardswish
+        b = f"blocks.{i}."
+        z = act(conv(y, b + "expand"))
+        z = act(conv(z, b + "depthwise", k, s, groups=exp))
+        z = conv(z, b + "project")
+        if se:
+            g = F.relu(conv(z.mean((2, 3), keepdim=True), b + "se.reduce"))
+            z = z * F.hardsigmoid(conv(g, b + "se.expand"))
+        if s == 1:
+            z = z + (conv(y, b + "shortcut") if cin != out else y)
+        y = z
+        if i in (1, 3, 5):
+            taps.append(y)
+    return tuple(taps)

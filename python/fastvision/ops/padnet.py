@@ -1,0 +1,253 @@
+"""PAD-Net's fused encoder (inference): stem + six MobileNetV3 bnecks in one op.
+
+``padnet_encoder(x, params, width)`` computes what ``model.encoder`` of
+:func:`fastvision.models.padnet` (``width`` 1), ``padnet_x2`` (2) or ``padnet_x4`` (4) computes
+in eval mode, with every BatchNorm folded into the convolution before it:
+
+* stem: conv 3x3 stride 1 (1 -> 2w channels) + h-swish;
+* six bnecks (Table 1: kernel 3, in / exp / out = 2/8/4, 4/8/4, 4/16/8, 8/16/8, 8/32/16, 16/32/16
+  times w; strides 1, 1, 2, 1, 2, 1; ReLU in the first two, h-swish after): expand 1x1 + act,
+  depthwise 3x3 + act, project 1x1, SE on the block output (mean, 1x1 + ReLU, 1x1,
+  h-sigmoid gate; not in bneck 2), residual at stride 1 (through the folded 1x1 shortcut in
+  bneck 1, whose widths differ);
+* returns the outputs of bnecks 2, 4 and 6: ``(B, 4w, H, W)``, ``(B, 8w, H2, W2)``,
+  ``(B, 16w, H4, W4)`` with ``H2 = (H - 1) // 2 + 1`` and ``H4 = (H2 - 1) // 2 + 1`` (likewise W).
+
+It equals the module composition to float32 rounding (the folding and the order of the sums
+differ). CPU: one image per thread (``at::parallel_for`` over the batch), the image's
+activations in a per-thread scratch buffer. CUDA: one thread block per image, the whole encoder
+in one launch (activations in a global-memory scratch, SE reductions and gates in shared memory);
+the CUDA kernel compiles but has not run on a GPU yet.
+
+dtypes: float32 and float64; float16 and bfloat16 are computed in float32. Inference only: the op
+has no backward, and the wrapper raises when autograd would need one.
+
+``fold_padnet_encoder(model.encoder)`` folds the BatchNorms (running statistics, whatever the
+module's mode) and packs the parameters in the order the kernels read them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+__all__ = ["FoldedPadnetEncoder", "fold_padnet_encoder", "padnet_encoder", "padnet_param_count"]
+
+PADNET_WIDTHS = (1, 2, 4)
+
+# Table 1 at width 1: (kernel, in, expansion, out, SE, nonlinearity, stride), as in
+# fastvision.models.padnet (checked against padnet_bnecks when folding).
+_BASE = (
+    (3, 2, 8, 4, True, "RE", 1),
+    (3, 4, 8, 4, False, "RE", 1),
+    (3, 4, 16, 8, True, "HS", 2),
+    (3, 8, 16, 8, True, "HS", 1),
+    (3, 8, 32, 16, True, "HS", 2),
+    (3, 16, 32, 16, True, "HS", 1),
+)
+
+
+def _bnecks(width: int) -> list[tuple]:
+    return [(k, cin * width, exp * width, out * width, se, nl, s) for k, cin, exp, out, se, nl, s in _BASE]
+
+
+def _packed_shapes(width: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every packed tensor, in the kernels' order (weights row-major, each
+    followed by its bias)."""
+    stem = 2 * width
+    shapes = [("stem.w", (stem, 9)), ("stem.b", (stem,))]
+    for i, (k, cin, exp, out, se, _, s) in enumerate(_bnecks(width)):
+        p = f"blocks.{i}."
+        shapes += [(p + "expand.w", (exp, cin)), (p + "expand.b", (exp,)),
+                   (p + "depthwise.w", (exp, k * k)), (p + "depthwise.b", (exp,)),
+                   (p + "project.w", (out, exp)), (p + "project.b", (out,))]
+        if se:
+            sq = out // 4
+            shapes += [(p + "se.reduce.w", (sq, out)), (p + "se.reduce.b", (sq,)),
+                       (p + "se.expand.w", (out, sq)), (p + "se.expand.b", (out,))]
+        if s == 1 and cin != out:
+            shapes += [(p + "shortcut.w", (out, cin)), (p + "shortcut.b", (out,))]
+    return shapes
+
+
+def padnet_param_count(width: int) -> int:
+    """Number of folded parameters of a width-``width`` PAD-Net encoder (1, 2 or 4)."""
+    _check_width(width)
+    total = 0
+    for _, shape in _packed_shapes(width):
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return total
+
+
+def unpack_padnet_params(params: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
+    """Views of the packed parameters by name (``_packed_shapes``)."""
+    out, offset = {}, 0
+    for name, shape in _packed_shapes(width):
+        n = 1
+        for d in shape:
+            n *= d
+        out[name] = params[offset:offset + n].view(shape)
+        offset += n
+    return out
+
+
+def _check_width(width) -> None:
+    if isinstance(width, bool) or not isinstance(width, int) or width not in PADNET_WIDTHS:
+        raise ValueError(f"padnet_encoder: width must be 1, 2 or 4, got {width!r}")
+
+
+class FoldedPadnetEncoder(NamedTuple):
+    """The folded parameters of a PAD-Net encoder (1-D, packed) and its width (1, 2 or 4)."""
+
+    params: torch.Tensor
+    width: int
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    # In float64: w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps).
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    w = conv.weight.detach().double() * scale.view(-1, 1, 1, 1)
+    b = bn.bias.detach().double() - bn.running_mean.double() * scale
+    return w.reshape(w.shape[0], -1), b
+
+
+def _structure_mismatch(encoder: nn.Module) -> tuple[int | None, str]:
+    """(width, "") when ``encoder`` is a PAD-Net encoder the op computes, else (None, why)."""
+    from fastvision.models.padnet import MobileNetV3Encoder
+
+    if not isinstance(encoder, MobileNetV3Encoder):
+        return None, f"encoder must be a MobileNetV3Encoder, got {type(encoder).__name__}"
+    stem = encoder.stem
+    width = stem.out_channels // 2
+    if width not in PADNET_WIDTHS or stem.out_channels != 2 * width:
+        return None, f"the stem must have 2, 4 or 8 output channels (width 1, 2, 4), got {stem.out_channels}"
+    if (stem.in_channels != 1 or stem.kernel_size != (3, 3) or stem.stride != (1, 1)
+            or stem.padding != (1, 1) or stem.groups != 1 or stem.bias is not None
+            or not isinstance(encoder.stem_act, nn.Hardswish)):
+        return None, "the stem must be conv 3x3 stride 1, 1 input channel, no bias, then BN + h-swish"
+    if tuple(encoder.taps) != (1, 3, 5):
+        return None, f"the taps must be bnecks (1, 3, 5), got {tuple(encoder.taps)}"
+    layout = []
+    for block in encoder.blocks:
+        acts = {type(block.expand_act), type(block.depthwise_act)}
+        nl = "RE" if acts == {nn.ReLU} else "HS" if acts == {nn.Hardswish} else "?"
+        se = block.se is not None
+        if se and block.se.reduce.out_channels * 4 != block.project.out_channels:
+            return None, "SE must have reduction 4"
+        layout.append((block.depthwise.kernel_size[0], block.expand.in_channels, block.expand.out_channels,
+                       block.project.out_channels, se, nl, block.stride))
+    if layout != _bnecks(width):
+        return None, f"the bnecks must be PAD-Net's Table 1 at width {width}, got {layout}"
+    for m in encoder.modules():
+        if isinstance(m, nn.BatchNorm2d) and (m.running_mean is None or not m.affine):
+            return None, "every BatchNorm must be affine and track running statistics"
+    return width, ""
+
+
+def fold_padnet_encoder(encoder: nn.Module, dtype: torch.dtype | None = None) -> FoldedPadnetEncoder:
+    """Folds the BatchNorms of a PAD-Net encoder (``model.encoder`` of ``padnet``, ``padnet_x2``
+    or ``padnet_x4``) into its convolutions and packs the result for :func:`padnet_encoder`.
+
+    Uses the BN running statistics (the eval-mode arithmetic) whatever the module's mode. Folding
+    is done in float64, then cast to ``dtype`` (default: the dtype of the encoder's weights), on
+    the encoder's device. Raises ValueError when the encoder is not PAD-Net's.
+    """
+    width, why = _structure_mismatch(encoder)
+    if width is None:
+        raise ValueError(f"fold_padnet_encoder: {why}")
+    dtype = encoder.stem.weight.dtype if dtype is None else dtype
+    parts = list(_fold(encoder.stem, encoder.stem_bn))
+    for block in encoder.blocks:
+        parts += _fold(block.expand, block.expand_bn)
+        parts += _fold(block.depthwise, block.depthwise_bn)
+        parts += _fold(block.project, block.project_bn)
+        if block.se is not None:
+            parts += _fold(block.se.reduce, block.se.reduce_bn)
+            parts += _fold(block.se.expand, block.se.expand_bn)
+        if block.shortcut is not None:
+            parts += _fold(block.shortcut[0], block.shortcut[1])
+    params = torch.cat([p.reshape(-1) for p in parts]).to(dtype)
+    return FoldedPadnetEncoder(params, width)
+
+
+def padnet_encoder(x: torch.Tensor, params: torch.Tensor, width: int):
+    """PAD-Net's encoder with BatchNorm folded, fused into one op (see the module docstring).
+
+    Args:
+        x: grayscale images ``(B, 1, H, W)``, floating point, ``H, W >= 1`` (the paper: 112 x 48).
+        params: the packed folded parameters, 1-D, of :func:`padnet_param_count` ``(width)``
+            entries (``fold_padnet_encoder(model.encoder).params``); dtype and device of ``x``.
+        width: 1, 2 or 4 (PAD-Net, PAD-Net x2, PAD-Net x4).
+
+    Returns:
+        ``(tap1, tap2, tap3)``: the outputs of bnecks 2, 4 and 6, ``(B, 4w, H, W)``,
+        ``(B, 8w, H2, W2)``, ``(B, 16w, H4, W4)``, dtype of ``x`` (what ``model.encoder(x)``
+        returns in eval mode).
+
+    Inference only: raises RuntimeError if ``x`` or ``params`` requires grad while grad mode is on.
+    """
+    op = "padnet_encoder"
+    _check_width(width)
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 1:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{op}: x must have shape (B, 1, H, W), got {got}")
+    if not x.is_floating_point():
+        raise TypeError(f"{op}: x must be a floating-point tensor, got {x.dtype}")
+    if not isinstance(params, torch.Tensor):
+        raise TypeError(f"{op}: params must be a tensor, got {type(params).__name__}")
+    expected = padnet_param_count(width)
+    if params.dim() != 1 or params.shape[0] != expected:
+        raise ValueError(f"{op}: params must be a 1-D tensor of the {expected} folded parameters of a "
+                         f"width-{width} PAD-Net encoder, got shape {tuple(params.shape)}")
+    if torch.is_grad_enabled() and (x.requires_grad or params.requires_grad):
+        raise RuntimeError(f"{op}: inference only (no backward); call it under torch.no_grad() or "
+                           "torch.inference_mode(), or use the encoder modules for training")
+    return torch.ops.fastvision.padnet_encoder(x, params, width)
+
+
+# Folded parameters per encoder module, refolded when a weight or BN statistic changes (in-place
+# updates bump a tensor's version), the dtype or the device changes.
+_FOLD_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _fold_key(encoder: nn.Module) -> tuple:
+    return tuple((id(t), t._version, t.dtype, t.device) for t in
+                 list(encoder.parameters()) + list(encoder.buffers()))
+
+
+def fused_encoder_taps(encoder: nn.Module, x: torch.Tensor):
+    """``encoder(x)`` through :func:`padnet_encoder` in eval arithmetic (BN running statistics),
+    with the folded parameters cached on the module; None when ``encoder`` is not a PAD-Net
+    encoder (the caller then runs the modules)."""
+    cached = _FOLD_CACHE.get(encoder)
+    key = _fold_key(encoder)
+    if cached is None or cached[0] != key:
+        width, _ = _structure_mismatch(encoder)
+        folded = None if width is None else fold_padnet_encoder(encoder)
+        cached = (key, folded)
+        _FOLD_CACHE[encoder] = cached
+    folded = cached[1]
+    if folded is None:
+        return None
+    return padnet_encoder(x, folded.params, folded.width)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake (meta) kernel. No autograd registration: the op is inference only.
+
+
+@torch.library.register_fake("fastvision::padnet_encoder")
+def _padnet_encoder_fake(x, params, width):
+    torch._check(width in PADNET_WIDTHS, lambda: f"padnet_encoder: width must be 1, 2 or 4, got {width}")
+    torch._check(x.dim() == 4 and x.shape[1] == 1, lambda: "padnet_encoder: x must be (B, 1, H, W)")
+    B, _, H, W = x.shape
+    H2, W2 = (H - 1) // 2 + 1, (W - 1) // 2 + 1
+    H4, W4 = (H2 - 1) // 2 + 1, (W2 - 1) // 2 + 1
+    return (x.new_empty((B, 4 * width, H, W)), x.new_empty((B, 8 * width, H2, W2)),
+            x.new_empty((B, 16 * width, H4, W4)))
