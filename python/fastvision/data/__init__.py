@@ -20,6 +20,11 @@ from fastvision.data.segmentation import (
     ProceduralSegmentation,
     SegmentationAugment,
 )
+from fastvision.data.pose import (
+    COCOKeypoints,
+    PoseAugment,
+    ProceduralPoses,
+)
 
 __all__ = [
     "ProceduralShapes",
@@ -36,4 +41,7 @@ __all__ = [
     "CityscapesSegmentation",
     "CamVidSegmentation",
     "SegmentationAugment",
+    "COCOKeypoints",
+    "PoseAugment",
+    "ProceduralPoses",
 ]

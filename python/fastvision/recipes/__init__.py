@@ -38,8 +38,18 @@ def _segmentation_recipes() -> dict[str, Recipe]:
                                    seg.add_arguments, seg.build, 8)}
 
 
+def _pose_recipes() -> dict[str, Recipe]:
+    from . import pose
+
+    return {"pose": Recipe("HRNetV1 top-down pose estimation (COCO keypoints or embedded stick "
+                           f"figures; {pose.EMBEDDED_EPOCHS} epochs by default, CPU-sized: the "
+                           "official recipe is 210)", pose.add_arguments, pose.build,
+                           pose.EMBEDDED_EPOCHS)}
+
+
 RECIPES: dict[str, Recipe] = {}
 RECIPES.update(_sampling_recipes())
 RECIPES.update(_segmentation_recipes())
+RECIPES.update(_pose_recipes())
 
 __all__ = ["Recipe", "RECIPES"]
