@@ -134,13 +134,13 @@ def _add_eval_parser(sub) -> None:
     segmentation_experiment.add_arguments(seg)
     seg.set_defaults(func=segmentation_experiment.run)
 
-
     from fastvision.experiments import pose as pose_experiment
 
     pose = exps.add_parser("pose", help="COCO OKS AP of a pose checkpoint (official post-processing, "
                                         "optional flip test)")
     pose_experiment.add_arguments(pose)
     pose.set_defaults(func=pose_experiment.run)
+
 
 def _add_train_parser(sub) -> None:
     from fastvision.recipes import RECIPES
