@@ -114,7 +114,14 @@ def run_demo(out_dir: Path, device: str = "auto") -> bool:
     print(_format_checks(sampling_checks) + "\n")
     checks += sampling_checks
 
-    ok = all(r["ok"] for r in checks) and sampling_ok
+    print("\n4. Particle detection (PAD-Net)")
+    from fastvision.demo_sections.padnet import padnet_section
+
+    padnet_lines, padnet_checks, padnet_ok = padnet_section(out_dir, devices)
+    print(_format_checks(padnet_checks) + "\n")
+    checks += padnet_checks
+
+    ok = all(r["ok"] for r in checks) and sampling_ok and padnet_ok
     table = _format_checks(checks)
     report = [
         "# fastvision demo report",
@@ -131,6 +138,7 @@ def run_demo(out_dir: Path, device: str = "auto") -> bool:
         "Tables, JSON and plots: " + ", ".join(f"`bench-{d}/`" for d in devices),
         "",
         *sampling_lines,
+        *padnet_lines,
         f"Result: {'all checks passed' if ok else 'SOME CHECKS FAILED'}",
     ]
     (out_dir / "report.md").write_text("\n".join(report) + "\n")

@@ -95,6 +95,14 @@ class Task:
         """Validation metrics (model in eval mode). Default: none."""
         return {}
 
+    def inference_module(self, model: nn.Module) -> nn.Module:
+        """The part of the trainable module that :meth:`model_spec` describes and whose weights
+        are saved as ``"model"`` (what :func:`load_checkpoint_model` rebuilds). Default: all of it.
+        A task that trains extra modules (e.g. distillation adapters) returns the inner model;
+        the whole trainable module's weights then go to ``checkpoint_last.pt`` as
+        ``"training_model"`` for resuming."""
+        return model
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP / torch.compile wrapper."""
@@ -124,7 +132,7 @@ def load_checkpoint_model(path, device: str | torch.device = "cpu") -> tuple[nn.
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as err:
         raise RuntimeError(f"checkpoint {str(path)!r} does not match {spec['name']}: {err}") from err
-    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "training_model")}
     return model.to(device).eval(), meta
 
 
@@ -190,7 +198,7 @@ def _fit(task: Task, config: TrainConfig, ctx: DistContext) -> dict:
         if ckpt.get("task") != task.name:
             raise RuntimeError(f"cannot resume: {str(ckpt_path)!r} was written by task "
                                f"{ckpt.get('task')!r}, not {task.name!r}")
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt.get("training_model", ckpt["model"]))
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step, samples = ckpt["epoch"], ckpt["step"], ckpt["samples"]
         history, best = ckpt["history"], ckpt["best"]
@@ -288,12 +296,16 @@ def _fit(task: Task, config: TrainConfig, ctx: DistContext) -> dict:
         elif task.monitor.startswith("train_") or val_loader is None:
             improved = True  # nothing to compare: the latest epoch is the best we know
         if ctx.is_main:
-            state = {"task": task.name, "model_spec": task.model_spec(), "model": model.state_dict(),
-                     "epoch": epoch + 1, "step": step, "samples": samples, "history": history,
-                     "best": best, "monitor": task.monitor}
+            exported = task.inference_module(model)
+            state = {"task": task.name, "model_spec": task.model_spec(),
+                     "model": exported.state_dict(), "epoch": epoch + 1, "step": step,
+                     "samples": samples, "history": history, "best": best, "monitor": task.monitor}
             if improved:
                 torch.save(state, out / BEST_WEIGHTS)
-            torch.save({**state, "optimizer": optimizer.state_dict()}, out / (CHECKPOINT + ".tmp"))
+            resume_state = {**state, "optimizer": optimizer.state_dict()}
+            if exported is not model:
+                resume_state["training_model"] = model.state_dict()
+            torch.save(resume_state, out / (CHECKPOINT + ".tmp"))
             (out / (CHECKPOINT + ".tmp")).replace(ckpt_path)
             record["best"] = {"monitor": task.monitor, "value": best}
             write_metrics(out / METRICS, record)

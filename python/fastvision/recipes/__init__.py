@@ -31,6 +31,17 @@ def _sampling_recipes() -> dict[str, Recipe]:
     return out
 
 
+def _padnet_recipes() -> dict[str, Recipe]:
+    from . import padnet as p
+
+    return {"padnet": Recipe("PAD-Net particle detector (x1/x2/x4; AAL or Table 4 losses; --kd)",
+                             p.add_padnet_arguments, lambda a, c: p.build_padnet(a),
+                             p.EMBEDDED_EPOCHS),
+            "padnet-teacher": Recipe("PAD-Net's knowledge-distillation teacher",
+                                     p.add_teacher_arguments, lambda a, c: p.build_teacher(a),
+                                     p.EMBEDDED_TEACHER_EPOCHS)}
+
+
 def _segmentation_recipes() -> dict[str, Recipe]:
     from . import segmentation as seg
 
@@ -49,6 +60,7 @@ def _pose_recipes() -> dict[str, Recipe]:
 
 RECIPES: dict[str, Recipe] = {}
 RECIPES.update(_sampling_recipes())
+RECIPES.update(_padnet_recipes())
 RECIPES.update(_segmentation_recipes())
 RECIPES.update(_pose_recipes())
 
