@@ -15,7 +15,10 @@ Cases (``size="full"``), for every width and batch:
 
 Every variant's output is checked against the fused op's. Rows carry ``images_per_s`` =
 batch * 1000 / median ms. ``size="small"``: PAD-Net x1 at 28 x 12, batch 2, no compile (smoke).
-All under ``torch.inference_mode()``.
+All under ``torch.inference_mode()``, with ``torch.set_flush_denormal(True)`` (reset to the
+default afterwards): the decoder's random weights drive some activations into float denormals,
+which a trained network does not see and which make a CPU tens of times slower (as in
+:mod:`fastvision.benchmarks.segmentation`).
 
 ``fastvision bench --family padnet [--size small|full] [--device cpu|cuda]``.
 """
@@ -121,22 +124,26 @@ def run(size: str = "full", device: str = "cpu", competitors: bool = True, repea
     names (``"<model>_<scope>_b<batch>"``)."""
     small = size == "small"
     rows: list[dict] = []
-    for name, batch, height, width, scope in CASES[size]:
-        case_name = f"{name}_{scope}_b{batch}"
-        if only and case_name not in only:
-            continue
-        case = build_case(name, batch, height, width, scope, device, compile_model=not small)
-        if not competitors:
-            case.impls = case.impls[:1]
-        if log:
-            log(case.label)
-        if small:
-            case_rows = measure_case(case, device, repeats=repeats or 3, min_repeats=1, budget_s=0.05,
-                                     rewarm_ms=5.0)
-        else:
-            case_rows = measure_case(case, device, repeats=repeats or 15, min_repeats=3, budget_s=1.5,
-                                     slow_s=float("inf"), log=log)
-        for row in case_rows:
-            row["images_per_s"] = batch * 1000.0 / row["median_ms"] if row["median_ms"] else None
-        rows += case_rows
+    torch.set_flush_denormal(True)
+    try:
+        for name, batch, height, width, scope in CASES[size]:
+            case_name = f"{name}_{scope}_b{batch}"
+            if only and case_name not in only:
+                continue
+            case = build_case(name, batch, height, width, scope, device, compile_model=not small)
+            if not competitors:
+                case.impls = case.impls[:1]
+            if log:
+                log(case.label)
+            if small:
+                case_rows = measure_case(case, device, repeats=repeats or 3, min_repeats=1,
+                                         budget_s=0.05, rewarm_ms=5.0)
+            else:
+                case_rows = measure_case(case, device, repeats=repeats or 15, min_repeats=3,
+                                         budget_s=1.5, slow_s=float("inf"), log=log)
+            for row in case_rows:
+                row["images_per_s"] = batch * 1000.0 / row["median_ms"] if row["median_ms"] else None
+            rows += case_rows
+    finally:
+        torch.set_flush_denormal(False)
     return rows
