@@ -29,6 +29,7 @@ def test_bench_small_writes_rows_with_fps_and_checks(tmp_path):
     for r in rows:
         assert r["status"] == "ok" and r["median_ms"] > 0
         assert r["fps"] == pytest.approx(1000 / r["median_ms"])
+        assert r["cpu_ms"] > 0
         assert r["check"] == ("baseline" if r["impl"] == "eager" else "close")
     # The benchmark flushes denormals while it runs and restores the default afterwards.
     assert float(torch.tensor([1e-39]) * 1.0) != 0.0

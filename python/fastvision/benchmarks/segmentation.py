@@ -6,7 +6,10 @@ smoke runs) W18-Small-v1 and BiSeNet V2 at 128x64 only. Implementations, timed i
 :func:`fastvision.benchmarks.harness.measure_case`: eager (the baseline), ``channels_last``
 (model and input), and ``torch.compile`` (default mode; full size only: compiling takes
 minutes on a small CPU, and its first call, compilation included, is the warm-up). Each
-variant's output is checked against eager's. Rows also carry ``fps`` = 1000 / median ms; the
+variant's output is checked against eager's. Rows also carry ``fps`` = 1000 / median ms and
+``cpu_ms`` (CPU only), the median CPU time of the process (all threads) per call, over every call
+but the first: on a shared machine the wall-clock times include waiting for a core, the CPU
+time does not (uncontended, it is about the wall time x the threads that were busy). The
 BiSeNet V2 1024x512 case is labelled with the paper's 156 FPS (GTX 1080 Ti, the input of its
 2048x1024 Cityscapes setting resized to 1024x512), which is comparable only on a GPU.
 
@@ -22,6 +25,8 @@ False, afterwards), so that the times are those of a network with realistic acti
 from __future__ import annotations
 
 import copy
+import statistics
+import time
 from typing import Callable
 
 import torch
@@ -68,25 +73,31 @@ def build_case(name: str, width: int, height: int, device: str, compile_model: b
     case = Case("segmentation", f"{name}_{width}x{height}", label,
                 {"model": name, "width": width, "height": height, "batch": 1})
     reference: dict[str, torch.Tensor] = {}
+    case.cpu_times = {}  # type: ignore[attr-defined]  # impl name -> CPU seconds of each call
 
-    def infer(model, x) -> Callable[[], torch.Tensor]:
+    def infer(impl: str, model, x) -> Callable[[], torch.Tensor]:
+        cpu = case.cpu_times.setdefault(impl, [])
+
         def fn():
+            start = time.process_time()
             with torch.no_grad():
-                return model(x)
+                out = model(x)
+            cpu.append(time.process_time() - start)
+            return out
 
         return _timed(fn, device)
 
     def eager_setup():
-        fn = infer(eager, image)
+        fn = infer("eager", eager, image)
         reference["out"] = fn()
         return fn
 
     def channels_last_setup():
         model = copy.deepcopy(eager).to(memory_format=torch.channels_last)
-        return infer(model, image.contiguous(memory_format=torch.channels_last))
+        return infer("channels_last", model, image.contiguous(memory_format=torch.channels_last))
 
     def compiled_setup():
-        return infer(torch.compile(eager), image)
+        return infer("torch.compile", torch.compile(eager), image)
 
     check = lambda out: _relative_error(out, reference["out"])  # noqa: E731
     case.impls.append(Impl("eager", eager_setup, None, role="fastvision"))
@@ -125,6 +136,9 @@ def run(size: str = "full", device: str = "cpu", competitors: bool = True, repea
                                          budget_s=2.0, slow_s=float("inf"), memory=memory, log=log)
             for row in case_rows:
                 row["fps"] = 1000.0 / row["median_ms"] if row["median_ms"] else None
+                calls = case.cpu_times.get(row["impl"], [])[1:]  # the first call warms up
+                row["cpu_ms"] = (statistics.median(calls) * 1e3
+                                 if calls and not str(device).startswith("cuda") else None)
             rows += case_rows
             del case
     finally:
