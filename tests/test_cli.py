@@ -56,7 +56,6 @@ def test_demo_runs_checks_and_writes_report(tmp_path, capsys):
     assert "## Learned point-cloud sampling" in report
     checks = json.loads((tmp_path / "checks.json").read_text())
     assert checks and all(row["ok"] for row in checks)
-    from fastvision.weights import available
-
-    if {"sampling_task_net", "sampling_samplenet_r32"} <= set(available()):
-        assert "| SampleNet |" in report and (tmp_path / "sampling.png").stat().st_size > 0
+    # the shipped embedded-data samplers ran against random sampling and FPS
+    assert "| SampleNet |" in report and "| FPS |" in report
+    assert (tmp_path / "sampling.png").stat().st_size > 0

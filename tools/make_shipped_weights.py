@@ -26,12 +26,12 @@ SAMPLING = {
 
 
 def _bundle(run: Path, recipe: str) -> dict:
-    ckpt = torch.load(run / "model_best.pt", map_location="cpu", weights_only=True)
+    """Final weights (those ``fastvision eval sampling`` evaluates) and that epoch's metrics."""
+    ckpt = torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=True)
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     record = json.loads((run / "metrics.json").read_text())
-    best = ckpt["history"][ckpt["epoch"] - 1]
     return {"model_spec": ckpt["model_spec"], "model": state, "recipe": recipe,
-            "config": record["config"], "metrics": best}
+            "config": record["config"], "metrics": ckpt["history"][-1]}
 
 
 def main() -> None:

@@ -148,8 +148,8 @@ def _add_eval_parser(sub) -> None:
     s.add_argument("--task-model", default="pointnet_cls_vanilla",
                    choices=["pointnet_cls", "pointnet_cls_vanilla"])
     s.add_argument("--task-epochs", type=int, default=6)
-    s.add_argument("--sampler-epochs", type=int, default=6)
-    s.add_argument("--progressive-epochs", type=int, default=6)
+    s.add_argument("--sampler-epochs", type=int, default=20)
+    s.add_argument("--progressive-epochs", type=int, default=24)
     s.add_argument("--jobs", type=int, default=2,
                    help="trainings run in parallel processes (threads are split between them)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -204,7 +204,9 @@ def _add_train_parser(sub) -> None:
         p.add_argument("--out", default=None, help="output folder (default fastvision-train/RECIPE)")
         p.add_argument("--epochs", type=int, default=None,
                        help=f"epochs (default {recipe.epochs}: the embedded-data recipe)")
-        p.add_argument("--batch-size", type=int, default=32, help="global batch (official 32)")
+        p.add_argument("--batch-size", type=int, default=32,
+                       help="global batch over all processes (default 32, the sampling papers' "
+                            "batch; a recipe may set its own default)")
         p.add_argument("--eval-batch-size", type=int, default=64)
         p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         p.add_argument("--seed", type=int, default=0)

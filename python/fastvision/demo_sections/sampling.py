@@ -110,6 +110,7 @@ def sampling_section(out_dir: Path, devices: list[str]) -> tuple[list[str], list
                      "checks ran.")
         return lines, rows, all(r["ok"] for r in rows)
     acc, sizes, examples = _accuracies(devices[-1])
+    out_dir.mkdir(parents=True, exist_ok=True)
     _plot(out_dir / "sampling.png", examples)
     lines += [f"PointNet accuracy on 256 held-out embedded shapes, {sizes['num_sampled']} of "
               f"{sizes['num_points']} points kept (ratio {_RATIO}); samplers shipped in "

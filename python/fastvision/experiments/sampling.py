@@ -6,7 +6,9 @@ cloud, against the sampling ratio, for random sampling, farthest point sampling 
 ratio). Learned samplers are evaluated as the papers do: generated points matched to input points
 (``nn_match``: nearest neighbour, order-preserving unique, FPS completion).
 
-Every training goes through the recipes of :mod:`fastvision.recipes.sampling` (their defaults
+Samplers are evaluated with their final weights (``checkpoint_last.pt``): the recipes' validation
+split is the test split (as in the official code), so picking the best epoch on it would select
+on test data. Every training goes through the recipes of :mod:`fastvision.recipes.sampling` (their defaults
 unless told otherwise) and is cached in the output folder: re-running reuses finished runs and
 resumes interrupted ones. Independent trainings run ``jobs`` at a time, each in its own process.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from fastvision.engine import BEST_WEIGHTS, TrainConfig, fit, load_checkpoint_model
+from fastvision.engine import CHECKPOINT, TrainConfig, fit, load_checkpoint_model
 from fastvision.recipes.sampling import (
     PointCloudData,
     PointNetTask,
@@ -48,8 +50,8 @@ class SamplingExperiment:
     task_net: str | None = None  # checkpoint; trained with the pointnet recipe when None
     task_model: str = "pointnet_cls_vanilla"
     task_epochs: int = 6
-    sampler_epochs: int = 6
-    progressive_epochs: int = 6
+    sampler_epochs: int = 20
+    progressive_epochs: int = 24
     jobs: int = 2
     device: str = "cpu"
     progress: bool = True
@@ -71,7 +73,7 @@ def _run_dir(exp: SamplingExperiment, method: str, ratio: int | None, seed: int)
 
 def _finished(run: Path, epochs: int) -> bool:
     metrics = run / "metrics.json"
-    if not (run / BEST_WEIGHTS).is_file() or not metrics.is_file():
+    if not (run / CHECKPOINT).is_file() or not metrics.is_file():
         return False
     history = json.loads(metrics.read_text()).get("history", [])
     return bool(history) and history[-1]["epoch"] >= epochs
@@ -120,7 +122,7 @@ def _train_all(exp: SamplingExperiment) -> str:
             _run_jobs([{"exp": exp, "method": "pointnet", "ratio": None, "seed": 0,
                         "out": str(run), "epochs": exp.task_epochs,
                         "threads": torch.get_num_threads()}], 1, exp.progress)
-        task_net = str(run / BEST_WEIGHTS)
+        task_net = str(run / CHECKPOINT)
     jobs = []
     for seed in exp.seeds:
         if "progressivenet" in exp.methods:
@@ -131,7 +133,7 @@ def _train_all(exp: SamplingExperiment) -> str:
         for method in LEARNED_PER_RATIO:
             if method not in exp.methods:
                 continue
-            for ratio in sorted(exp.ratios):  # small ratios (many points) take longest: first
+            for ratio in sorted(exp.ratios, reverse=True):
                 run = _run_dir(exp, method, ratio, seed)
                 if not _finished(run, exp.sampler_epochs):
                     jobs.append({"method": method, "ratio": ratio, "epochs": exp.sampler_epochs,
@@ -183,12 +185,12 @@ def _evaluate(exp: SamplingExperiment, task_net_path: str) -> dict:
                 acc["fps"][ratio].append(_accuracy(task_net, loader, fps, device))
             for method in LEARNED_PER_RATIO:
                 if method in exp.methods:
-                    sampler, _ = load_checkpoint_model(_run_dir(exp, method, ratio, seed) / BEST_WEIGHTS,
+                    sampler, _ = load_checkpoint_model(_run_dir(exp, method, ratio, seed) / CHECKPOINT,
                                                        device)
                     acc[method][ratio].append(
                         _accuracy(task_net, loader, lambda c, s=sampler: sample_points(s, c), device))
         if "progressivenet" in exp.methods:
-            sampler, _ = load_checkpoint_model(_run_dir(exp, "progressivenet", None, seed) / BEST_WEIGHTS,
+            sampler, _ = load_checkpoint_model(_run_dir(exp, "progressivenet", None, seed) / CHECKPOINT,
                                                device)
             # One matched ordering per cloud, prefixes for every ratio (infer_progressiveNet.py).
             orderings = [sample_points(sampler, c.to(device)) for c, _ in loader]
