@@ -59,3 +59,5 @@ def test_demo_runs_checks_and_writes_report(tmp_path, capsys):
     # the shipped embedded-data samplers ran against random sampling and FPS
     assert "| SampleNet |" in report and "| FPS |" in report
     assert (tmp_path / "sampling.png").stat().st_size > 0
+    assert "## Semantic segmentation" in report
+    assert (tmp_path / "segmentation-bisenetv2-cpu.png").stat().st_size > 0

@@ -121,7 +121,14 @@ def run_demo(out_dir: Path, device: str = "auto") -> bool:
     print(_format_checks(padnet_checks) + "\n")
     checks += padnet_checks
 
-    ok = all(r["ok"] for r in checks) and sampling_ok and padnet_ok
+    print("\n5. Semantic segmentation (BiSeNet V2, HRNetV2)")
+    from fastvision.demo_sections.segmentation import segmentation_section
+
+    seg_lines, seg_checks, seg_ok = segmentation_section(out_dir, devices)
+    print(_format_checks(seg_checks) + "\n")
+    checks += seg_checks
+
+    ok = all(r["ok"] for r in checks) and sampling_ok and padnet_ok and seg_ok
     table = _format_checks(checks)
     report = [
         "# fastvision demo report",
@@ -139,6 +146,7 @@ def run_demo(out_dir: Path, device: str = "auto") -> bool:
         "",
         *sampling_lines,
         *padnet_lines,
+        *seg_lines,
         f"Result: {'all checks passed' if ok else 'SOME CHECKS FAILED'}",
     ]
     (out_dir / "report.md").write_text("\n".join(report) + "\n")
