@@ -6,6 +6,14 @@ Sampling family (``fastvision demo`` section 3), from the experiment's folder::
     python tools/make_shipped_weights.py sampling runs/sampling
 
 writes python/fastvision/weights/sampling_{task_net,snet_r32,samplenet_r32}.pt.
+
+PAD-Net family (``fastvision detect`` and the demo's particle section), from a training run::
+
+    fastvision train padnet --epochs 4 --test-images 200 --out runs/padnet_x1
+    python tools/make_shipped_weights.py padnet runs/padnet_x1
+
+writes python/fastvision/weights/padnet_x1.pt: the run's last-epoch weights, with that epoch's
+validation metrics (the first 200 embedded test pads) as ``"metrics"``.
 """
 
 from __future__ import annotations
@@ -34,15 +42,34 @@ def _bundle(run: Path, recipe: str) -> dict:
             "config": record["config"], "metrics": ckpt["history"][-1]}
 
 
+PADNET = {"padnet_x1": "fastvision train padnet --epochs 4 --test-images 200 (embedded pads, "
+                        "lr 1e-3, batch 8, AAL; last epoch)"}
+
+
+def _padnet_bundle(run: Path, recipe: str) -> dict:
+    ckpt = torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=True)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    record = json.loads((run / "metrics.json").read_text())
+    last = ckpt["history"][-1]
+    metrics = {k[len("val_"):]: v for k, v in last.items() if k.startswith("val_")}
+    return {"model_spec": ckpt["model_spec"], "model": state, "recipe": recipe,
+            "config": record["config"], "metrics": {**metrics, "epoch": last["epoch"]}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("family", choices=["sampling"])
+    parser.add_argument("family", choices=["sampling", "padnet"])
     parser.add_argument("runs", type=Path, help="folder of the finished training runs")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, (sub, recipe) in SAMPLING.items():
+    if args.family == "sampling":
+        bundles = {name: _bundle(args.runs / sub, recipe)
+                   for name, (sub, recipe) in SAMPLING.items()}
+    else:
+        bundles = {name: _padnet_bundle(args.runs, recipe) for name, recipe in PADNET.items()}
+    for name, bundle in bundles.items():
         path = OUT / f"{name}.pt"
-        torch.save(_bundle(args.runs / sub, recipe), path)
+        torch.save(bundle, path)
         print(f"{path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
