@@ -79,8 +79,10 @@ def _eval_sampling(args) -> int:
 
     exp = SamplingExperiment(
         out_dir=args.out,
-        data=PointCloudData(args.data, args.num_points or (512 if args.data == "embedded" else 1024),
-                            args.train_samples, args.test_samples),
+        data=PointCloudData(
+            args.data,
+            args.num_points or (SamplingExperiment().data.num_points if args.data == "embedded" else 1024),
+            args.train_samples, args.test_samples),
         ratios=tuple(args.ratios), seeds=tuple(args.seeds), methods=tuple(args.methods),
         task_net=args.task_net, task_model=args.task_model, task_epochs=args.task_epochs,
         sampler_epochs=args.sampler_epochs, progressive_epochs=args.progressive_epochs,
@@ -126,8 +128,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def _add_eval_parser(sub) -> None:
-    from fastvision.experiments.sampling import METHODS
+    from fastvision.experiments.sampling import METHODS, SamplingExperiment
 
+    defaults = SamplingExperiment()  # one source for the experiment's defaults
     ev = sub.add_parser("eval", help="the papers' experiments (tables and plots)")
     exps = ev.add_subparsers(dest="experiment", required=True)
     s = exps.add_parser("sampling", help="accuracy vs sampling ratio: random, FPS, S-NET, "
@@ -136,21 +139,25 @@ def _add_eval_parser(sub) -> None:
     s.add_argument("--data", default="embedded",
                    help="'embedded' (procedural shapes) or a modelnet40_ply_hdf5_2048 folder")
     s.add_argument("--num-points", type=int, default=None,
-                   help="points per cloud (default: 512 on the embedded data to fit a 2-core CPU "
+                   help=f"points per cloud (default: {defaults.data.num_points} on the embedded "
+                        "data to fit a 2-core CPU "
                         "budget, 1024 on ModelNet40 as the papers)")
-    s.add_argument("--train-samples", type=int, default=2048, help="embedded data: training clouds")
-    s.add_argument("--test-samples", type=int, default=1024, help="embedded data: test clouds")
-    s.add_argument("--ratios", type=_int_list, default=[2, 4, 8, 16, 32, 64, 128])
-    s.add_argument("--seeds", type=_int_list, default=[0], help="training / sampling seeds")
+    s.add_argument("--train-samples", type=int, default=defaults.data.train_samples,
+                   help="embedded data: training clouds")
+    s.add_argument("--test-samples", type=int, default=defaults.data.test_samples,
+                   help="embedded data: test clouds")
+    s.add_argument("--ratios", type=_int_list, default=list(defaults.ratios))
+    s.add_argument("--seeds", type=_int_list, default=list(defaults.seeds),
+                   help="training / sampling seeds")
     s.add_argument("--methods", type=lambda t: t.split(","), default=list(METHODS),
                    help=f"comma-separated subset of {','.join(METHODS)}")
     s.add_argument("--task-net", default=None, help="task-network checkpoint (default: train one)")
-    s.add_argument("--task-model", default="pointnet_cls_vanilla",
+    s.add_argument("--task-model", default=defaults.task_model,
                    choices=["pointnet_cls", "pointnet_cls_vanilla"])
-    s.add_argument("--task-epochs", type=int, default=6)
-    s.add_argument("--sampler-epochs", type=int, default=20)
-    s.add_argument("--progressive-epochs", type=int, default=24)
-    s.add_argument("--jobs", type=int, default=2,
+    s.add_argument("--task-epochs", type=int, default=defaults.task_epochs)
+    s.add_argument("--sampler-epochs", type=int, default=defaults.sampler_epochs)
+    s.add_argument("--progressive-epochs", type=int, default=defaults.progressive_epochs)
+    s.add_argument("--jobs", type=int, default=defaults.jobs,
                    help="trainings run in parallel processes (threads are split between them)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--quiet", action="store_true")
