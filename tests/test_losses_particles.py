@@ -184,16 +184,91 @@ def test_kd_terms_by_hand():
     pool = lambda f: f[0].numpy().reshape(3, 4, 2, 2, 2).max(axis=(2, 4))  # noqa: E731
     gs = _np_fsp(student[0][0].numpy(), pool(student[1]))
     gt = _np_fsp(teacher[0][0].numpy(), pool(teacher[1]))
-    cross = ((gt - gs) ** 2).sum()
+    cross = ((gt - gs) ** 2).mean()  # mean over the C_i x C_j = 3 x 3 FSP entries
     assert out["intra"].item() == pytest.approx(intra, rel=1e-10)
     assert out["cross"].item() == pytest.approx(cross, rel=1e-10)
     assert out["total"].item() == pytest.approx(2.0 * intra + 0.25 * cross, rel=1e-10)
-    # SKT's own reduction sums over positions
+    # SKT's own reductions sum over positions and over FSP entries
     summed = StructuredKnowledgeTransfer([3, 3], [3, 3], reduction="sum").double()
     summed.load_state_dict(kd.state_dict())
     sizes = [s.shape[-2] * s.shape[-1] for s in student]
     expected = sum(n * m for n, m in zip(sizes, layer_means))
     assert summed(student, teacher)["intra"].item() == pytest.approx(expected, rel=1e-10)
+    assert summed(student, teacher)["cross"].item() == pytest.approx(9 * cross, rel=1e-10)
+
+
+def _worked_example():
+    # Two 2-channel layers of 2 x 4 positions, u a half-filled 0/1 pattern (instance norm -> +-1).
+    # Teacher channels (1 + u, 1 + u): correlated, G^t = [[1, 1], [1, 1]].
+    # Student channels (1 + u, 2 - u): anti-correlated, G^a = [[1, -1], [-1, 1]].
+    # Every position: cos((1 + u, 2 - u), (1 + u, 1 + u)) = 3 / sqrt(10) (u = 0: (1,2).(1,1);
+    # u = 1: (2,1).(2,2) / (sqrt 5 sqrt 8)).
+    u = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]], dtype=torch.float64)
+    student = torch.stack([1 + u, 2 - u]).unsqueeze(0)
+    teacher = torch.stack([1 + u, 1 + u]).unsqueeze(0)
+    return [student, student.clone()], [teacher, teacher.clone()]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_kd_worked_example(reduction):
+    student, teacher = _worked_example()
+    kd = StructuredKnowledgeTransfer([2, 2], [2, 2], reduction=reduction).double()
+    for adapter in kd.adapters:
+        torch.nn.init.eye_(adapter[0].weight.view(2, 2))
+        torch.nn.init.zeros_(adapter[0].bias)
+    out = kd(student, teacher)
+    dissim = 1 - 3 / np.sqrt(10)  # 0.0513 at each of the 8 positions of both layers
+    # one FSP pair (layer 0, layer 1): off-diagonal entries differ by 2, diagonal ones by 0
+    if reduction == "mean":  # ours: means over positions / entries, summed over layers / pairs
+        intra, cross = 2 * dissim, (0 + 4 + 4 + 0) / 4  # 0.1026, 2.0
+    else:  # SKT: sums over positions / entries
+        intra, cross = 2 * 8 * dissim, 0 + 4 + 4 + 0  # 0.8211, 8.0
+    # instance norm's eps = 1e-5 on a variance of 0.25 shifts G by ~4e-5
+    assert out["intra"].item() == pytest.approx(intra, rel=1e-6)
+    assert out["cross"].item() == pytest.approx(cross, rel=1e-3)
+    assert out["total"].item() == pytest.approx(0.5 * intra + 0.5 * cross, rel=1e-3)
+
+
+def test_kd_mean_is_skt_sum_over_sizes():
+    # The default divides SKT's intra term of layer k by h_k w_k and its cross term of a pair by
+    # C_i C_j (batch of 2: both are per-sample then averaged over the batch).
+    torch.manual_seed(4)
+    student = [torch.rand(2, 4, 6 * s, 2 * s) for s in (1, 2, 4)]
+    teacher = [torch.rand(2, 24, 6 * s, 2 * s) for s in (1, 2, 4)]
+    mean = StructuredKnowledgeTransfer([4] * 3, [24] * 3)
+    summed = StructuredKnowledgeTransfer([4] * 3, [24] * 3, reduction="sum")
+    summed.load_state_dict(mean.state_dict())
+    m, s = mean(student, teacher), summed(student, teacher)
+    assert s["cross"].item() == pytest.approx(24 * 24 * m["cross"].item(), rel=1e-5)
+    adapted = [a(f) for a, f in zip(mean.adapters, student)]
+    per_layer = [(1 - torch.nn.functional.cosine_similarity(a, t, dim=1)).mean().item()
+                 for a, t in zip(adapted, teacher)]
+    assert m["intra"].item() == pytest.approx(sum(per_layer), rel=1e-5)
+    assert s["intra"].item() == pytest.approx(
+        sum(t.shape[-2] * t.shape[-1] * v for t, v in zip(teacher, per_layer)), rel=1e-5)
+
+
+def test_kd_at_initialisation_same_order_as_aal():
+    # The regression that broke PAD-Net (KD): SKT's summed FSP entries were ~100x the AAL, so the
+    # student never learnt to detect. With the default means the KD total at initialisation
+    # (random student, random teacher, embedded pads) is of the order of the AAL.
+    from fastvision.data.particles import ProceduralParticles
+    from fastvision.models import get_model
+
+    torch.manual_seed(0)
+    data = ProceduralParticles("train", 16, seed=0)
+    x = torch.stack([data[i]["image"] for i in range(16)])
+    y = torch.stack([data[i]["target"] for i in range(16)])
+    student, teacher = get_model("padnet").train(), get_model("padnet_teacher").eval()
+    logits, s_feats = student(x, return_features=True)
+    with torch.no_grad():
+        _, t_feats = teacher(x, return_features=True)
+    aal = AdaptiveAttentionLoss()(logits, y).item()
+    kd = StructuredKnowledgeTransfer([4] * 3, [24] * 3)(s_feats, t_feats)
+    assert 0.1 < kd["total"].item() / aal < 10, (kd, aal)
+    assert kd["intra"].item() <= 3 * 2 and kd["cross"].item() <= 3 * 4  # the means' bounds
+    skt = StructuredKnowledgeTransfer([4] * 3, [24] * 3, reduction="sum")
+    assert skt(s_feats, t_feats)["total"].item() / aal > 100  # SKT's sums would swamp AAL
 
 
 def test_kd_with_padnet_and_teacher_gradients():

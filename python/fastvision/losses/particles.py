@@ -182,20 +182,42 @@ def dense_fsp(features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 class StructuredKnowledgeTransfer(nn.Module):
     """Intra-layer + cross-layer knowledge transfer of Liu et al., "Efficient crowd counting via
-    structured knowledge transfer" (ACM MM 2020; PAD-Net's ref. 9), as in its code
-    (``chen-judge/SKT``: ``models/distillation.py``, ``SKT_distill.py``).
+    structured knowledge transfer" (ACM MM 2020; PAD-Net's ref. 9), after its code
+    (``HCPLab-SYSU/SKT``: ``models/distillation.py``, ``SKT_distill.py``).
 
     The student's K feature maps s_k (PAD-Net: the three MDR outputs, 4 channels) are first mapped
     to the teacher's width by training-only adapters ``a_k = ReLU(Conv1x1(s_k))`` (SKT's
     ``feature_transform``; they belong to this module, not to the student, so PAD-Net's size is
-    unchanged). With t_k the teacher's maps (its CRP outputs, same resolutions):
+    unchanged). With t_k the teacher's maps (its CRP outputs, same resolutions), P the set of
+    pairs i < j and ``G_ij`` the dense FSP matrices of :func:`dense_fsp` (instance-normalised
+    maps, ``F_i F_j^T / (h w)``: entries are channel correlations in [-1, 1], as SKT's ``gram``):
 
-    * intra-layer: ``L_intra = sum_k mean_{b,x,y} (1 - cos(a_k[b,:,x,y], t_k[b,:,x,y]))``
-      (SKT sums over positions instead of averaging: ``reduction="sum"``);
-    * cross-layer: ``L_cross = sum_{i<j} mean_b sum_{c,c'} (G^t_ij - G^a_ij)^2`` with ``G`` the
-      dense FSP matrices of :func:`dense_fsp` (SKT: the same with batch size 1);
-    * ``total = lambda_intra * L_intra + lambda_cross * L_cross`` (SKT's 0.5 / 0.5). The paper
-      trains PAD-Net with the task loss (AAL) plus these terms; add the AAL outside.
+    * ``reduction="mean"`` (default, ours):
+      ``L_intra = sum_k mean_{b,x,y} (1 - cos(a_k[b,:,x,y], t_k[b,:,x,y]))`` and
+      ``L_cross = sum_{(i,j) in P} mean_{b,c,c'} (G^t_ij - G^a_ij)^2``;
+    * ``reduction="sum"`` (SKT's own reductions, batch mean instead of its batch of 1):
+      ``L_intra = sum_k mean_b sum_{x,y} (1 - cos)`` (SKT's ``cosine_similarity``: ``.sum()``) and
+      ``L_cross = sum_{(i,j) in P} mean_b sum_{c,c'} (G^t_ij - G^a_ij)^2`` (SKT:
+      ``nn.MSELoss(size_average=False)`` per FSP pair, summed over pairs);
+    * ``total = lambda_intra * L_intra + lambda_cross * L_cross`` (SKT's ``-lac 0.5 -laf 0.5``).
+      The paper trains PAD-Net with the task loss (AAL) plus these terms; add the AAL outside.
+
+    What SKT does and why we do not copy its sums: SKT's task loss is a *summed* MSE over the
+    density map and every KD term is a sum too (1-cos over all positions of each layer, squared
+    FSP differences over all C_i x C_j entries, summed over layers and pairs), so the relative
+    weights of its terms are set by CSRNet's sizes (64-512 channels, feature maps of ShanghaiTech
+    crops) and do not carry over. PAD-Net's AAL is a per-pixel *mean* (~1 at initialisation);
+    with SKT's sums the cross term of PAD-Net's three 24 x 24 FSP pairs is ~300 and the intra term
+    ~6 x 10^3 per image at initialisation, and even with the position mean alone the summed FSP
+    entries (~150 per step over the first epoch on the embedded pads) swamp AAL (~0.9): the
+    student then never learnt to detect (F1 0.0001 after 3 epochs, measured). We keep SKT's
+    structure (sum over layers, sum over pairs, lambdas 0.5 / 0.5) and replace each sum over
+    positions / matrix entries by a mean, i.e. divide SKT's intra term of layer k by h_k w_k and
+    its cross term of a pair by C_i C_j. At initialisation on the embedded pads this gives
+    L_intra ~2.8, L_cross ~0.56, total ~1.7 against AAL ~1.15 (same order; measured with the
+    3-epoch teacher), so the task loss keeps a comparable share of the gradient. (SKT's training
+    also adds an output-level term, MSE(student output, teacher output); the PAD-Net paper names
+    only the intra- and cross-layer terms, so it is not included.)
 
     ``forward(student_features, teacher_features)`` returns ``{"intra", "cross", "total"}``;
     teacher features should be computed under ``torch.no_grad()`` (they are detached here).
@@ -229,12 +251,14 @@ class StructuredKnowledgeTransfer(nn.Module):
             if a.shape != t.shape:
                 raise ValueError(f"StructuredKnowledgeTransfer: feature {k}: adapted student shape "
                                  f"{tuple(a.shape)} != teacher shape {tuple(t.shape)}")
+        # per sample: mean (ours) or sum (SKT) over positions / FSP entries; then mean over batch
+        reduce = torch.mean if self.reduction == "mean" else torch.sum
         intra = adapted[0].new_zeros(())
         for a, t in zip(adapted, teacher):
-            dissim = 1.0 - F.cosine_similarity(a, t, dim=1)
-            intra = intra + (dissim.mean() if self.reduction == "mean" else dissim.sum())
+            dissim = 1.0 - F.cosine_similarity(a, t, dim=1)  # (B, H, W)
+            intra = intra + reduce(dissim, dim=(1, 2)).mean()
         cross = adapted[0].new_zeros(())
         for gs, gt in zip(dense_fsp(adapted), dense_fsp(teacher)):
-            cross = cross + (gt - gs).pow(2).sum(dim=(1, 2)).mean()
+            cross = cross + reduce((gt - gs).pow(2), dim=(1, 2)).mean()
         total = self.lambda_intra * intra + self.lambda_cross * cross
         return {"intra": intra, "cross": cross, "total": total}
