@@ -33,4 +33,18 @@ TORCH_LIBRARY(fastvision, m) {
   m.def(
       "padnet_encoder(Tensor x, Tensor params, int width) "
       "-> (Tensor tap1, Tensor tap2, Tensor tap3)");
+
+  // HyperSeg's patch-wise dynamic convolutions (python/fastvision/ops/patch.py documents them).
+  // padding_mode: 0 zeros, 1 reflect, 2 replicate.
+  m.def(
+      "patch_conv2d(Tensor x, Tensor weight, Tensor? bias, int[2] kernel_size, int[2] stride, "
+      "int[2] padding, int[2] dilation, int groups, int padding_mode) -> Tensor");
+  m.def(
+      "_patch_conv2d_backward(Tensor grad_out, Tensor x, Tensor weight, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, int groups, int padding_mode, bool need_x, "
+      "bool need_weight, bool need_bias) -> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
+  m.def(
+      "patch_inverted_residual(Tensor x, Tensor weight, Tensor bn1_scale, Tensor bn1_shift, "
+      "Tensor bn2_scale, Tensor bn2_shift, Tensor bn3_scale, Tensor bn3_shift, int hidden_channels, "
+      "int kernel_size, int padding_mode, bool residual) -> Tensor");
 }

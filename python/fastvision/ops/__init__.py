@@ -15,6 +15,7 @@ from fastvision.ops.points import (
     nn_distance,
 )
 from fastvision.ops.padnet import fold_padnet_encoder, padnet_encoder
+from fastvision.ops.patch import fold_batch_norm, patch_conv2d, patch_inverted_residual
 from fastvision.ops.sampling import soft_project
 
 __all__ = [
@@ -22,11 +23,14 @@ __all__ = [
     "NNDistance",
     "chamfer_distance",
     "farthest_point_sample",
+    "fold_batch_norm",
     "fold_padnet_encoder",
     "knn_gather",
     "knn_points",
     "nn_distance",
     "nn_match",
     "padnet_encoder",
+    "patch_conv2d",
+    "patch_inverted_residual",
     "soft_project",
 ]

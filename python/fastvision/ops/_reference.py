@@ -226,3 +226,142 @@ def padnet_encoder(x, params, width):
         if i in (1, 3, 5):
             taps.append(y)
     return tuple(taps)
+
+
+# --- HyperSeg's patch-wise dynamic convolutions -------------------------------------------------
+
+_TORCH_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}
+
+
+def patch_cells(n_out: int, f: int, device=None) -> torch.Tensor:
+    """The patch cell of each of ``n_out`` output coordinates split into ``f`` cells (cell ``i``
+    covers ``[floor(i n / f), floor((i + 1) n / f))``)."""
+    o = torch.arange(n_out, device=device)
+    return torch.div((o + 1) * f - 1, n_out, rounding_mode="floor")
+
+
+def patch_conv2d(x, weight, kernel_size, stride=1, padding=None, padding_mode="reflect", dilation=1,
+                 groups=1, bias=None):
+    """Reference of :func:`fastvision.ops.patch_conv2d`: a full-image im2col (pad + unfold) and a
+    per-output-pixel weight lookup, ``out[b, o, y, x] = sum_k W_cell(y, x)[o, k] col[b, k, y, x]``."""
+    from torch.nn.modules.utils import _pair
+
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    ph, pw = _pair(padding) if padding is not None else (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
+    ct = _compute_dtype(x)
+    xc, wc = x.to(ct), weight.to(ct)
+    B, C, H, W = xc.shape
+    fh, fw = wc.shape[-2:]
+    cin_g = C // groups
+    cout = wc.shape[1] // (cin_g * kh * kw)
+    xp = torch.nn.functional.pad(xc, (pw, pw, ph, ph), mode=_TORCH_PAD_MODE[padding_mode])
+    cols = torch.nn.functional.unfold(xp, (kh, kw), dilation=(dh, dw), stride=(sh, sw))
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    wpix = wc[:, :, patch_cells(Ho, fh, x.device)][:, :, :, patch_cells(Wo, fw, x.device)]
+    wpix = wpix.reshape(B, groups, cout // groups, cin_g * kh * kw, Ho * Wo)
+    cols = cols.reshape(B, groups, cin_g * kh * kw, Ho * Wo)
+    out = torch.einsum("bgokp,bgkp->bgop", wpix, cols).reshape(B, cout, Ho, Wo)
+    if bias is not None:
+        out = out + bias.to(ct).view(1, -1, 1, 1)
+    return out.to(x.dtype)
+
+
+def hyperpatch_conv2d_unfold(x, weight, kernel_size, padding, padding_mode="reflect", groups=1):
+    """HyperSeg's own formulation of a patch-wise convolution (``HyperPatchConv2d`` for
+    ``padding > 0``, ``HyperPatchNoPadding`` for 0; stride and dilation 1): pad the image, unfold
+    overlapping patches with their halos, one grouped convolution with ``B * patches * groups``
+    groups, fold back. Needs the patch size to divide the image. The benchmark's baseline."""
+    B, C, H, W = x.shape
+    fh, fw = weight.shape[-2:]
+    ph, pw = H // fh, W // fw
+    k, p = kernel_size, padding
+    kh, kw = ph + 2 * p, pw + 2 * p
+    w = weight.permute(0, 2, 3, 1).reshape(B * fh * fw * (weight.shape[1] // (C // groups * k * k)),
+                                           C // groups, k, k)
+    if p > 0:
+        xp = torch.nn.functional.pad(x, (p, p, p, p), mode=_TORCH_PAD_MODE[padding_mode])
+        cols = torch.nn.functional.unfold(xp, (kh, kw), stride=(ph, pw))
+        xs = cols.transpose(1, 2).reshape(1, -1, kh, kw).contiguous()
+    else:
+        xs = x.view(B, C, fh, ph, fw, pw).permute(0, 2, 4, 1, 3, 5).reshape(1, -1, ph, pw)
+    y = torch.nn.functional.conv2d(xs, w, groups=B * fh * fw * groups)
+    cout = y.shape[1] // (B * fh * fw)
+    if p > 0:
+        y = y.view(B, fh * fw, cout * ph * pw).permute(0, 2, 1)
+        return torch.nn.functional.fold(y, (H, W), kernel_size=(ph, pw), stride=(ph, pw))
+    return y.view(B, fh, fw, cout, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(B, cout, H, W)
+
+
+def hyperpatch_inverted_residual_unfold(x, weight, hidden_channels, out_channels, bn1, bn2, bn3,
+                                        act=None, kernel_size=3, padding_mode="reflect"):
+    """HyperSeg's ``HyperPatchInvertedResidual.conv`` formulation (stride 1): pad by 1, unfold
+    the patches with their halos, per-patch 1x1 expand on the halo too, ``bn1`` + ``act``, per-patch
+    depthwise ``kernel_size`` (valid), ``bn2`` + ``act``, per-patch 1x1 project, ``bn3``, fold. The
+    ``bn*`` are callables on ``(patches, C, h, w)`` views: BatchNorm modules in training (their
+    batch statistics then include the halo pixels, as HyperSeg's) or folded affines.
+    ``weight``: ``(B, >= K, fh, fw)``, the first ``K`` channels used. No residual."""
+    act = act if act is not None else (lambda t: torch.clamp(t, 0, 6))
+    B, C, H, W = x.shape
+    fh, fw = weight.shape[-2:]
+    ph, pw = H // fh, W // fw
+    hid, out, k = hidden_channels, out_channels, kernel_size
+    r = 1  # HyperSeg pads by (1, 1) whatever the kernel size
+    kh, kw = ph + 2 * r, pw + 2 * r
+    P = B * fh * fw
+    xp = torch.nn.functional.pad(x, (r, r, r, r), mode=_TORCH_PAD_MODE[padding_mode])
+    xs = xp.permute(0, 2, 3, 1).unfold(1, kh, ph).unfold(2, kw, pw).reshape(1, -1, kh, kw)
+    w = weight.permute(0, 2, 3, 1).reshape(P, weight.shape[1])
+    n1, n2 = C * hid, hid * k * k
+    y = torch.nn.functional.conv2d(xs, w[:, :n1].reshape(P * hid, C, 1, 1), groups=P)
+    y = act(bn1(y.view(P, hid, kh, kw))).reshape(1, -1, kh, kw)
+    y = torch.nn.functional.conv2d(y, w[:, n1:n1 + n2].reshape(P * hid, 1, k, k), groups=P * hid)
+    y = act(bn2(y.view(P, hid, ph, pw))).reshape(1, -1, ph, pw)
+    y = torch.nn.functional.conv2d(y, w[:, n1 + n2:n1 + n2 + hid * out].reshape(P * out, hid, 1, 1),
+                                   groups=P)
+    y = bn3(y.view(P, out, ph, pw))
+    return y.view(B, fh, fw, out, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(B, out, H, W)
+
+
+def patch_inverted_residual(x, weight, hidden_channels, bn1, bn2, bn3, kernel_size=3,
+                            padding_mode="reflect", residual=False):
+    """Reference of :func:`fastvision.ops.patch_inverted_residual`, patch by patch: the patch's
+    tile with a ``kernel_size // 2`` halo (border-mapped), expanded with the patch's weights, BN +
+    ReLU6 (zero padding: the hidden map is zero off the image), depthwise (valid), BN + ReLU6,
+    project, BN (+ ``x``). ``bn*`` are ``(scale, shift)`` pairs."""
+    ct = _compute_dtype(x)
+    xc, wc = x.to(ct), weight.to(ct)
+    (s1, b1), (s2, b2), (s3, b3) = [(s.to(ct), b.to(ct)) for s, b in (bn1, bn2, bn3)]
+    B, C, H, W = xc.shape
+    fh, fw = wc.shape[-2:]
+    hid, k, r = hidden_channels, kernel_size, kernel_size // 2
+    out_c = s3.shape[0]
+    n1, n2 = C * hid, hid * k * k
+    mode = _TORCH_PAD_MODE[padding_mode]
+    xp = torch.nn.functional.pad(xc, (r, r, r, r), mode=mode) if r > 0 else xc
+    inside = torch.nn.functional.pad(torch.ones(1, 1, H, W, dtype=ct, device=x.device), (r, r, r, r))
+    ys = [int(v) for v in (torch.arange(fh + 1) * H // fh)]
+    xs = [int(v) for v in (torch.arange(fw + 1) * W // fw)]
+    out = xc.new_empty((B, out_c, H, W))
+    for i in range(fh):
+        for j in range(fw):
+            y0, y1, x0, x1 = ys[i], ys[i + 1], xs[j], xs[j + 1]
+            tile = xp[:, :, y0:y1 + 2 * r, x0:x1 + 2 * r]
+            wp = wc[:, :, i, j]
+            w1 = wp[:, :n1].reshape(B, hid, C)
+            w2 = wp[:, n1:n1 + n2].reshape(B * hid, 1, k, k)
+            w3 = wp[:, n1 + n2:].reshape(B, out_c, hid)
+            e = torch.einsum("bhc,bcyx->bhyx", w1, tile)
+            e = torch.clamp(e * s1.view(1, -1, 1, 1) + b1.view(1, -1, 1, 1), 0, 6)
+            if padding_mode == "zeros":
+                e = e * inside[:, :, y0:y1 + 2 * r, x0:x1 + 2 * r]
+            th, tw = e.shape[-2:]
+            d = torch.nn.functional.conv2d(e.reshape(1, B * hid, th, tw), w2, groups=B * hid)
+            d = torch.clamp(d.view(B, hid, y1 - y0, x1 - x0) * s2.view(1, -1, 1, 1) + b2.view(1, -1, 1, 1), 0, 6)
+            o = torch.einsum("boh,bhyx->boyx", w3, d) * s3.view(1, -1, 1, 1) + b3.view(1, -1, 1, 1)
+            if residual:
+                o = o + xc[:, :, y0:y1, x0:x1]
+            out[:, :, y0:y1, x0:x1] = o
+    return out.to(x.dtype)

@@ -1,0 +1,164 @@
+// CPU kernel of patch_inverted_residual: HyperSeg's decoder block (per-patch 1x1 expand, BN,
+// ReLU6, per-patch depthwise kxk over the patch plus a halo of neighbouring pixels, BN, ReLU6,
+// per-patch 1x1 project, BN, optional residual) with BatchNorm folded, for inference.
+//
+// One work item per (image, patch). A band of the patch's output rows and its halo is a tile: the
+// input tile is gathered once through the border mapping (no padded copy of the image), expanded
+// with the patch's weights (halo pixels included: HyperSeg expands them with the weights of the
+// patch that reads them), then the depthwise and the projection run on the tile in per-thread
+// buffers; only the block's output is written. Sums run in the index order of the CUDA kernel
+// (input channels, taps, hidden channels), from zero, then the folded BN affine.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include "patch_common.h"
+
+namespace fastvision::patch {
+
+namespace {
+
+constexpr int64_t kBandPixels = 1024;  // output pixels per band (bounds the tile buffers)
+
+template <typename T>
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+template <typename T, typename A>
+void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at::Tensor, 6>& bn,
+             const IrGeometry& g, at::Tensor& out) {
+  const T* xd = x.const_data_ptr<T>();
+  const T* wd = weight.const_data_ptr<T>();
+  const int64_t xsb = x.stride(0), xsc = x.stride(1), xsh = x.stride(2), xsw = x.stride(3);
+  const int64_t wsb = weight.stride(0), wsc = weight.stride(1), wsh = weight.stride(2),
+                wsw = weight.stride(3);
+  std::array<std::vector<A>, 6> v;
+  for (int i = 0; i < 6; ++i) {
+    const at::Tensor c = bn[i].contiguous();
+    const T* p = c.const_data_ptr<T>();
+    v[i].assign(p, p + c.numel());
+  }
+  T* od = out.mutable_data_ptr<T>();
+  const int r = g.k / 2, kk = g.k * g.k;
+  const int64_t n1 = g.Cin * g.hidden, n2 = g.hidden * kk;
+  at::parallel_for(0, g.B * g.fh * g.fw, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<A> wl(g.K), xin, e, d, acc;
+    std::vector<int64_t> tiy, tix;
+    std::vector<char> valid;
+    for (int64_t item = w0; item < w1; ++item) {
+      const int64_t b = item / (g.fh * g.fw), i = item / g.fw % g.fh, j = item % g.fw;
+      const T* wp = wd + b * wsb + i * wsh + j * wsw;
+      for (int64_t k = 0; k < g.K; ++k) wl[k] = static_cast<A>(wp[k * wsc]);
+      const A* W1 = wl.data();
+      const A* W2 = W1 + n1;
+      const A* W3 = W2 + n2;
+      const int64_t y0 = cell_start(i, g.H, g.fh), y1 = cell_start(i + 1, g.H, g.fh);
+      const int64_t x0 = cell_start(j, g.W, g.fw), x1 = cell_start(j + 1, g.W, g.fw);
+      const int64_t pw = x1 - x0, tw = pw + 2 * r;
+      const int64_t band = std::max<int64_t>(1, kBandPixels / pw);
+      for (int64_t ya = y0; ya < y1; ya += band) {
+        const int64_t yb = std::min(y1, ya + band), rows = yb - ya, th = rows + 2 * r;
+        const int64_t nt = th * tw, nq = rows * pw;
+        xin.resize(g.Cin * nt);
+        e.resize(g.hidden * nt);
+        d.resize(g.hidden * nq);
+        acc.resize(nq);
+        tiy.resize(nt);
+        tix.resize(nt);
+        valid.resize(nt);
+        for (int64_t t = 0; t < nt; ++t) {
+          tiy[t] = map_coord(ya - r + t / tw, g.H, g.mode);
+          tix[t] = map_coord(x0 - r + t % tw, g.W, g.mode);
+          valid[t] = tiy[t] >= 0 && tix[t] >= 0;
+        }
+        const T* xb = xd + b * xsb;
+        for (int64_t ci = 0; ci < g.Cin; ++ci) {
+          A* xc = xin.data() + ci * nt;
+          for (int64_t t = 0; t < nt; ++t) {
+            xc[t] = valid[t] ? static_cast<A>(xb[ci * xsc + tiy[t] * xsh + tix[t] * xsw]) : A(0);
+          }
+        }
+        // Expand + BN + ReLU6 on the whole tile; zero padding pads the hidden map with zeros.
+        for (int64_t h = 0; h < g.hidden; ++h) {
+          A* eh = e.data() + h * nt;
+          std::fill(eh, eh + nt, A(0));
+          for (int64_t ci = 0; ci < g.Cin; ++ci) {
+            const A wv = W1[h * g.Cin + ci];
+            const A* xc = xin.data() + ci * nt;
+            for (int64_t t = 0; t < nt; ++t) eh[t] += wv * xc[t];
+          }
+          const A s = v[0][h], sh = v[1][h];
+          for (int64_t t = 0; t < nt; ++t) eh[t] = valid[t] ? relu6(affine(eh[t], s, sh)) : A(0);
+        }
+        // Depthwise kxk + BN + ReLU6 on the band's pixels.
+        for (int64_t h = 0; h < g.hidden; ++h) {
+          const A* eh = e.data() + h * nt;
+          A* dh = d.data() + h * nq;
+          std::fill(dh, dh + nq, A(0));
+          for (int ky = 0; ky < g.k; ++ky) {
+            for (int kx = 0; kx < g.k; ++kx) {
+              const A wv = W2[h * kk + ky * g.k + kx];
+              for (int64_t qy = 0; qy < rows; ++qy) {
+                const A* src = eh + (qy + ky) * tw + kx;
+                A* dst = dh + qy * pw;
+                for (int64_t qx = 0; qx < pw; ++qx) dst[qx] += wv * src[qx];
+              }
+            }
+          }
+          const A s = v[2][h], sh = v[3][h];
+          for (int64_t q = 0; q < nq; ++q) dh[q] = relu6(affine(dh[q], s, sh));
+        }
+        // Project + BN (+ residual), written to the output.
+        for (int64_t co = 0; co < g.Cout; ++co) {
+          std::fill(acc.begin(), acc.begin() + nq, A(0));
+          for (int64_t h = 0; h < g.hidden; ++h) {
+            const A wv = W3[co * g.hidden + h];
+            const A* dh = d.data() + h * nq;
+            for (int64_t q = 0; q < nq; ++q) acc[q] += wv * dh[q];
+          }
+          const A s = v[4][co], sh = v[5][co];
+          T* oc = od + ((b * g.Cout + co) * g.H + ya) * g.W + x0;
+          for (int64_t qy = 0; qy < rows; ++qy) {
+            for (int64_t qx = 0; qx < pw; ++qx) {
+              A val = affine(acc[qy * pw + qx], s, sh);
+              if (g.residual) val += static_cast<A>(xb[co * xsc + (ya + qy) * xsh + (x0 + qx) * xsw]);
+              oc[qy * g.W + qx] = static_cast<T>(val);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+at::Tensor as_compute(const at::Tensor& t) {
+  return (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) ? t.to(at::kFloat) : t;
+}
+
+at::Tensor patch_inverted_residual_cpu(const at::Tensor& x_in, const at::Tensor& weight_in,
+                                       const at::Tensor& s1, const at::Tensor& b1,
+                                       const at::Tensor& s2, const at::Tensor& b2,
+                                       const at::Tensor& s3, const at::Tensor& b3, int64_t hidden,
+                                       int64_t kernel_size, int64_t padding_mode, bool residual) {
+  const IrGeometry g = ir_geometry(x_in, weight_in, {&s1, &b1, &s2, &b2, &s3, &b3}, hidden,
+                                   kernel_size, padding_mode, residual);
+  const at::Tensor x = as_compute(x_in), weight = as_compute(weight_in);
+  const std::array<at::Tensor, 6> bn = {as_compute(s1), as_compute(b1), as_compute(s2),
+                                        as_compute(b2), as_compute(s3), as_compute(b3)};
+  at::Tensor out = at::empty({g.B, g.Cout, g.H, g.W}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "patch_inverted_residual_cpu", [&] {
+    ir_impl<scalar_t, acc_t<scalar_t>>(x, weight, bn, g, out);
+  });
+  return out.to(x_in.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastvision, CPU, m) {
+  m.impl("patch_inverted_residual", &patch_inverted_residual_cpu);
+}
+
+}  // namespace fastvision::patch

@@ -1,0 +1,5 @@
+"""``nn.Module`` layers built on the fastvision ops."""
+
+from fastvision.nn.patch import HyperPatchConv2d, HyperPatchInvertedResidual, HyperPatchNoPadding
+
+__all__ = ["HyperPatchConv2d", "HyperPatchInvertedResidual", "HyperPatchNoPadding"]
