@@ -1,4 +1,4 @@
-"""Write the state-dict key listings of the official HRNet and BiSeNetV2 models.
+"""Write the state-dict key listings of the official HRNet, BiSeNetV2 and HyperSeg models.
 
 Builds the official model classes from the official repositories (CPU torch, no weights) and
 writes ``tests/data/official_state_dicts/<model>.txt.gz``: one ``key shape`` line per state-dict
@@ -22,17 +22,29 @@ Sources (bare git directories as brought by the session's ``fetch`` tool; pass o
   Keys are those of the detector's ``backbone`` and ``neck`` attributes.
 * CoinCheung/BiSeNet @ 6b4b67a8e3eb0cc23b3d7a94843a7c3c11dedca8: ``lib/models/bisenetv2.py``,
   ``BiSeNetV2(19, aux_mode='train')`` (with the four booster heads) and ``aux_mode='eval'``.
+* YuvalNirkin/hyperseg @ aedc58029893d2cdd2279fe95ef0e580ad843e9c: ``hyperseg/models/
+  hyperseg_v1_0.py``, ``hyperseg_v1_0_unify.py``, ``hyperseg_v0_1.py``, ``layers/*.py``,
+  ``backbones/efficientnet*.py``, ``utils/obj_factory.py``; the model arguments of
+  ``configs/train/{cityscapes_efficientnet_b1_hyperseg-m,cityscapes_efficientnet_b1_hyperseg-s,
+  camvid_efficientnet_b1_hyperseg-s,camvid_efficientnet_b1_hyperseg-l,
+  vocsbd_efficientnet_b3_hyperseg-l}.py`` (``pretrained=False``), with the class counts
+  ``train.py`` passes (``len(dataset.classes)``: Cityscapes 19, CamVid 12 incl. ``Void``, VOC 21).
 
 Shims, so that the official files import unchanged: the stage configs are written out below
 (the yacs/mmcv config objects are replaced by a dict with attribute access); ``numpy.int`` is
 restored for ``seg_hrnet.py``; ``mmcv``'s init helpers and mmdet's registries are stubbed;
-``BiSeNetV2.load_pretrain`` (which downloads ImageNet weights) is disabled.
+``BiSeNetV2.load_pretrain`` (which downloads ImageNet weights) is disabled; HyperSeg's
+``hyperseg/utils/utils.py`` (which imports ``ffmpeg``) is replaced by the one function the
+backbone imports from it (``init_weights``, unused when building).
 
 With ``--compare`` (needs fastvision installed) it also loads each official model's (randomly
 initialised, BN statistics randomised) state dict into the fastvision model with ``strict=True``
-and reports the largest output difference of the two in eval mode on a random 64x64 image.
+and reports the largest output difference of the two in eval mode on a random 64x64 image
+(HyperSeg: 128x256, a size the official code runs at; the official v1_0 needs multiples of 64,
+v0_1 of 128).
 
 Usage: python tools/gen_official_keys.py [--out tests/data/official_state_dicts] [--compare]
+       [--only seg|pose|det|bisenet|hyperseg]
 """
 
 from __future__ import annotations
@@ -51,6 +63,8 @@ import torch
 import torch.nn as nn
 
 MIRROR = "/work/.mirror"
+HYPERSEG_GIT = f"{MIRROR}/YuvalNirkin+hyperseg/repo"
+HYPERSEG_COMMIT = "aedc58029893d2cdd2279fe95ef0e580ad843e9c"
 SEG_GIT = f"{MIRROR}/HRNet+HRNet-Semantic-Segmentation/repo"
 SEG_COMMIT = "0bbb2880446ddff2d78f8dd7e8c4c610151d5a51"
 POSE_GIT = f"{MIRROR}/HRNet+HRNet-Human-Pose-Estimation/repo"
@@ -194,6 +208,53 @@ def bisenet_models(tmp):
     yield "bisenetv2_eval", mod.BiSeNetV2(19, aux_mode="eval")
 
 
+# Model arguments of the official training configs (configs/train/*.py), by fastvision name.
+HYPERSEG_CONFIGS = {
+    "hyperseg_m_cityscapes": ("hyperseg_v1_0", dict(
+        model_name="efficientnet-b1", levels=2, out_feat_scale=[1., 0.25, 0.25, 0.25, 0.25],
+        kernel_sizes=[1, 1, 1, 3, 3], level_channels=[64, 32, 16, 16, 16], expand_ratio=2,
+        with_out_fc=False, decoder_dropout=None, weight_groups=[32, 16, 8, 16, 4],
+        decoder_groups=1, inference_hflip=True, coords_res=[(512, 512), (512, 1024)],
+        num_classes=19)),
+    "hyperseg_s_cityscapes": ("hyperseg_v1_0_unify", dict(
+        model_name="efficientnet-b1", levels=2, out_feat_scale=[1., 0.166, 0.2, 0.25, 0.4],
+        kernel_sizes=[1, 1, 1, 3, 3], level_channels=[32, 16, 8, 8, 8], expand_ratio=2,
+        with_out_fc=False, decoder_dropout=None, weight_groups=[32, 16, 8, 16, 4],
+        decoder_groups=1, inference_hflip=True, unify_level=4,
+        coords_res=[(768, 768), (768, 1536)], num_classes=19)),
+    "hyperseg_s_camvid": ("hyperseg_v1_0", dict(
+        model_name="efficientnet-b1", levels=2, kernel_sizes=(1, 1, 1, 3, 3),
+        level_channels=[64, 32, 16, 16, 16], expand_ratio=2, inference_hflip=True,
+        with_out_fc=False, decoder_dropout=None, weight_groups=[64, 32, 32, 16, 8],
+        coords_res=[(576, 576), (576, 768)], num_classes=12)),
+    "hyperseg_l_camvid": ("hyperseg_v1_0", dict(
+        model_name="efficientnet-b1", levels=2, kernel_sizes=(1, 1, 1, 3, 3, 3),
+        level_channels=[64, 32, 16, 16, 16, 16], expand_ratio=2, inference_hflip=True,
+        with_out_fc=False, decoder_dropout=None, weight_groups=[64, 32, 32, 16, 8, 8],
+        coords_res=[(768, 768), (768, 1024)], num_classes=12)),
+    "hyperseg_l_voc": ("hyperseg_v0_1", dict(
+        model_name="efficientnet-b3", levels=3, kernel_sizes=(1, 1, 3, 3, 3, 3), expand_ratio=2,
+        inference_hflip=True, with_out_fc=False, decoder_dropout=None, weight_groups=16,
+        num_classes=21)),
+}
+
+
+def hyperseg_models(tmp):
+    files = {f"hyperseg/models/{f}": git_show(HYPERSEG_GIT, HYPERSEG_COMMIT, f"hyperseg/models/{f}")
+             for f in ("hyperseg_v1_0.py", "hyperseg_v1_0_unify.py", "hyperseg_v0_1.py",
+                       "layers/meta_conv.py", "layers/meta_sequential.py", "layers/meta_patch.py",
+                       "backbones/efficientnet.py", "backbones/efficientnet_utils.py")}
+    files["hyperseg/utils/obj_factory.py"] = git_show(HYPERSEG_GIT, HYPERSEG_COMMIT,
+                                                      "hyperseg/utils/obj_factory.py")
+    files["hyperseg/utils/utils.py"] = "def init_weights(m, init_type='normal', gain=0.02):\n    pass\n"
+    write_package(tmp, files)
+    for name, (module, kwargs) in HYPERSEG_CONFIGS.items():
+        mod = importlib.import_module(f"hyperseg.models.{module}")
+        kwargs = {k: (list(v) if isinstance(v, list) else v) for k, v in kwargs.items()}
+        model_name = kwargs.pop("model_name")
+        yield name, mod.hyperseg_efficientnet(model_name, pretrained=False, **kwargs)
+
+
 def listing(model: nn.Module) -> str:
     return "".join(f"{k} {','.join(str(s) for s in v.shape)}\n"
                    for k, v in model.state_dict().items())
@@ -221,7 +282,7 @@ def compare_outputs(name: str, official: nn.Module) -> float:
     ours.eval()
     if name.startswith("hrnetv2p"):
         official = nn.Sequential(official.backbone, official.neck)
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 128, 256) if name.startswith("hyperseg") else torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         a, b = official(x), ours(x)
     a = list(a) if isinstance(a, (tuple, list)) else [a]
@@ -238,12 +299,17 @@ def main():
                                                   "official_state_dicts"))
     ap.add_argument("--compare", action="store_true",
                     help="also compare outputs with fastvision's models")
+    ap.add_argument("--only", choices=("seg", "pose", "det", "bisenet", "hyperseg"),
+                    help="only this family of models")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         sys.path.insert(0, tmp)
-        for family in (seg_models, pose_models, det_models, bisenet_models):
+        families = (seg_models, pose_models, det_models, bisenet_models, hyperseg_models)
+        if args.only:
+            families = [f for f in families if f.__name__.startswith(args.only)]
+        for family in families:
             for name, model in family(tmp):
                 path = os.path.join(args.out, f"{name}.txt.gz")
                 # mtime=0 and no file name: the same model gives the same bytes on every run.
