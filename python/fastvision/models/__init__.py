@@ -28,6 +28,13 @@ Registered (HRNet, BiSeNet V2; official layouts, state dicts key for key, see ``
   256-channel levels, a torchvision detection ``backbone``.
 * ``bisenetv2``: BiSeNet V2 (CoinCheung code), ``aux_mode`` "train" (4 booster heads, 5,231,487
   params) / "eval" (3,358,627) / "pred".
+
+Registered (HyperSeg, official ``YuvalNirkin/hyperseg`` layouts, see ``hyperseg.py``; official
+checkpoints, ``{"state_dict": ...}``, load directly with ``weights=``):
+
+* ``hyperseg_m_cityscapes`` (10,311,214 params), ``hyperseg_s_cityscapes`` (10,041,398),
+  ``hyperseg_s_camvid`` (9,949,064 at 12 classes), ``hyperseg_l_camvid`` (9,969,104),
+  ``hyperseg_l_voc`` (39,680,458 at 21 classes; 48,959,130 with ``weight_groups=1``).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from .snet import SampleNet, SNet, SoftProjection
 # Other model families register their builders (with register_model) when imported here.
 from . import bisenetv2, hrnet  # noqa: F401
 from . import padnet  # noqa: F401
+from . import hyperseg  # noqa: F401
 
 __all__ = [
     "get_model",
