@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from fastvision.cli import main
-from fastvision.models import get_model, list_models
+from fastvision.models import convert_official_state_dict, get_model, list_models
 from fastvision.models.hyperseg import (
     HyperSeg,
     WeightMapper,
@@ -288,6 +288,11 @@ def test_official_checkpoint_loads(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), src(x), rtol=0, atol=0)
+    ckpt = torch.load(path, weights_only=True)
+    for sd in (ckpt, ckpt["state_dict"]):
+        converted = convert_official_state_dict("hyperseg_s_cityscapes", sd)
+        assert list(converted) == list(src.state_dict())
+        get_model("hyperseg_s_cityscapes").load_state_dict(converted, strict=True)
 
 
 def test_train_mode_gradients_reach_every_used_parameter():

@@ -85,6 +85,8 @@ def convert_official_state_dict(name: str, sd, *, scope: str = "", **model_kwarg
       segmentation ``FullModel``, the mmdetection detector around ``backbone.``/``neck.``).
     * ``bisenetv2``: same keys; with ``aux_mode="eval"`` (or ``"pred"``) the booster heads of
       a training checkpoint are dropped.
+    * ``hyperseg_*``: the official keys are ours (coordinate-grid buffers included); ``sd`` may
+      be the state dict or the official checkpoint ``{"state_dict": ..., "arch": ...}``.
     * ``pointnet_cls``, ``pointnet_cls_vanilla``, ``snet``, ``progressivenet``: ``sd`` maps the
       official TensorFlow variable names (e.g. from ``tf.train.load_checkpoint(path)``:
       ``{n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}``) to arrays.
@@ -102,13 +104,16 @@ def convert_official_state_dict(name: str, sd, *, scope: str = "", **model_kwarg
         from .hrnet import strip_official_wrapper
 
         return strip_official_wrapper(sd)
+    if name.startswith("hyperseg_"):
+        inner = sd.get("state_dict") if isinstance(sd, dict) else None
+        return dict(inner if isinstance(inner, dict) else sd)
     if name == "bisenetv2":
         from .bisenetv2 import drop_booster_heads
 
         return drop_booster_heads(sd) if model_kwargs.get("aux_mode", "train") != "train" else dict(sd)
     if name not in _TF_MODELS:
         raise ValueError(f"no official checkpoint conversion for {name!r}; available: "
-                         f"{', '.join(_TF_MODELS)}, samplenet, hrnet*, bisenetv2")
+                         f"{', '.join(_TF_MODELS)}, samplenet, hrnet*, bisenetv2, hyperseg_*")
     target = get_model(name, **model_kwargs).state_dict()
     prefix = scope.strip("/") + "/" if scope.strip("/") else ""
     out = {}
