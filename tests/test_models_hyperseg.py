@@ -223,6 +223,16 @@ def test_any_multiple_of_32(name, size):
     assert out.shape == (1, CLASSES[name], *size) and torch.isfinite(out).all()
 
 
+def test_argument_errors():
+    assert isinstance(real_model("hyperseg_l_voc"), HyperSeg) and real_model("hyperseg_l_voc").design == "v0_1"
+    with pytest.raises(ValueError, match="design"):
+        HyperSeg(design="v2")
+    with pytest.raises(ValueError, match="unify_level"):
+        HyperSeg(design="v1_0_unify")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        get_model("hyperseg_m_cityscapes", level_channels=(8, 8, 8, 8, 8))
+
+
 def test_other_sizes_raise():
     model = real_model("hyperseg_s_camvid")
     with pytest.raises(ValueError, match="multiples of 32"):
