@@ -1,11 +1,14 @@
 // CPU kernels of patch_conv2d and its backward.
 //
 // Each patch is a small GEMM: out_p (Cout x pixels) = W_p (Cout x Cin*kh*kw) . cols_p, with an
-// implicit im2col: the columns of a chunk of at most kChunk output pixels are gathered from the
-// unpadded input (border mapping of fastvision/patch_conv.h) into a per-thread buffer, so nothing
-// image-sized is padded, unfolded or copied. W_p is read straight from the hypernetwork layout
-// (B, K, fh, fw) through strides. The sums run over (ci, ky, kx) in index order from zero, like
-// conv_tap_sum (the CUDA kernel's), then the bias is added.
+// implicit im2col: the columns of a chunk of whole cell rows (at most ~kChunk pixels) are
+// gathered from the unpadded input (border mapping of fastvision/patch_conv.h; a plain copy
+// between the borders) into a per-thread buffer, so nothing image-sized is padded, unfolded or
+// copied. The kernels of kJBlock neighbouring patches are read from the hypernetwork layout
+// (B, K, fh, fw) through strides and transposed together (neighbouring patches' entries share
+// cache lines). Chunks of kSmall pixels or more sum over (ci, ky, kx) in index order from zero,
+// like conv_tap_sum (the CUDA kernel's); smaller chunks (1x1 or 2x2 patches) use dot products
+// with eight partial sums, so CPU and CUDA may differ there in the last bits. Then the bias.
 //
 // Backward, deterministic, no atomics: grad_weight per patch (the work item that owns the patch
 // reduces over its pixels); grad_bias per output channel; grad_input by scattering each patch's
@@ -22,13 +25,15 @@
 #include <vector>
 
 #include "patch_common.h"
+#include "patch_gemm_cpu.h"
 
 namespace fastvision::patch {
 
 namespace {
 
-constexpr int64_t kChunk = 256;  // output pixels per im2col chunk
-constexpr int kBlock = 4;        // output channels per register block of the GEMM
+constexpr int64_t kChunk = 256;   // output pixels per im2col chunk (whole rows of a cell)
+constexpr int64_t kSmall = 8;     // chunks of fewer pixels use dot products over the taps
+constexpr int64_t kJBlock = 16;   // patch columns whose kernels are transposed together
 
 struct Strides {
   int64_t b, c, h, w;
@@ -36,11 +41,10 @@ struct Strides {
 
 inline Strides strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
-// The pixels [q0, q1) of cell (i, j), row-major within the cell, as output coordinates.
 struct Cell {
   int64_t y0, y1, x0, x1;
   int64_t width() const { return x1 - x0; }
-  int64_t count() const { return (y1 - y0) * (x1 - x0); }
+  int64_t height() const { return y1 - y0; }
 };
 
 inline Cell cell(const ConvGeometry& g, int64_t i, int64_t j) {
@@ -48,43 +52,99 @@ inline Cell cell(const ConvGeometry& g, int64_t i, int64_t j) {
           cell_start(j + 1, g.Wo, g.fw)};
 }
 
-// cols[(ci * kh + ky) * kw + kx][t] = x(group channel ci, tap of pixel q0 + t), 0 off the image.
+inline int64_t rows_per_chunk(const Cell& c) { return std::max<int64_t>(1, kChunk / std::max<int64_t>(1, c.width())); }
+
+// The columns lx of a cell row whose tap kx reads inside the image: [lo, hi).
+struct Interior {
+  int64_t base, lo, hi;
+};
+
+inline Interior interior(const ConvGeometry& g, const Cell& c, int kx) {
+  const int64_t base = c.x0 * g.sw - g.pw + int64_t{kx} * g.dw;  // ix of lx = 0
+  int64_t lo = base >= 0 ? 0 : (-base + g.sw - 1) / g.sw;
+  int64_t hi = base > g.W - 1 ? 0 : (g.W - 1 - base) / g.sw + 1;
+  lo = std::min(lo, c.width());
+  hi = std::max(lo, std::min(hi, c.width()));
+  return {base, lo, hi};
+}
+
+// The kernels of patches (i, j0 .. j0 + nj - 1) of image b, transposed to wl[(j - j0) * K + k]
+// (the hypernetwork layout keeps a kernel entry of neighbouring patches adjacent).
 template <typename T, typename A>
-void im2col(const T* x, const Strides& xs, const ConvGeometry& g, const Cell& c, int64_t q0,
-            int64_t n, int64_t* oy, int64_t* ox, A* cols) {
-  for (int64_t t = 0; t < n; ++t) {
-    oy[t] = c.y0 + (q0 + t) / c.width();
-    ox[t] = c.x0 + (q0 + t) % c.width();
+void load_kernels(const T* wd, const Strides& ws, int64_t b, int64_t i, int64_t j0, int64_t nj, int64_t K, A* wl) {
+  const T* base = wd + b * ws.b + i * ws.h + j0 * ws.w;
+  for (int64_t k = 0; k < K; ++k) {
+    const T* src = base + k * ws.c;
+    for (int64_t jj = 0; jj < nj; ++jj) wl[jj * K + k] = static_cast<A>(src[jj * ws.w]);
   }
+}
+
+// cols[(ci * kh + ky) * kw + kx][t] = x(group channel ci, tap of chunk pixel t), 0 off the image;
+// the chunk is rows [r0, r1) of cell c, t = (row - r0) * width + lx.
+template <typename T, typename A>
+void im2col(const T* x, const Strides& xs, const ConvGeometry& g, const Cell& c, int64_t r0, int64_t r1,
+            A* cols) {
+  const int64_t width = c.width(), n = (r1 - r0) * width;
   int64_t k = 0;
   for (int64_t ci = 0; ci < g.cin_g; ++ci) {
     const T* xc = x + ci * xs.c;
     for (int ky = 0; ky < g.kh; ++ky) {
       for (int kx = 0; kx < g.kw; ++kx, ++k) {
-        A* col = cols + k * n;
-        for (int64_t t = 0; t < n; ++t) {
-          const int64_t iy = map_coord(oy[t] * g.sh - g.ph + int64_t{ky} * g.dh, g.H, g.mode);
-          const int64_t ix = map_coord(ox[t] * g.sw - g.pw + int64_t{kx} * g.dw, g.W, g.mode);
-          col[t] = (iy >= 0 && ix >= 0) ? static_cast<A>(xc[iy * xs.h + ix * xs.w]) : A(0);
+        const Interior in = interior(g, c, kx);
+        for (int64_t row = r0; row < r1; ++row) {
+          A* dst = cols + k * n + (row - r0) * width;
+          const int64_t iy = map_coord((c.y0 + row) * g.sh - g.ph + int64_t{ky} * g.dh, g.H, g.mode);
+          if (iy < 0) {
+            std::fill(dst, dst + width, A(0));
+            continue;
+          }
+          const T* src = xc + iy * xs.h;
+          auto border = [&](int64_t lx) {
+            const int64_t ix = map_coord(in.base + lx * g.sw, g.W, g.mode);
+            dst[lx] = ix >= 0 ? static_cast<A>(src[ix * xs.w]) : A(0);
+          };
+          for (int64_t lx = 0; lx < in.lo; ++lx) border(lx);
+          if (g.sw == 1 && xs.w == 1) {
+            const T* s = src + in.base;
+            for (int64_t lx = in.lo; lx < in.hi; ++lx) dst[lx] = static_cast<A>(s[lx]);
+          } else {
+            for (int64_t lx = in.lo; lx < in.hi; ++lx) dst[lx] = static_cast<A>(src[(in.base + lx * g.sw) * xs.w]);
+          }
+          for (int64_t lx = in.hi; lx < width; ++lx) border(lx);
         }
       }
     }
   }
 }
 
-// acc[r][t] = sum_k w[(co0 + r) * KK + k] cols[k][t] for R output channels, k in order.
-template <int R, typename A>
-void gemm_block(const A* w, int64_t KK, const A* cols, int64_t n, A* acc) {
-  for (int r = 0; r < R; ++r) std::fill(acc + r * n, acc + (r + 1) * n, A(0));
-  for (int64_t k = 0; k < KK; ++k) {
-    const A* col = cols + k * n;
-    A wr[R];
-    for (int r = 0; r < R; ++r) wr[r] = w[r * KK + k];
-    for (int r = 0; r < R; ++r) {
-      A* a = acc + r * n;
-      const A wv = wr[r];
-      for (int64_t t = 0; t < n; ++t) a[t] += wv * col[t];
-    }
+// dst[t * rows + k] = src[k * n + t]: the pixel-major copy the small-chunk paths use.
+template <typename A>
+void transpose(const A* src, int64_t rows, int64_t n, A* dst) {
+  for (int64_t k = 0; k < rows; ++k) {
+    for (int64_t t = 0; t < n; ++t) dst[t * rows + k] = src[k * n + t];
+  }
+}
+
+// sum_k a[k] b[k] with eight partial sums (vectorisable without reassociating one sum).
+template <typename A>
+A dot(const A* a, const A* b, int64_t n) {
+  A s[8] = {};
+  int64_t t = 0;
+  for (; t + 8 <= n; t += 8) {
+    for (int l = 0; l < 8; ++l) s[l] += a[t + l] * b[t + l];
+  }
+  for (; t < n; ++t) s[0] += a[t] * b[t];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+// Rows [r0, r1) of a cell, channel plane p (row stride W): dst[(row - r0) * width + lx] = p[...].
+template <typename T, typename A>
+void gather_rows(const T* p, int64_t W, const Cell& c, int64_t r0, int64_t r1, A* dst) {
+  const int64_t width = c.width();
+  for (int64_t row = r0; row < r1; ++row) {
+    const T* s = p + (c.y0 + row) * W + c.x0;
+    A* d = dst + (row - r0) * width;
+    for (int64_t lx = 0; lx < width; ++lx) d[lx] = static_cast<A>(s[lx]);
   }
 }
 
@@ -96,34 +156,44 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const T* bias, 
   const T* wd = weight.const_data_ptr<T>();
   T* od = out.mutable_data_ptr<T>();
   const int64_t KK = g.cin_g * g.kh * g.kw;
-  at::parallel_for(0, g.B * g.fh * g.fw, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<A> wl(g.K), cols(KK * kChunk), acc(kBlock * kChunk);
-    std::vector<int64_t> oy(kChunk), ox(kChunk);
+  const int64_t jblocks = (g.fw + kJBlock - 1) / kJBlock;
+  at::parallel_for(0, g.B * g.fh * jblocks, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<A> wl(kJBlock * g.K), cols, colT, acc;
     for (int64_t item = w0; item < w1; ++item) {
-      const int64_t b = item / (g.fh * g.fw), i = item / g.fw % g.fh, j = item % g.fw;
-      const T* wp = wd + b * ws.b + i * ws.h + j * ws.w;
-      for (int64_t k = 0; k < g.K; ++k) wl[k] = static_cast<A>(wp[k * ws.c]);
-      const Cell c = cell(g, i, j);
-      for (int64_t q0 = 0; q0 < c.count(); q0 += kChunk) {
-        const int64_t n = std::min(kChunk, c.count() - q0);
-        for (int64_t grp = 0; grp < g.groups; ++grp) {
-          im2col<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, q0, n, oy.data(), ox.data(),
-                       cols.data());
-          for (int64_t co0 = 0; co0 < g.cout_g; co0 += kBlock) {
-            const int64_t R = std::min<int64_t>(kBlock, g.cout_g - co0);
-            const A* wblk = wl.data() + (grp * g.cout_g + co0) * KK;
-            switch (R) {
-              case 4: gemm_block<4, A>(wblk, KK, cols.data(), n, acc.data()); break;
-              case 3: gemm_block<3, A>(wblk, KK, cols.data(), n, acc.data()); break;
-              case 2: gemm_block<2, A>(wblk, KK, cols.data(), n, acc.data()); break;
-              default: gemm_block<1, A>(wblk, KK, cols.data(), n, acc.data()); break;
-            }
-            for (int64_t r = 0; r < R; ++r) {
-              const int64_t co = grp * g.cout_g + co0 + r;
+      const int64_t b = item / (g.fh * jblocks), i = item / jblocks % g.fh, j0 = item % jblocks * kJBlock;
+      const int64_t nj = std::min(kJBlock, g.fw - j0);
+      load_kernels<T, A>(wd, ws, b, i, j0, nj, g.K, wl.data());
+      for (int64_t j = j0; j < j0 + nj; ++j) {
+        const Cell c = cell(g, i, j);
+        const int64_t step = rows_per_chunk(c);
+        for (int64_t r0 = 0; r0 < c.height(); r0 += step) {
+          const int64_t r1 = std::min(c.height(), r0 + step), n = (r1 - r0) * c.width();
+          cols.resize(KK * n);
+          acc.resize(g.cout_g * n);
+          for (int64_t grp = 0; grp < g.groups; ++grp) {
+            im2col<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, r0, r1, cols.data());
+            const A* wgrp = wl.data() + (j - j0) * g.K + grp * g.cout_g * KK;
+            auto store = [&](int64_t r, const A* a) {
+              const int64_t co = grp * g.cout_g + r;
               const A bv = bias ? static_cast<A>(bias[co]) : A(0);
               T* oc = od + (b * g.Cout + co) * g.Ho * g.Wo;
-              for (int64_t t = 0; t < n; ++t) oc[oy[t] * g.Wo + ox[t]] = static_cast<T>(acc[r * n + t] + bv);
+              for (int64_t row = r0; row < r1; ++row) {
+                T* o = oc + (c.y0 + row) * g.Wo + c.x0;
+                const A* s = a + (row - r0) * c.width();
+                for (int64_t lx = 0; lx < c.width(); ++lx) o[lx] = static_cast<T>(s[lx] + bv);
+              }
+            };
+            if (n < kSmall) {
+              colT.resize(KK * n);
+              transpose(cols.data(), KK, n, colT.data());
+              for (int64_t r = 0; r < g.cout_g; ++r) {
+                for (int64_t t = 0; t < n; ++t) acc[t] = dot(wgrp + r * KK, colT.data() + t * KK, KK);
+                store(r, acc.data());
+              }
+              continue;
             }
+            gemm_nn(wgrp, cols.data(), acc.data(), g.cout_g, KK, n);
+            for (int64_t r = 0; r < g.cout_g; ++r) store(r, acc.data() + r * n);
           }
         }
       }
@@ -164,40 +234,62 @@ void grad_weight_impl(const at::Tensor& go, const at::Tensor& x, const ConvGeome
   const T* gd = go.const_data_ptr<T>();  // contiguous (B, Cout, Ho, Wo)
   T* gwd = gw.mutable_data_ptr<T>();     // contiguous (B, K, fh, fw)
   const int64_t KK = g.cin_g * g.kh * g.kw;
-  at::parallel_for(0, g.B * g.fh * g.fw, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<A> dw(g.K), cols(KK * kChunk), gcol(g.cout_g * kChunk);
-    std::vector<int64_t> oy(kChunk), ox(kChunk);
+  const int64_t jblocks = (g.fw + kJBlock - 1) / kJBlock;
+  at::parallel_for(0, g.B * g.fh * jblocks, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<A> dw(kJBlock * g.K), cols, colT, gcol, part;
     for (int64_t item = w0; item < w1; ++item) {
-      const int64_t b = item / (g.fh * g.fw), i = item / g.fw % g.fh, j = item % g.fw;
+      const int64_t b = item / (g.fh * jblocks), i = item / jblocks % g.fh, j0 = item % jblocks * kJBlock;
+      const int64_t nj = std::min(kJBlock, g.fw - j0);
       std::fill(dw.begin(), dw.end(), A(0));
-      const Cell c = cell(g, i, j);
-      for (int64_t q0 = 0; q0 < c.count(); q0 += kChunk) {
-        const int64_t n = std::min(kChunk, c.count() - q0);
-        for (int64_t grp = 0; grp < g.groups; ++grp) {
-          im2col<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, q0, n, oy.data(), ox.data(),
-                       cols.data());
-          for (int64_t r = 0; r < g.cout_g; ++r) {
-            const T* gc = gd + (b * g.Cout + grp * g.cout_g + r) * g.Ho * g.Wo;
-            for (int64_t t = 0; t < n; ++t) gcol[r * n + t] = static_cast<A>(gc[oy[t] * g.Wo + ox[t]]);
-          }
-          for (int64_t r = 0; r < g.cout_g; ++r) {
-            const A* gr = gcol.data() + r * n;
-            A* dwr = dw.data() + (grp * g.cout_g + r) * KK;
-            for (int64_t k = 0; k < KK; ++k) {
-              const A* col = cols.data() + k * n;
-              // Eight partial sums (vectorisable without reassociating one sum).
-              A s[8] = {};
-              int64_t t = 0;
-              for (; t + 8 <= n; t += 8) {
-                for (int l = 0; l < 8; ++l) s[l] += gr[t + l] * col[t + l];
-              }
-              for (; t < n; ++t) s[0] += gr[t] * col[t];
-              dwr[k] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+      for (int64_t j = j0; j < j0 + nj; ++j) {
+        const Cell c = cell(g, i, j);
+        const int64_t step = rows_per_chunk(c);
+        for (int64_t r0 = 0; r0 < c.height(); r0 += step) {
+          const int64_t r1 = std::min(c.height(), r0 + step), n = (r1 - r0) * c.width();
+          cols.resize(KK * n);
+          gcol.resize(g.cout_g * n);
+          for (int64_t grp = 0; grp < g.groups; ++grp) {
+            im2col<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, r0, r1, cols.data());
+            for (int64_t r = 0; r < g.cout_g; ++r) {
+              gather_rows<T, A>(gd + (b * g.Cout + grp * g.cout_g + r) * g.Ho * g.Wo, g.Wo, c, r0, r1,
+                                gcol.data() + r * n);
             }
+            A* dwg = dw.data() + (j - j0) * g.K + grp * g.cout_g * KK;
+            if (n < kSmall) {
+              // dW[r][k] += g[r][t] x[k][t], t in order, vectorised over k.
+              colT.resize(KK * n);
+              transpose(cols.data(), KK, n, colT.data());
+              for (int64_t t = 0; t < n; ++t) {
+                const A* ct = colT.data() + t * KK;
+                for (int64_t r = 0; r < g.cout_g; ++r) {
+                  const A gv = gcol[r * n + t];
+                  A* dwr = dwg + r * KK;
+                  for (int64_t k = 0; k < KK; ++k) dwr[k] += gv * ct[k];
+                }
+              }
+              continue;
+            }
+            if (g.cout_g < 4) {
+              // Few output channels (depthwise): one dot product per kernel entry.
+              for (int64_t r = 0; r < g.cout_g; ++r) {
+                A* dwr = dwg + r * KK;
+                for (int64_t k = 0; k < KK; ++k) dwr[k] += dot(gcol.data() + r * n, cols.data() + k * n, n);
+              }
+              continue;
+            }
+            // dW_chunk (cout_g x KK) = g (cout_g x n) . cols^T (n x KK), then added.
+            colT.resize(KK * n);
+            transpose(cols.data(), KK, n, colT.data());
+            part.resize(g.cout_g * KK);
+            gemm_nn(gcol.data(), colT.data(), part.data(), g.cout_g, n, KK);
+            for (int64_t q = 0; q < g.cout_g * KK; ++q) dwg[q] += part[q];
           }
         }
       }
-      for (int64_t k = 0; k < g.K; ++k) gwd[((b * g.K + k) * g.fh + i) * g.fw + j] = static_cast<T>(dw[k]);
+      T* dst = gwd + (b * g.K * g.fh + i) * g.fw + j0;
+      for (int64_t k = 0; k < g.K; ++k) {
+        for (int64_t jj = 0; jj < nj; ++jj) dst[k * g.fh * g.fw + jj] = static_cast<T>(dw[jj * g.K + k]);
+      }
     }
   });
 }
@@ -219,6 +311,35 @@ void grad_bias_impl(const at::Tensor& go, const ConvGeometry& g, at::Tensor& gb)
   });
 }
 
+// Adds the column gradients dcol[k][t] of chunk rows [r0, r1) of cell c to the input gradient
+// (contiguous planes), through the forward's border mapping.
+template <typename A>
+void col2im(const A* dcol, const ConvGeometry& g, const Cell& c, int64_t r0, int64_t r1, A* gx) {
+  const int64_t width = c.width(), n = (r1 - r0) * width;
+  int64_t k = 0;
+  for (int64_t ci = 0; ci < g.cin_g; ++ci) {
+    A* gxc = gx + ci * g.H * g.W;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      for (int kx = 0; kx < g.kw; ++kx, ++k) {
+        const Interior in = interior(g, c, kx);
+        for (int64_t row = r0; row < r1; ++row) {
+          const A* src = dcol + k * n + (row - r0) * width;
+          const int64_t iy = map_coord((c.y0 + row) * g.sh - g.ph + int64_t{ky} * g.dh, g.H, g.mode);
+          if (iy < 0) continue;
+          A* dst = gxc + iy * g.W;
+          auto border = [&](int64_t lx) {
+            const int64_t ix = map_coord(in.base + lx * g.sw, g.W, g.mode);
+            if (ix >= 0) dst[ix] += src[lx];
+          };
+          for (int64_t lx = 0; lx < in.lo; ++lx) border(lx);
+          for (int64_t lx = in.lo; lx < in.hi; ++lx) dst[in.base + lx * g.sw] += src[lx];
+          for (int64_t lx = in.hi; lx < width; ++lx) border(lx);
+        }
+      }
+    }
+  }
+}
+
 template <typename T, typename A>
 void grad_input_impl(const at::Tensor& go, const at::Tensor& weight, const ConvGeometry& g,
                      at::Tensor& gx_acc) {
@@ -230,54 +351,48 @@ void grad_input_impl(const at::Tensor& go, const at::Tensor& weight, const ConvG
   const int64_t classes = independent_stride(g.Ho, g.fh, g.H, g.sh, g.ph, g.dh, g.kh, g.mode);
   const int64_t rows_per_class = (g.fh + classes - 1) / classes;
   for (int64_t cls = 0; cls < classes; ++cls) {
-    // Work items: (batch, the rows of this class). Within an item the patch row's cells run left
-    // to right, so horizontally neighbouring halos are summed in a fixed order too.
+    // Work items: (batch, the patch rows of this class). Within an item the cells run left to
+    // right, so horizontally neighbouring halos are summed in a fixed order too.
     at::parallel_for(0, g.B * rows_per_class, 1, [&](int64_t w0, int64_t w1) {
-      std::vector<A> wl(g.K), gcol(g.cout_g * kChunk), dcol(KK * kChunk);
-      std::vector<int64_t> oy(kChunk), ox(kChunk);
+      std::vector<A> wl(kJBlock * g.K), gcol, dcol, dcolT, wT;
       for (int64_t item = w0; item < w1; ++item) {
         const int64_t b = item / rows_per_class, i = cls + (item % rows_per_class) * classes;
         if (i >= g.fh) continue;
-        for (int64_t j = 0; j < g.fw; ++j) {
-          const T* wp = wd + b * ws.b + i * ws.h + j * ws.w;
-          for (int64_t k = 0; k < g.K; ++k) wl[k] = static_cast<A>(wp[k * ws.c]);
-          const Cell c = cell(g, i, j);
-          for (int64_t q0 = 0; q0 < c.count(); q0 += kChunk) {
-            const int64_t n = std::min(kChunk, c.count() - q0);
-            for (int64_t t = 0; t < n; ++t) {
-              oy[t] = c.y0 + (q0 + t) / c.width();
-              ox[t] = c.x0 + (q0 + t) % c.width();
-            }
-            for (int64_t grp = 0; grp < g.groups; ++grp) {
-              for (int64_t r = 0; r < g.cout_g; ++r) {
-                const T* gc = gd + (b * g.Cout + grp * g.cout_g + r) * g.Ho * g.Wo;
-                for (int64_t t = 0; t < n; ++t) gcol[r * n + t] = static_cast<A>(gc[oy[t] * g.Wo + ox[t]]);
-              }
-              // dcol[k][t] = sum_r W_p[r][k] gcol[r][t], r in order.
-              std::fill(dcol.begin(), dcol.begin() + KK * n, A(0));
-              for (int64_t r = 0; r < g.cout_g; ++r) {
-                const A* wr = wl.data() + (grp * g.cout_g + r) * KK;
-                const A* gr = gcol.data() + r * n;
-                for (int64_t k = 0; k < KK; ++k) {
-                  const A wv = wr[k];
-                  A* dc = dcol.data() + k * n;
-                  for (int64_t t = 0; t < n; ++t) dc[t] += wv * gr[t];
+        for (int64_t j0 = 0; j0 < g.fw; j0 += kJBlock) {
+          const int64_t nj = std::min(kJBlock, g.fw - j0);
+          load_kernels<T, A>(wd, ws, b, i, j0, nj, g.K, wl.data());
+          for (int64_t j = j0; j < j0 + nj; ++j) {
+            const Cell c = cell(g, i, j);
+            const int64_t step = rows_per_chunk(c);
+            for (int64_t r0 = 0; r0 < c.height(); r0 += step) {
+              const int64_t r1 = std::min(c.height(), r0 + step), n = (r1 - r0) * c.width();
+              gcol.resize(g.cout_g * n);
+              dcol.resize(KK * n);
+              for (int64_t grp = 0; grp < g.groups; ++grp) {
+                for (int64_t r = 0; r < g.cout_g; ++r) {
+                  gather_rows<T, A>(gd + (b * g.Cout + grp * g.cout_g + r) * g.Ho * g.Wo, g.Wo, c, r0, r1,
+                                    gcol.data() + r * n);
                 }
-              }
-              // col2im through the same border mapping as the forward.
-              int64_t k = 0;
-              for (int64_t ci = 0; ci < g.cin_g; ++ci) {
-                A* gxc = gxd + (b * g.Cin + grp * g.cin_g + ci) * g.H * g.W;
-                for (int ky = 0; ky < g.kh; ++ky) {
-                  for (int kx = 0; kx < g.kw; ++kx, ++k) {
-                    const A* dc = dcol.data() + k * n;
-                    for (int64_t t = 0; t < n; ++t) {
-                      const int64_t iy = map_coord(oy[t] * g.sh - g.ph + int64_t{ky} * g.dh, g.H, g.mode);
-                      const int64_t ix = map_coord(ox[t] * g.sw - g.pw + int64_t{kx} * g.dw, g.W, g.mode);
-                      if (iy >= 0 && ix >= 0) gxc[iy * g.W + ix] += dc[t];
+                const A* wgrp = wl.data() + (j - j0) * g.K + grp * g.cout_g * KK;
+                if (n < kSmall) {
+                  // dcol[t][k] = sum_r W[r][k] g[r][t], vectorised over k, then back to [k][t].
+                  dcolT.assign(KK * n, A(0));
+                  for (int64_t t = 0; t < n; ++t) {
+                    A* dt = dcolT.data() + t * KK;
+                    for (int64_t r = 0; r < g.cout_g; ++r) {
+                      const A gv = gcol[r * n + t];
+                      const A* wr = wgrp + r * KK;
+                      for (int64_t k = 0; k < KK; ++k) dt[k] += wr[k] * gv;
                     }
                   }
+                  transpose(dcolT.data(), n, KK, dcol.data());
+                } else {
+                  // dcol (KK x n) = W^T (KK x cout_g) . g (cout_g x n).
+                  wT.resize(KK * g.cout_g);
+                  transpose(wgrp, g.cout_g, KK, wT.data());
+                  gemm_nn(wT.data(), gcol.data(), dcol.data(), KK, g.cout_g, n);
                 }
+                col2im<A>(dcol.data(), g, c, r0, r1, gxd + (b * g.Cin + grp * g.cin_g) * g.H * g.W);
               }
             }
           }
@@ -318,9 +433,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cpu(
       gb = gb.to(x_in.scalar_type());
     }
   });
-  if (!gx.defined()) gx = at::zeros_like(x_in);
-  if (!gw.defined()) gw = at::zeros_like(weight_in);
-  if (!gb.defined()) gb = at::zeros({g.Cout}, x_in.options());
+  // Gradients not asked for are returned empty (0 elements), not computed.
+  if (!gx.defined()) gx = at::empty({0}, x_in.options());
+  if (!gw.defined()) gw = at::empty({0}, x_in.options());
+  if (!gb.defined()) gb = at::empty({0}, x_in.options());
   return {gx, gw, gb};
 }
 

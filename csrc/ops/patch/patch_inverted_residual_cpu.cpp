@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "patch_common.h"
+#include "patch_gemm_cpu.h"
 
 namespace fastvision::patch {
 
@@ -65,7 +66,7 @@ void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at:
         xin.resize(g.Cin * nt);
         e.resize(g.hidden * nt);
         d.resize(g.hidden * nq);
-        acc.resize(nq);
+        acc.resize(g.Cout * nq);
         tiy.resize(nt);
         tix.resize(nt);
         valid.resize(nt);
@@ -82,14 +83,9 @@ void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at:
           }
         }
         // Expand + BN + ReLU6 on the whole tile; zero padding pads the hidden map with zeros.
+        gemm_nn(W1, xin.data(), e.data(), g.hidden, g.Cin, nt);
         for (int64_t h = 0; h < g.hidden; ++h) {
           A* eh = e.data() + h * nt;
-          std::fill(eh, eh + nt, A(0));
-          for (int64_t ci = 0; ci < g.Cin; ++ci) {
-            const A wv = W1[h * g.Cin + ci];
-            const A* xc = xin.data() + ci * nt;
-            for (int64_t t = 0; t < nt; ++t) eh[t] += wv * xc[t];
-          }
           const A s = v[0][h], sh = v[1][h];
           for (int64_t t = 0; t < nt; ++t) eh[t] = valid[t] ? relu6(affine(eh[t], s, sh)) : A(0);
         }
@@ -112,18 +108,14 @@ void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at:
           for (int64_t q = 0; q < nq; ++q) dh[q] = relu6(affine(dh[q], s, sh));
         }
         // Project + BN (+ residual), written to the output.
+        gemm_nn(W3, d.data(), acc.data(), g.Cout, g.hidden, nq);
         for (int64_t co = 0; co < g.Cout; ++co) {
-          std::fill(acc.begin(), acc.begin() + nq, A(0));
-          for (int64_t h = 0; h < g.hidden; ++h) {
-            const A wv = W3[co * g.hidden + h];
-            const A* dh = d.data() + h * nq;
-            for (int64_t q = 0; q < nq; ++q) acc[q] += wv * dh[q];
-          }
+          const A* ac = acc.data() + co * nq;
           const A s = v[4][co], sh = v[5][co];
           T* oc = od + ((b * g.Cout + co) * g.H + ya) * g.W + x0;
           for (int64_t qy = 0; qy < rows; ++qy) {
             for (int64_t qx = 0; qx < pw; ++qx) {
-              A val = affine(acc[qy * pw + qx], s, sh);
+              A val = affine(ac[qy * pw + qx], s, sh);
               if (g.residual) val += static_cast<A>(xb[co * xsc + (ya + qy) * xsh + (x0 + qx) * xsw]);
               oc[qy * g.W + qx] = static_cast<T>(val);
             }

@@ -124,7 +124,10 @@ def _patch_conv2d_fake(x, weight, bias, kernel_size, stride, padding, dilation, 
 @torch.library.register_fake("fastvision::_patch_conv2d_backward")
 def _patch_conv2d_backward_fake(grad_out, x, weight, kernel_size, stride, padding, dilation, groups,
                                 padding_mode, need_x, need_weight, need_bias):
-    return torch.empty_like(x), torch.empty_like(weight), x.new_empty((grad_out.shape[1],))
+    # Gradients not asked for come back with 0 elements.
+    return (torch.empty_like(x) if need_x else x.new_empty((0,)),
+            torch.empty_like(weight) if need_weight else x.new_empty((0,)),
+            x.new_empty((grad_out.shape[1],)) if need_bias else x.new_empty((0,)))
 
 
 def _patch_conv2d_setup_context(ctx, inputs, output):
