@@ -236,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_info)
 
     bench = sub.add_parser("bench", help="operator microbenchmarks: table, JSON and PNG plot")
-    bench.add_argument("--family", default="points", choices=["points", "sampling", "segmentation", "padnet"])
+    from fastvision.benchmarks import FAMILIES
+
+    bench.add_argument("--family", default="points", choices=list(FAMILIES))
     bench.add_argument("--size", default="full", choices=["small", "full"])
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--out", default="fastvision-bench", help="output folder")

@@ -1,7 +1,7 @@
 """Microbenchmarks of the fastvision ops against their references and the libraries users pick
 instead: medians and ratios from one interleaved run, peak memory beside time.
 
-``fastvision bench --family points|sampling|segmentation|padnet [--size small|full] [--device cpu|cuda] [--out DIR]`` calls
+``fastvision bench --family points|sampling|segmentation|padnet|hyperseg [--size small|full] [--device cpu|cuda] [--out DIR]`` calls
 :func:`run_family`; ``python -m fastvision.benchmarks.points`` does the same for one family.
 The timing and memory methods are described in :mod:`fastvision.benchmarks.harness`.
 """
@@ -17,7 +17,7 @@ from fastvision.benchmarks import harness
 
 __all__ = ["FAMILIES", "run_family", "device_tag", "harness"]
 
-FAMILIES = ("points", "sampling", "segmentation", "padnet")
+FAMILIES = ("points", "sampling", "segmentation", "padnet", "hyperseg")
 
 
 def _family_module(family: str):
@@ -37,6 +37,10 @@ def _family_module(family: str):
         from fastvision.benchmarks import padnet
 
         return padnet
+    if family == "hyperseg":
+        from fastvision.benchmarks import hyperseg
+
+        return hyperseg
     raise ValueError(f"unknown benchmark family {family!r}; available: {', '.join(FAMILIES)}")
 
 

@@ -26,7 +26,8 @@ from torch.nn.modules.utils import _pair
 from fastvision.ops import _reference
 from fastvision.ops.patch import fold_batch_norm, patch_conv2d, patch_inverted_residual
 
-__all__ = ["HyperPatchConv2d", "HyperPatchInvertedResidual", "HyperPatchNoPadding", "next_multiple"]
+__all__ = ["HyperPatchConv2d", "HyperPatchInvertedResidual", "HyperPatchNoPadding", "next_multiple",
+           "set_fastvision_ops"]
 
 
 def next_multiple(x: int, base: int) -> int:
@@ -39,6 +40,9 @@ class _HyperPatchLayer(nn.Module):
 
     hyper_params: int
     _round_signal2weights = True  # pad the signal2weights outputs to a multiple of its groups
+    # False: run HyperSeg's own pad + unfold + grouped-conv + fold formulation instead of the
+    # fastvision ops (the benchmarks' unfused baseline; stride 1, patch sizes dividing the input).
+    use_fastvision_ops = True
 
     def _init_signal(self) -> None:
         self.signal_channels = None
@@ -77,8 +81,10 @@ class HyperPatchNoPadding(_HyperPatchLayer):
         self._init_signal()
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return patch_conv2d(x, self.apply_signal2weights(s), self.kernel_size, self.stride, 0, "zeros",
-                            self.dilation, self.groups)
+        weight = self.apply_signal2weights(s)
+        if not self.use_fastvision_ops:
+            return _reference.hyperpatch_conv2d_unfold(x, weight, self.kernel_size[0], 0, groups=self.groups)
+        return patch_conv2d(x, weight, self.kernel_size, self.stride, 0, "zeros", self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -105,8 +111,12 @@ class HyperPatchConv2d(_HyperPatchLayer):
         self._init_signal()
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return patch_conv2d(x, self.apply_signal2weights(s), self.kernel_size, self.stride, self.padding,
-                            self.padding_mode, self.dilation, self.groups)
+        weight = self.apply_signal2weights(s)
+        if not self.use_fastvision_ops:
+            return _reference.hyperpatch_conv2d_unfold(x, weight, self.kernel_size[0], self.padding[0],
+                                                       self.padding_mode, self.groups)
+        return patch_conv2d(x, weight, self.kernel_size, self.stride, self.padding, self.padding_mode,
+                            self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -147,7 +157,7 @@ class HyperPatchInvertedResidual(_HyperPatchLayer):
         self._init_signal()
 
     def _fusable(self) -> bool:
-        return (not self.training and self.stride == 1 and self.kernel_size == (3, 3)
+        return (self.use_fastvision_ops and not self.training and self.stride == 1 and self.kernel_size == (3, 3)
                 and isinstance(self.act_layer, nn.ReLU6)
                 and all(isinstance(bn, nn.BatchNorm2d) and bn.running_mean is not None
                         for bn in (self.bn1, self.bn2, self.bn3)))
@@ -182,3 +192,12 @@ class HyperPatchInvertedResidual(_HyperPatchLayer):
     def extra_repr(self) -> str:
         return (f"{self.in_nc}, {self.out_nc}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"hidden={self.hidden_dim}, padding_mode={self.padding_mode}")
+
+
+def set_fastvision_ops(model: nn.Module, enabled: bool) -> nn.Module:
+    """Switches every HyperSeg dynamic layer of ``model`` between the fastvision ops (``True``, the
+    default) and HyperSeg's own unfused formulation (``False``); returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, _HyperPatchLayer):
+            m.use_fastvision_ops = bool(enabled)
+    return model
