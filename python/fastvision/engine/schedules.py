@@ -46,14 +46,17 @@ class BNMomentumDecay:
 
 @dataclass(frozen=True)
 class PolyDecay:
-    """``base * (1 - step / total) ** power`` (segmentation recipes), in optimiser steps."""
+    """``base * (1 - s / total) ** power`` (segmentation recipes) with ``s`` the step rounded down
+    to a multiple of ``every`` (1: every step; an epoch's length: HyperSeg VOC's per-epoch poly)."""
 
     base: float
     total: int
     power: float = 0.9
+    every: int = 1
 
     def __call__(self, step: int) -> float:
-        return self.base * math.pow(max(0.0, 1.0 - step / max(1, self.total)), self.power)
+        s = step - step % max(1, self.every)
+        return self.base * math.pow(max(0.0, 1.0 - s / max(1, self.total)), self.power)
 
 
 @dataclass(frozen=True)

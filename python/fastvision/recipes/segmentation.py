@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -84,6 +84,7 @@ class FamilyRecipe:
     betas: tuple[float, float] = (0.9, 0.999)
     poly_power: float = 0.9
     camvid_poly_power: float | None = None
+    poly_per_epoch: bool = False  # the poly factor changes once an epoch (HyperSeg VOC), not per step
     warmup_iters: int = 0
     warmup_ratio: float = 0.1
     warmup_mode: str = "exp"
@@ -119,6 +120,27 @@ FAMILIES: dict[str, FamilyRecipe] = {
                              color_jitter=(0.25, 0.25, 0.25, 0.25), cityscapes_only_jitter=True,
                              cityscapes_crop=(768, 768), camvid_crop=(576, 576)),
 }
+
+
+# Per-model departures from the family recipe (YuvalNirkin/hyperseg configs/train/*.py; the
+# family entry is HyperSeg-S Cityscapes' / CamVid-S'). RandomResize applies with probability 0.5
+# (its default) everywhere. VOC-L's random rotation (30 degrees) and pad-to-512 are not
+# reproduced (fastvision reads no VOC data; the optimiser, loss and schedule are).
+MODEL_OVERRIDES: dict[str, dict] = {
+    "hyperseg_m_cityscapes": dict(scale_range=(0.25, 2.0), color_jitter=None, cityscapes_crop=(512, 1024)),
+    "hyperseg_l_camvid": dict(camvid_scale_range=(0.75, 2.0), camvid_crop=(768, 768)),
+    "hyperseg_l_voc": dict(lr=1e-4, loss="ce", poly_power=3.0, poly_per_epoch=True, scale_range=(0.25, 0.9),
+                           color_jitter=(0.5, 0.5, 0.5, 0.5), cityscapes_only_jitter=False),
+}
+
+
+def recipe_for(model: str, family: str | None = None) -> FamilyRecipe:
+    """The recipe of ``model``: its family's, with the model's official departures from it."""
+    return replace(FAMILIES[family_of(model, family)], **MODEL_OVERRIDES.get(model, {}))
+
+
+def _recipe(family_or_recipe) -> FamilyRecipe:
+    return family_or_recipe if isinstance(family_or_recipe, FamilyRecipe) else FAMILIES[family_or_recipe]
 
 
 def family_of(model: str, family: str | None = None) -> str:
@@ -173,10 +195,11 @@ class SegmentationData:
         return {"embedded": self.num_classes_embedded, "cityscapes": len(CITYSCAPES_CLASSES),
                 "camvid": len(CAMVID_CLASSES)}[self.kind]
 
-    def augment(self, family: str, train: bool):
+    def augment(self, family, train: bool):
+        """``family``: a family name or a :class:`FamilyRecipe` (:func:`recipe_for`)."""
         from fastvision.data.segmentation import SegmentationAugment
 
-        rec = FAMILIES[family]
+        rec = _recipe(family)
         if not train:
             return SegmentationAugment(mean=rec.mean, std=rec.std)
         crop = self.crop_size or {"embedded": self.image_size, "cityscapes": rec.cityscapes_crop,
@@ -189,7 +212,7 @@ class SegmentationData:
                                    scale_step=rec.scale_step, scale_prob=rec.scale_prob, flip=True,
                                    color_jitter=jitter, mean=rec.mean, std=rec.std)
 
-    def load(self, family: str, split: str = "val", train_augment: bool = True):
+    def load(self, family, split: str = "val", train_augment: bool = True):
         """``split`` "train" (augmented if ``train_augment``) or "val"/"test"."""
         from fastvision.data.segmentation import (
             CamVidSegmentation,
@@ -207,8 +230,8 @@ class SegmentationData:
         cls = CityscapesSegmentation if self.kind == "cityscapes" else CamVidSegmentation
         return cls(self.path, split, augment, self.data_seed)
 
-    def poly_power(self, family: str) -> float:
-        rec = FAMILIES[family]
+    def poly_power(self, family) -> float:
+        rec = _recipe(family)
         return rec.camvid_poly_power if self.kind == "camvid" and rec.camvid_poly_power else rec.poly_power
 
 
@@ -288,10 +311,12 @@ class SegmentationTask(Task):
 
     def __init__(self, model: str, data: SegmentationData, total_samples: int, batch_size: int,
                  family: str | None = None, loss: str | None = None, class_weights: str = "auto",
-                 lr: float | None = None, warmup_iters: int | None = None):
+                 lr: float | None = None, warmup_iters: int | None = None,
+                 epoch_samples: int | None = None):
         self.model_name, self.data = model, data
+        self.epoch_samples = epoch_samples
         self.family = family_of(model, family)
-        self.recipe = FAMILIES[self.family]
+        self.recipe = recipe_for(model, self.family)
         self.loss_name = loss or self.recipe.loss
         if self.loss_name not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss_name!r}")
@@ -332,7 +357,7 @@ class SegmentationTask(Task):
         return get_model(self.model_name, num_classes=self.data.num_classes).to(device)
 
     def datasets(self):
-        return self.data.load(self.family, "train"), self.data.load(self.family, "val")
+        return self.data.load(self.recipe, "train"), self.data.load(self.recipe, "val")
 
     def _param_groups(self, model: nn.Module) -> list[dict]:
         rec = self.recipe
@@ -363,11 +388,12 @@ class SegmentationTask(Task):
     def schedules(self):
         rec = self.recipe
         warmup = self.warmup_iters * self.batch_size
-        power = self.data.poly_power(self.family)
+        power = self.data.poly_power(rec)
+        step = self.epoch_samples if rec.poly_per_epoch and self.epoch_samples else 1
         if warmup:
-            return {"lr": Warmup(PolyDecay(self.lr, max(1, self.total_samples - warmup), power),
+            return {"lr": Warmup(PolyDecay(self.lr, max(1, self.total_samples - warmup), power, step),
                                  warmup, rec.warmup_ratio, rec.warmup_mode)}
-        return {"lr": PolyDecay(self.lr, self.total_samples, power)}
+        return {"lr": PolyDecay(self.lr, self.total_samples, power, step)}
 
     def apply_schedules(self, model, values):
         # The engine sets every group to the scheduled rate; heads run at their multiple of it.
@@ -428,11 +454,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def build(args, config: TrainConfig) -> SegmentationTask:
     data = data_from_args(args, args.crop_size)
     family = family_of(args.model, args.family)
-    train_size = len(data.load(family, "train"))
+    train_size = len(data.load(recipe_for(args.model, family), "train"))
     steps = train_size // config.batch_size
     if config.max_steps_per_epoch is not None:
         steps = min(steps, config.max_steps_per_epoch)
     total = config.epochs * max(1, steps) * config.batch_size
     return SegmentationTask(args.model, data, total, config.batch_size, family=family,
                             loss=args.loss, class_weights=args.class_weights, lr=args.lr,
-                            warmup_iters=args.warmup_iters)
+                            warmup_iters=args.warmup_iters, epoch_samples=max(1, steps) * config.batch_size)
