@@ -128,7 +128,14 @@ def run_demo(out_dir: Path, device: str = "auto") -> bool:
     print(_format_checks(seg_checks) + "\n")
     checks += seg_checks
 
-    ok = all(r["ok"] for r in checks) and sampling_ok and padnet_ok and seg_ok
+    print("\n6. HyperSeg (patch-wise dynamic convolution)")
+    from fastvision.demo_sections.hyperseg import hyperseg_section
+
+    hyperseg_lines, hyperseg_checks, hyperseg_ok = hyperseg_section(out_dir, devices)
+    print(_format_checks(hyperseg_checks) + "\n")
+    checks += hyperseg_checks
+
+    ok = all(r["ok"] for r in checks) and sampling_ok and padnet_ok and seg_ok and hyperseg_ok
     table = _format_checks(checks)
     report = [
         "# fastvision demo report",
@@ -147,6 +154,7 @@ def run_demo(out_dir: Path, device: str = "auto") -> bool:
         *sampling_lines,
         *padnet_lines,
         *seg_lines,
+        *hyperseg_lines,
         f"Result: {'all checks passed' if ok else 'SOME CHECKS FAILED'}",
     ]
     (out_dir / "report.md").write_text("\n".join(report) + "\n")
