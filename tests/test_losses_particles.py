@@ -180,15 +180,15 @@ def test_kd_terms_by_hand():
         s, t = s[0].numpy(), t[0].numpy()
         cos = (s * t).sum(0) / np.maximum(np.linalg.norm(s, axis=0) * np.linalg.norm(t, axis=0), 1e-8)
         layer_means.append(np.mean(1 - cos))
-    intra = sum(layer_means)
+    intra = np.mean(layer_means)  # mean over the 2 layers
     pool = lambda f: f[0].numpy().reshape(3, 4, 2, 2, 2).max(axis=(2, 4))  # noqa: E731
     gs = _np_fsp(student[0][0].numpy(), pool(student[1]))
     gt = _np_fsp(teacher[0][0].numpy(), pool(teacher[1]))
-    cross = ((gt - gs) ** 2).mean()  # mean over the C_i x C_j = 3 x 3 FSP entries
+    cross = ((gt - gs) ** 2).mean()  # one pair: mean over the C_i x C_j = 3 x 3 FSP entries
     assert out["intra"].item() == pytest.approx(intra, rel=1e-10)
     assert out["cross"].item() == pytest.approx(cross, rel=1e-10)
     assert out["total"].item() == pytest.approx(2.0 * intra + 0.25 * cross, rel=1e-10)
-    # SKT's own reductions sum over positions and over FSP entries
+    # SKT's own reductions sum over positions, layers, FSP entries and pairs
     summed = StructuredKnowledgeTransfer([3, 3], [3, 3], reduction="sum").double()
     summed.load_state_dict(kd.state_dict())
     sizes = [s.shape[-2] * s.shape[-1] for s in student]
@@ -219,9 +219,9 @@ def test_kd_worked_example(reduction):
     out = kd(student, teacher)
     dissim = 1 - 3 / np.sqrt(10)  # 0.0513 at each of the 8 positions of both layers
     # one FSP pair (layer 0, layer 1): off-diagonal entries differ by 2, diagonal ones by 0
-    if reduction == "mean":  # ours: means over positions / entries, summed over layers / pairs
-        intra, cross = 2 * dissim, (0 + 4 + 4 + 0) / 4  # 0.1026, 2.0
-    else:  # SKT: sums over positions / entries
+    if reduction == "mean":  # ours: means over positions and layers, entries and pairs
+        intra, cross = dissim, (0 + 4 + 4 + 0) / 4  # 0.0513, 2.0
+    else:  # SKT: sums over positions and layers, entries and pairs
         intra, cross = 2 * 8 * dissim, 0 + 4 + 4 + 0  # 0.8211, 8.0
     # instance norm's eps = 1e-5 on a variance of 0.25 shifts G by ~4e-5
     assert out["intra"].item() == pytest.approx(intra, rel=1e-6)
@@ -230,8 +230,8 @@ def test_kd_worked_example(reduction):
 
 
 def test_kd_mean_is_skt_sum_over_sizes():
-    # The default divides SKT's intra term of layer k by h_k w_k and its cross term of a pair by
-    # C_i C_j (batch of 2: both are per-sample then averaged over the batch).
+    # The default divides SKT's intra term of layer k by K h_k w_k and its cross term of a pair
+    # by |P| C_i C_j (K = 3 layers, |P| = 3 pairs; batch of 2: per sample, then batch mean).
     torch.manual_seed(4)
     student = [torch.rand(2, 4, 6 * s, 2 * s) for s in (1, 2, 4)]
     teacher = [torch.rand(2, 24, 6 * s, 2 * s) for s in (1, 2, 4)]
@@ -239,11 +239,11 @@ def test_kd_mean_is_skt_sum_over_sizes():
     summed = StructuredKnowledgeTransfer([4] * 3, [24] * 3, reduction="sum")
     summed.load_state_dict(mean.state_dict())
     m, s = mean(student, teacher), summed(student, teacher)
-    assert s["cross"].item() == pytest.approx(24 * 24 * m["cross"].item(), rel=1e-5)
+    assert s["cross"].item() == pytest.approx(3 * 24 * 24 * m["cross"].item(), rel=1e-5)
     adapted = [a(f) for a, f in zip(mean.adapters, student)]
     per_layer = [(1 - torch.nn.functional.cosine_similarity(a, t, dim=1)).mean().item()
                  for a, t in zip(adapted, teacher)]
-    assert m["intra"].item() == pytest.approx(sum(per_layer), rel=1e-5)
+    assert m["intra"].item() == pytest.approx(sum(per_layer) / 3, rel=1e-5)
     assert s["intra"].item() == pytest.approx(
         sum(t.shape[-2] * t.shape[-1] * v for t, v in zip(teacher, per_layer)), rel=1e-5)
 
@@ -266,7 +266,7 @@ def test_kd_at_initialisation_same_order_as_aal():
     aal = AdaptiveAttentionLoss()(logits, y).item()
     kd = StructuredKnowledgeTransfer([4] * 3, [24] * 3)(s_feats, t_feats)
     assert 0.1 < kd["total"].item() / aal < 10, (kd, aal)
-    assert kd["intra"].item() <= 3 * 2 and kd["cross"].item() <= 3 * 4  # the means' bounds
+    assert kd["intra"].item() <= 2 and kd["cross"].item() <= 4  # the means' bounds
     skt = StructuredKnowledgeTransfer([4] * 3, [24] * 3, reduction="sum")
     assert skt(s_feats, t_feats)["total"].item() / aal > 100  # SKT's sums would swamp AAL
 

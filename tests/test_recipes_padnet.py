@@ -84,8 +84,36 @@ def test_kd_teacher_frozen_and_student_learns(teacher_ckpt):
     assert all(p.grad is not None for p in model.transfer.parameters())
     assert float(loss.detach()) == pytest.approx(float(logs["aal"]) + 0.5 * float(logs["kd_intra"])
                                         + 0.5 * float(logs["kd_cross"]), rel=1e-5)
+    # At initialisation the KD terms are of the order of the task loss, not ~100x (SKT's sums)
+    kd_total = float(loss.detach()) - float(logs["aal"])
+    assert 0.1 < kd_total / float(logs["aal"]) < 10, logs
     for k, v in task.teacher.state_dict().items():
         assert torch.equal(v, teacher_before[k]), k  # BN statistics untouched (eval mode)
+
+
+def test_kd_step_uses_means_of_skt_terms(teacher_ckpt):
+    # The recipe's KD terms are SKT's with means: L_intra = mean over the 3 MDR outputs and
+    # their positions of (1 - cos), L_cross = mean over the 3 FSP pairs and their 24 x 24 entries.
+    from fastvision.losses.particles import dense_fsp
+
+    task = PadNetTask("padnet", ParticleData(train_images=8, test_images=2), teacher=teacher_ckpt)
+    torch.manual_seed(0)
+    model = task.build_model(torch.device("cpu")).train()
+    train, _ = task.datasets()
+    images, targets, index = next(iter(torch.utils.data.DataLoader(train, batch_size=4)))
+    loss, logs = task.training_step(model, (images, targets, index), 0)
+    with torch.no_grad():
+        _, t_feats = task.teacher(images, return_features=True)
+        _, s_feats = model.student(images, return_features=True)
+        adapted = [a(f) for a, f in zip(model.transfer.adapters, s_feats)]
+        intra = sum((1 - torch.nn.functional.cosine_similarity(a, t, dim=1)).mean()
+                    for a, t in zip(adapted, t_feats)) / 3
+        pairs = list(zip(dense_fsp(adapted), dense_fsp(list(t_feats))))
+        assert len(pairs) == 3 and pairs[0][0].shape == (4, 24, 24)
+        cross = sum((gt - gs).pow(2).sum() / (4 * 24 * 24) for gs, gt in pairs) / 3
+    assert float(logs["kd_intra"]) == pytest.approx(float(intra), rel=1e-5)
+    assert float(logs["kd_cross"]) == pytest.approx(float(cross), rel=1e-5)
+    assert float(logs["kd_intra"]) <= 2 and float(logs["kd_cross"]) <= 4
 
 
 @pytest.mark.parametrize("loss", ["iou", "dice", "mse", "bce"])

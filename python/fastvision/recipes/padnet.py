@@ -5,7 +5,11 @@
 * ``padnet --kd --teacher CKPT``: structured knowledge distillation (Sect. 3.3): the teacher is
   restored from a checkpoint and frozen in eval mode (BN statistics fixed, no gradients); the
   student is trained with AAL + SKT's intra-layer and cross-layer terms on the three decoder
-  chain (MDR) outputs (:class:`fastvision.losses.particles.StructuredKnowledgeTransfer`).
+  chain (MDR) outputs (:class:`fastvision.losses.particles.StructuredKnowledgeTransfer`):
+  ``loss = AAL + 0.5 * L_intra + 0.5 * L_cross`` (SKT's weights), with SKT's sums over positions,
+  layers, FSP entries and pairs replaced by means so that the KD terms stay of the order of the
+  per-pixel AAL (SKT's sums are ~100x AAL here and the student never learnt to detect; see that
+  class).
 * ``padnet-teacher``: the teacher (MobileNetV3-Small encoder + LW-RefineNet decoder) with AAL.
 
 The paper's recipe (Sect. 4.1): Adam, lr 1e-4, betas (0.9, 0.99), weight decay 1e-3 (Adam's
