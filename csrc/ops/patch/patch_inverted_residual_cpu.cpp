@@ -2,7 +2,7 @@
 // ReLU6, per-patch depthwise kxk over the patch plus a halo of neighbouring pixels, BN, ReLU6,
 // per-patch 1x1 project, BN, optional residual) with BatchNorm folded, for inference.
 //
-// One work item per (image, patch). A band of the patch's output rows and its halo is a tile: the
+// One work item per (image, patch row, block of 16 patches). A band of the patch's output rows and its halo is a tile: the
 // input tile is gathered once through the border mapping (no padded copy of the image), expanded
 // with the patch's weights (halo pixels included: HyperSeg expands them with the weights of the
 // patch that reads them), then the depthwise and the projection run on the tile in per-thread
@@ -24,6 +24,7 @@ namespace fastvision::patch {
 namespace {
 
 constexpr int64_t kBandPixels = 1024;  // output pixels per band (bounds the tile buffers)
+constexpr int64_t kJBlock = 16;        // patch columns whose kernels are transposed together
 
 template <typename T>
 using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
@@ -45,15 +46,24 @@ void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at:
   T* od = out.mutable_data_ptr<T>();
   const int r = g.k / 2, kk = g.k * g.k;
   const int64_t n1 = g.Cin * g.hidden, n2 = g.hidden * kk;
-  at::parallel_for(0, g.B * g.fh * g.fw, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<A> wl(g.K), xin, e, d, acc;
+  // Work items: (image, patch row, block of kJBlock patches); the block's kernels are read
+  // together and transposed (neighbouring patches' entries share cache lines).
+  const int64_t jblocks = (g.fw + kJBlock - 1) / kJBlock;
+  at::parallel_for(0, g.B * g.fh * jblocks, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<A> wblock(kJBlock * g.K), xin, e, d, acc;
     std::vector<int64_t> tiy, tix;
     std::vector<char> valid;
     for (int64_t item = w0; item < w1; ++item) {
-      const int64_t b = item / (g.fh * g.fw), i = item / g.fw % g.fh, j = item % g.fw;
-      const T* wp = wd + b * wsb + i * wsh + j * wsw;
-      for (int64_t k = 0; k < g.K; ++k) wl[k] = static_cast<A>(wp[k * wsc]);
-      const A* W1 = wl.data();
+     const int64_t b = item / (g.fh * jblocks), i = item / jblocks % g.fh, j0 = item % jblocks * kJBlock;
+     const int64_t nj = std::min(kJBlock, g.fw - j0);
+     {
+       const T* base = wd + b * wsb + i * wsh + j0 * wsw;
+       for (int64_t k = 0; k < g.K; ++k) {
+         for (int64_t jj = 0; jj < nj; ++jj) wblock[jj * g.K + k] = static_cast<A>(base[k * wsc + jj * wsw]);
+       }
+     }
+     for (int64_t j = j0; j < j0 + nj; ++j) {
+      const A* W1 = wblock.data() + (j - j0) * g.K;
       const A* W2 = W1 + n1;
       const A* W3 = W2 + n2;
       const int64_t y0 = cell_start(i, g.H, g.fh), y1 = cell_start(i + 1, g.H, g.fh);
@@ -70,10 +80,12 @@ void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at:
         tiy.resize(nt);
         tix.resize(nt);
         valid.resize(nt);
+        bool any_invalid = false;
         for (int64_t t = 0; t < nt; ++t) {
           tiy[t] = map_coord(ya - r + t / tw, g.H, g.mode);
           tix[t] = map_coord(x0 - r + t % tw, g.W, g.mode);
           valid[t] = tiy[t] >= 0 && tix[t] >= 0;
+          any_invalid = any_invalid || !valid[t];
         }
         const T* xb = xd + b * xsb;
         for (int64_t ci = 0; ci < g.Cin; ++ci) {
@@ -87,7 +99,10 @@ void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at:
         for (int64_t h = 0; h < g.hidden; ++h) {
           A* eh = e.data() + h * nt;
           const A s = v[0][h], sh = v[1][h];
-          for (int64_t t = 0; t < nt; ++t) eh[t] = valid[t] ? relu6(affine(eh[t], s, sh)) : A(0);
+          for (int64_t t = 0; t < nt; ++t) eh[t] = relu6(affine(eh[t], s, sh));
+          if (any_invalid) {
+            for (int64_t t = 0; t < nt; ++t) eh[t] = valid[t] ? eh[t] : A(0);
+          }
         }
         // Depthwise kxk + BN + ReLU6 on the band's pixels.
         for (int64_t h = 0; h < g.hidden; ++h) {
@@ -122,6 +137,7 @@ void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at:
           }
         }
       }
+     }
     }
   });
 }
