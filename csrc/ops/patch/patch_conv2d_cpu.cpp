@@ -332,7 +332,12 @@ void col2im(const A* dcol, const ConvGeometry& g, const Cell& c, int64_t r0, int
             if (ix >= 0) dst[ix] += src[lx];
           };
           for (int64_t lx = 0; lx < in.lo; ++lx) border(lx);
-          for (int64_t lx = in.lo; lx < in.hi; ++lx) dst[in.base + lx * g.sw] += src[lx];
+          if (g.sw == 1) {
+            A* d = dst + in.base;
+            for (int64_t lx = in.lo; lx < in.hi; ++lx) d[lx] += src[lx];
+          } else {
+            for (int64_t lx = in.lo; lx < in.hi; ++lx) dst[in.base + lx * g.sw] += src[lx];
+          }
           for (int64_t lx = in.hi; lx < width; ++lx) border(lx);
         }
       }
