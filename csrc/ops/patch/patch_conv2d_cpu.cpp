@@ -277,12 +277,22 @@ void grad_weight_impl(const at::Tensor& go, const at::Tensor& x, const ConvGeome
               }
               continue;
             }
-            // dW_chunk (cout_g x KK) = g (cout_g x n) . cols^T (n x KK), then added.
-            colT.resize(KK * n);
-            transpose(cols.data(), KK, n, colT.data());
             part.resize(g.cout_g * KK);
-            gemm_nn(gcol.data(), colT.data(), part.data(), g.cout_g, n, KK);
-            for (int64_t q = 0; q < g.cout_g * KK; ++q) dwg[q] += part[q];
+            if (KK % 16 <= g.cout_g % 16) {
+              // dW_chunk (cout_g x KK) = g (cout_g x n) . cols^T (n x KK), then added.
+              colT.resize(KK * n);
+              transpose(cols.data(), KK, n, colT.data());
+              gemm_nn(gcol.data(), colT.data(), part.data(), g.cout_g, n, KK);
+              for (int64_t q = 0; q < g.cout_g * KK; ++q) dwg[q] += part[q];
+            } else {
+              // The other orientation (fewer leftover columns): dW^T (KK x cout_g) = cols . g^T.
+              colT.resize(g.cout_g * n);
+              transpose(gcol.data(), g.cout_g, n, colT.data());
+              gemm_nn(cols.data(), colT.data(), part.data(), KK, n, g.cout_g);
+              for (int64_t k = 0; k < KK; ++k) {
+                for (int64_t r = 0; r < g.cout_g; ++r) dwg[r * KK + k] += part[k * g.cout_g + r];
+              }
+            }
           }
         }
       }

@@ -99,6 +99,22 @@ __attribute__((target("avx2,fma"))) inline void gemm_nn_avx2(const float* w, con
       _mm256_storeu_ps(o + 3 * n, a6);
       _mm256_storeu_ps(o + 3 * n + 8, a7);
     }
+    for (; t + 8 <= n; t += 8) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      const float* w0 = w + r * red;
+      for (int64_t q = 0; q < red; ++q) {
+        const __m256 b0 = _mm256_loadu_ps(b + q * n + t);
+        a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w0 + q), b0, a0);
+        a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(w0 + red + q), b0, a1);
+        a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(w0 + 2 * red + q), b0, a2);
+        a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(w0 + 3 * red + q), b0, a3);
+      }
+      float* o = out + r * n + t;
+      _mm256_storeu_ps(o, a0);
+      _mm256_storeu_ps(o + n, a1);
+      _mm256_storeu_ps(o + 2 * n, a2);
+      _mm256_storeu_ps(o + 3 * n, a3);
+    }
     for (; t < n; ++t) {
       float acc[4] = {};
       for (int64_t q = 0; q < red; ++q) {
