@@ -80,6 +80,27 @@ def test_patch_conv2d_stride_dilation_groups(kw, mode):
     torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kw", [dict(H=9, W=7, fh=2, fw=3), dict(H=12, W=10, fh=3, fw=2, dilation=2),
+                                dict(H=6, W=6, fh=6, fw=6), dict(H=40, W=36, fh=1, fw=2, k=5)])
+def test_patch_conv2d_depthwise_direct_path(mode, kw):
+    # One input and one output channel per group at stride 1: the kernels' direct (tile) path.
+    kw = dict(kw)
+    dilation, k = kw.pop("dilation", 1), kw.pop("k", 3)
+    x, w, b = _conv_inputs(B=2, C=5, cout=5, groups=5, k=k, **kw)
+    args = (k, 1, None, mode, dilation, 5)
+    torch.testing.assert_close(patch_conv2d(x, w, *args, bias=b), ref.patch_conv2d(x, w, *args, bias=b))
+    x1, w1, b1 = (t[:1].clone().requires_grad_() if t.dim() == 4 else t.clone().requires_grad_() for t in (x, w, b))
+    if x1.shape[2] <= 12:
+        assert torch.autograd.gradcheck(lambda x, w, b: patch_conv2d(x, w, *args, bias=b), (x1, w1, b1))
+    else:  # chunks of a tall cell: gradients against the reference's autograd
+        g = torch.randn(1, 5, *x1.shape[2:], dtype=x1.dtype)
+        ours = torch.autograd.grad(patch_conv2d(x1, w1, *args, bias=b1), (x1, w1, b1), g)
+        theirs = torch.autograd.grad(ref.patch_conv2d(x1, w1, *args, bias=b1), (x1, w1, b1), g)
+        for a, r in zip(ours, theirs):
+            torch.testing.assert_close(a, r)
+
+
 def test_patch_conv2d_one_patch_is_conv2d():
     # With a 1x1 grid and zero padding, the op is F.conv2d with each image's own kernel.
     x, w, b = _conv_inputs(B=1, C=4, H=7, W=9, cout=6, k=3, fh=1, fw=1, groups=2)

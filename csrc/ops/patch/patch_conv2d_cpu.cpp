@@ -148,6 +148,72 @@ void gather_rows(const T* p, int64_t W, const Cell& c, int64_t r0, int64_t r1, A
   }
 }
 
+// Depthwise at stride 1 (one input and one output channel per group: HyperSeg's 3x3 layers):
+// direct convolution on a per-chunk input tile instead of im2col (kh * kw times less copying).
+inline bool depthwise_direct(const ConvGeometry& g) {
+  return g.cin_g == 1 && g.cout_g == 1 && g.sh == 1 && g.sw == 1;
+}
+
+struct TileShape {
+  int64_t th, tw;
+};
+
+inline TileShape tile_shape(const ConvGeometry& g, const Cell& c, int64_t r0, int64_t r1) {
+  return {(r1 - r0) + int64_t{g.dh} * (g.kh - 1), c.width() + int64_t{g.dw} * (g.kw - 1)};
+}
+
+// tile[ty * tw + tx] = x(map(y0 + r0 - ph + ty), map(x0 - pw + tx)), 0 off the image.
+template <typename T, typename A>
+void gather_tile(const T* xc, const Strides& xs, const ConvGeometry& g, const Cell& c, int64_t r0, TileShape ts,
+                 A* tile) {
+  const int64_t base = c.x0 - g.pw;
+  const int64_t lo = std::min(ts.tw, std::max<int64_t>(0, -base));
+  const int64_t hi = std::max(lo, std::min(ts.tw, g.W - base));
+  for (int64_t ty = 0; ty < ts.th; ++ty) {
+    A* dst = tile + ty * ts.tw;
+    const int64_t iy = map_coord(c.y0 + r0 - g.ph + ty, g.H, g.mode);
+    if (iy < 0) {
+      std::fill(dst, dst + ts.tw, A(0));
+      continue;
+    }
+    const T* src = xc + iy * xs.h;
+    auto border = [&](int64_t tx) {
+      const int64_t ix = map_coord(base + tx, g.W, g.mode);
+      dst[tx] = ix >= 0 ? static_cast<A>(src[ix * xs.w]) : A(0);
+    };
+    for (int64_t tx = 0; tx < lo; ++tx) border(tx);
+    if (xs.w == 1) {
+      const T* sr = src + base;
+      for (int64_t tx = lo; tx < hi; ++tx) dst[tx] = static_cast<A>(sr[tx]);
+    } else {
+      for (int64_t tx = lo; tx < hi; ++tx) dst[tx] = static_cast<A>(src[(base + tx) * xs.w]);
+    }
+    for (int64_t tx = hi; tx < ts.tw; ++tx) border(tx);
+  }
+}
+
+// Adds a tile's gradient to the input-gradient plane gxc (contiguous), through the same mapping.
+template <typename A>
+void scatter_tile(const A* dtile, const ConvGeometry& g, const Cell& c, int64_t r0, TileShape ts, A* gxc) {
+  const int64_t base = c.x0 - g.pw;
+  const int64_t lo = std::min(ts.tw, std::max<int64_t>(0, -base));
+  const int64_t hi = std::max(lo, std::min(ts.tw, g.W - base));
+  for (int64_t ty = 0; ty < ts.th; ++ty) {
+    const int64_t iy = map_coord(c.y0 + r0 - g.ph + ty, g.H, g.mode);
+    if (iy < 0) continue;
+    const A* src = dtile + ty * ts.tw;
+    A* dst = gxc + iy * g.W;
+    auto border = [&](int64_t tx) {
+      const int64_t ix = map_coord(base + tx, g.W, g.mode);
+      if (ix >= 0) dst[ix] += src[tx];
+    };
+    for (int64_t tx = 0; tx < lo; ++tx) border(tx);
+    A* d = dst + base;
+    for (int64_t tx = lo; tx < hi; ++tx) d[tx] += src[tx];
+    for (int64_t tx = hi; tx < ts.tw; ++tx) border(tx);
+  }
+}
+
 template <typename T, typename A>
 void forward_impl(const at::Tensor& x, const at::Tensor& weight, const T* bias, const ConvGeometry& g,
                   at::Tensor& out) {
@@ -171,7 +237,6 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const T* bias, 
           cols.resize(KK * n);
           acc.resize(g.cout_g * n);
           for (int64_t grp = 0; grp < g.groups; ++grp) {
-            im2col<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, r0, r1, cols.data());
             const A* wgrp = wl.data() + (j - j0) * g.K + grp * g.cout_g * KK;
             auto store = [&](int64_t r, const A* a) {
               const int64_t co = grp * g.cout_g + r;
@@ -183,6 +248,25 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const T* bias, 
                 for (int64_t lx = 0; lx < c.width(); ++lx) o[lx] = static_cast<T>(s[lx] + bv);
               }
             };
+            if (depthwise_direct(g)) {
+              const TileShape ts = tile_shape(g, c, r0, r1);
+              cols.resize(ts.th * ts.tw);
+              gather_tile<T, A>(xd + b * xs.b + grp * xs.c, xs, g, c, r0, ts, cols.data());
+              std::fill(acc.begin(), acc.begin() + n, A(0));
+              for (int ky = 0; ky < g.kh; ++ky) {
+                for (int kx = 0; kx < g.kw; ++kx) {
+                  const A wv = wgrp[ky * g.kw + kx];
+                  for (int64_t row = 0; row < r1 - r0; ++row) {
+                    const A* t = cols.data() + (row + int64_t{ky} * g.dh) * ts.tw + int64_t{kx} * g.dw;
+                    A* a = acc.data() + row * c.width();
+                    for (int64_t lx = 0; lx < c.width(); ++lx) a[lx] += wv * t[lx];
+                  }
+                }
+              }
+              store(0, acc.data());
+              continue;
+            }
+            im2col<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, r0, r1, cols.data());
             if (n < kSmall) {
               colT.resize(KK * n);
               transpose(cols.data(), KK, n, colT.data());
@@ -249,12 +333,28 @@ void grad_weight_impl(const at::Tensor& go, const at::Tensor& x, const ConvGeome
           cols.resize(KK * n);
           gcol.resize(g.cout_g * n);
           for (int64_t grp = 0; grp < g.groups; ++grp) {
-            im2col<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, r0, r1, cols.data());
             for (int64_t r = 0; r < g.cout_g; ++r) {
               gather_rows<T, A>(gd + (b * g.Cout + grp * g.cout_g + r) * g.Ho * g.Wo, g.Wo, c, r0, r1,
                                 gcol.data() + r * n);
             }
             A* dwg = dw.data() + (j - j0) * g.K + grp * g.cout_g * KK;
+            if (depthwise_direct(g)) {
+              const TileShape ts = tile_shape(g, c, r0, r1);
+              cols.resize(ts.th * ts.tw);
+              gather_tile<T, A>(xd + b * xs.b + grp * xs.c, xs, g, c, r0, ts, cols.data());
+              for (int ky = 0; ky < g.kh; ++ky) {
+                for (int kx = 0; kx < g.kw; ++kx) {
+                  A sum = A(0);
+                  for (int64_t row = 0; row < r1 - r0; ++row) {
+                    sum += dot(gcol.data() + row * c.width(),
+                               cols.data() + (row + int64_t{ky} * g.dh) * ts.tw + int64_t{kx} * g.dw, c.width());
+                  }
+                  dwg[ky * g.kw + kx] += sum;
+                }
+              }
+              continue;
+            }
+            im2col<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, r0, r1, cols.data());
             if (n < kSmall) {
               // dW[r][k] += g[r][t] x[k][t], t in order, vectorised over k.
               colT.resize(KK * n);
@@ -389,6 +489,22 @@ void grad_input_impl(const at::Tensor& go, const at::Tensor& weight, const ConvG
                                     gcol.data() + r * n);
                 }
                 const A* wgrp = wl.data() + (j - j0) * g.K + grp * g.cout_g * KK;
+                if (depthwise_direct(g)) {
+                  const TileShape ts = tile_shape(g, c, r0, r1);
+                  dcol.assign(ts.th * ts.tw, A(0));
+                  for (int ky = 0; ky < g.kh; ++ky) {
+                    for (int kx = 0; kx < g.kw; ++kx) {
+                      const A wv = wgrp[ky * g.kw + kx];
+                      for (int64_t row = 0; row < r1 - r0; ++row) {
+                        A* t = dcol.data() + (row + int64_t{ky} * g.dh) * ts.tw + int64_t{kx} * g.dw;
+                        const A* gr = gcol.data() + row * c.width();
+                        for (int64_t lx = 0; lx < c.width(); ++lx) t[lx] += wv * gr[lx];
+                      }
+                    }
+                  }
+                  scatter_tile<A>(dcol.data(), g, c, r0, ts, gxd + (b * g.Cin + grp) * g.H * g.W);
+                  continue;
+                }
                 if (n < kSmall) {
                   // dcol[t][k] = sum_r W[r][k] g[r][t], vectorised over k, then back to [k][t].
                   dcolT.assign(KK * n, A(0));
