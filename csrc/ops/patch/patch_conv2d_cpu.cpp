@@ -311,6 +311,81 @@ at::Tensor patch_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight_in,
   return out.to(x_in.scalar_type());
 }
 
+// Adds one chunk's weight gradient of one group to dwg (cout_g x KK): x is read from xg (image b,
+// the group's first input channel), the output gradient is gcol (cout_g x n, the chunk's pixels).
+template <typename T, typename A>
+void weight_grad_chunk(const T* xg, const Strides& xs, const ConvGeometry& g, const Cell& c, int64_t r0,
+                       int64_t r1, const A* gcol, A* dwg, std::vector<A>& cols, std::vector<A>& colT,
+                       std::vector<A>& part) {
+  const int64_t KK = g.cin_g * g.kh * g.kw, n = (r1 - r0) * c.width();
+  cols.resize(std::max(KK * n, int64_t{1}));
+  if (depthwise_direct(g)) {
+    const TileShape ts = tile_shape(g, c, r0, r1);
+    cols.resize(ts.th * ts.tw);
+    gather_tile<T, A>(xg, xs, g, c, r0, ts, cols.data());
+    for (int ky = 0; ky < g.kh; ++ky) {
+      for (int kx = 0; kx < g.kw; ++kx) {
+        A sum = A(0);
+        for (int64_t row = 0; row < r1 - r0; ++row) {
+          sum += dot(gcol + row * c.width(),
+                     cols.data() + (row + int64_t{ky} * g.dh) * ts.tw + int64_t{kx} * g.dw, c.width());
+        }
+        dwg[ky * g.kw + kx] += sum;
+      }
+    }
+    return;
+  }
+  im2col<T, A>(xg, xs, g, c, r0, r1, cols.data());
+  if (n < kSmall) {
+    // dW[r][k] += g[r][t] x[k][t], t in order, vectorised over k.
+    colT.resize(KK * n);
+    transpose(cols.data(), KK, n, colT.data());
+    for (int64_t t = 0; t < n; ++t) {
+      const A* ct = colT.data() + t * KK;
+      for (int64_t r = 0; r < g.cout_g; ++r) {
+        const A gv = gcol[r * n + t];
+        A* dwr = dwg + r * KK;
+        for (int64_t k = 0; k < KK; ++k) dwr[k] += gv * ct[k];
+      }
+    }
+    return;
+  }
+  if (g.cout_g < 4) {
+    // Few output channels (depthwise): one dot product per kernel entry.
+    for (int64_t r = 0; r < g.cout_g; ++r) {
+      A* dwr = dwg + r * KK;
+      for (int64_t k = 0; k < KK; ++k) dwr[k] += dot(gcol + r * n, cols.data() + k * n, n);
+    }
+    return;
+  }
+  part.resize(g.cout_g * KK);
+  if (KK % 16 <= g.cout_g % 16) {
+    // dW_chunk (cout_g x KK) = g (cout_g x n) . cols^T (n x KK), then added.
+    colT.resize(KK * n);
+    transpose(cols.data(), KK, n, colT.data());
+    gemm_nn(gcol, colT.data(), part.data(), g.cout_g, n, KK);
+    for (int64_t q = 0; q < g.cout_g * KK; ++q) dwg[q] += part[q];
+  } else {
+    // The other orientation (fewer leftover columns): dW^T (KK x cout_g) = cols . g^T.
+    colT.resize(g.cout_g * n);
+    transpose(gcol, g.cout_g, n, colT.data());
+    gemm_nn(cols.data(), colT.data(), part.data(), KK, n, g.cout_g);
+    for (int64_t k = 0; k < KK; ++k) {
+      for (int64_t r = 0; r < g.cout_g; ++r) dwg[r * KK + k] += part[k * g.cout_g + r];
+    }
+  }
+}
+
+// Writes the weight gradients dw[(j - j0) * K + k] of patches (i, j0 .. j0 + nj - 1) of image b
+// to gw (contiguous (B, K, fh, fw)), a kernel entry's neighbouring patches side by side.
+template <typename T, typename A>
+void store_weight_block(const A* dw, const ConvGeometry& g, int64_t b, int64_t i, int64_t j0, int64_t nj, T* gwd) {
+  T* dst = gwd + (b * g.K * g.fh + i) * g.fw + j0;
+  for (int64_t k = 0; k < g.K; ++k) {
+    for (int64_t jj = 0; jj < nj; ++jj) dst[k * g.fh * g.fw + jj] = static_cast<T>(dw[jj * g.K + k]);
+  }
+}
+
 template <typename T, typename A>
 void grad_weight_impl(const at::Tensor& go, const at::Tensor& x, const ConvGeometry& g, at::Tensor& gw) {
   const Strides xs = strides_of(x);
@@ -330,76 +405,18 @@ void grad_weight_impl(const at::Tensor& go, const at::Tensor& x, const ConvGeome
         const int64_t step = rows_per_chunk(c);
         for (int64_t r0 = 0; r0 < c.height(); r0 += step) {
           const int64_t r1 = std::min(c.height(), r0 + step), n = (r1 - r0) * c.width();
-          cols.resize(KK * n);
           gcol.resize(g.cout_g * n);
           for (int64_t grp = 0; grp < g.groups; ++grp) {
             for (int64_t r = 0; r < g.cout_g; ++r) {
               gather_rows<T, A>(gd + (b * g.Cout + grp * g.cout_g + r) * g.Ho * g.Wo, g.Wo, c, r0, r1,
                                 gcol.data() + r * n);
             }
-            A* dwg = dw.data() + (j - j0) * g.K + grp * g.cout_g * KK;
-            if (depthwise_direct(g)) {
-              const TileShape ts = tile_shape(g, c, r0, r1);
-              cols.resize(ts.th * ts.tw);
-              gather_tile<T, A>(xd + b * xs.b + grp * xs.c, xs, g, c, r0, ts, cols.data());
-              for (int ky = 0; ky < g.kh; ++ky) {
-                for (int kx = 0; kx < g.kw; ++kx) {
-                  A sum = A(0);
-                  for (int64_t row = 0; row < r1 - r0; ++row) {
-                    sum += dot(gcol.data() + row * c.width(),
-                               cols.data() + (row + int64_t{ky} * g.dh) * ts.tw + int64_t{kx} * g.dw, c.width());
-                  }
-                  dwg[ky * g.kw + kx] += sum;
-                }
-              }
-              continue;
-            }
-            im2col<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, r0, r1, cols.data());
-            if (n < kSmall) {
-              // dW[r][k] += g[r][t] x[k][t], t in order, vectorised over k.
-              colT.resize(KK * n);
-              transpose(cols.data(), KK, n, colT.data());
-              for (int64_t t = 0; t < n; ++t) {
-                const A* ct = colT.data() + t * KK;
-                for (int64_t r = 0; r < g.cout_g; ++r) {
-                  const A gv = gcol[r * n + t];
-                  A* dwr = dwg + r * KK;
-                  for (int64_t k = 0; k < KK; ++k) dwr[k] += gv * ct[k];
-                }
-              }
-              continue;
-            }
-            if (g.cout_g < 4) {
-              // Few output channels (depthwise): one dot product per kernel entry.
-              for (int64_t r = 0; r < g.cout_g; ++r) {
-                A* dwr = dwg + r * KK;
-                for (int64_t k = 0; k < KK; ++k) dwr[k] += dot(gcol.data() + r * n, cols.data() + k * n, n);
-              }
-              continue;
-            }
-            part.resize(g.cout_g * KK);
-            if (KK % 16 <= g.cout_g % 16) {
-              // dW_chunk (cout_g x KK) = g (cout_g x n) . cols^T (n x KK), then added.
-              colT.resize(KK * n);
-              transpose(cols.data(), KK, n, colT.data());
-              gemm_nn(gcol.data(), colT.data(), part.data(), g.cout_g, n, KK);
-              for (int64_t q = 0; q < g.cout_g * KK; ++q) dwg[q] += part[q];
-            } else {
-              // The other orientation (fewer leftover columns): dW^T (KK x cout_g) = cols . g^T.
-              colT.resize(g.cout_g * n);
-              transpose(gcol.data(), g.cout_g, n, colT.data());
-              gemm_nn(cols.data(), colT.data(), part.data(), KK, n, g.cout_g);
-              for (int64_t k = 0; k < KK; ++k) {
-                for (int64_t r = 0; r < g.cout_g; ++r) dwg[r * KK + k] += part[k * g.cout_g + r];
-              }
-            }
+            weight_grad_chunk<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, r0, r1, gcol.data(),
+                                    dw.data() + (j - j0) * g.K + grp * g.cout_g * KK, cols, colT, part);
           }
         }
       }
-      T* dst = gwd + (b * g.K * g.fh + i) * g.fw + j0;
-      for (int64_t k = 0; k < g.K; ++k) {
-        for (int64_t jj = 0; jj < nj; ++jj) dst[k * g.fh * g.fw + jj] = static_cast<T>(dw[jj * g.K + k]);
-      }
+      store_weight_block<T, A>(dw.data(), g, b, i, j0, nj, gwd);
     }
   });
 }
