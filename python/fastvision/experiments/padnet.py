@@ -263,7 +263,7 @@ def run_padnet_experiment(exp: PadNetExperiment) -> dict:
         f"(epochs: {epochs}; Adam lr {default_lr(exp.data.source):g}, betas (0.9, 0.99), "
         f"weight decay 1e-3, batch "
         f"{exp.batch_size}, AAL; KD adds SKT's intra- + cross-layer terms, 0.5 each, as means over "
-        f"positions / FSP entries). "
+        f"positions and layers / FSP entries and pairs). "
         f"Peaks of sigmoid >= 0.5 in 5x5 windows, matched one-to-one within 3 px. "
         f"Params counted exactly, MFLOPs = mega multiply-accumulates at 112 x 48 (the paper's "
         f"unit).\n\n{_table(rows)}\n\n"
