@@ -79,7 +79,7 @@ import torch.nn.functional as F
 
 from ._registry import finish, register_model
 from .efficientnet import EfficientNetFeatures
-from ..nn.patch import HyperPatchConv2d, HyperPatchInvertedResidual, HyperPatchNoPadding
+from ..nn.patch import HyperPatchConv2d, HyperPatchInvertedResidual, HyperPatchNoPadding, next_multiple
 
 __all__ = [
     "HyperSeg",
@@ -93,11 +93,6 @@ __all__ = [
 ]
 
 _HYPER_LAYERS = (HyperPatchNoPadding, HyperPatchConv2d, HyperPatchInvertedResidual)
-
-
-def next_multiple(x: int, base: int) -> int:
-    """Smallest multiple of ``base`` that is >= ``x``."""
-    return -(-int(x) // int(base)) * int(base)
 
 
 def _groups_by_size(out_features: Sequence[int]):

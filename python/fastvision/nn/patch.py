@@ -17,8 +17,6 @@ it to the per-patch kernels, used as they come (no permute / contiguous copies).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 from torch.nn.modules.utils import _pair
@@ -32,7 +30,7 @@ __all__ = ["HyperPatchConv2d", "HyperPatchInvertedResidual", "HyperPatchNoPaddin
 
 def next_multiple(x: int, base: int) -> int:
     """The smallest multiple of ``base`` that is ``>= x`` (HyperSeg's ``next_multiply``)."""
-    return int(math.ceil(x / base) * base)
+    return -(-int(x) // int(base)) * int(base)
 
 
 class _HyperPatchLayer(nn.Module):
