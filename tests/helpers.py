@@ -1,5 +1,8 @@
 """Shared parametrisations and input factories for the op tests."""
 
+import gzip
+import os
+
 import pytest
 import torch
 
@@ -33,3 +36,22 @@ def ragged_lengths(B, P, device="cpu", seed=0, minimum=0):
     lengths = torch.randint(minimum, P + 1, (B,), generator=g)
     lengths[0] = P
     return lengths.to(device)
+
+
+OFFICIAL_STATE_DICTS = os.path.join(os.path.dirname(__file__), "data", "official_state_dicts")
+
+
+def official_listing(name):
+    """The committed official state-dict listing of model ``name``: ``[(key, shape), ...]``."""
+    with gzip.open(os.path.join(OFFICIAL_STATE_DICTS, f"{name}.txt.gz"), "rt") as f:
+        rows = [line.rstrip("\n").split(" ") for line in f]
+    return [(key, tuple(int(s) for s in shape.split(",") if s)) for key, shape in rows]
+
+
+def listing(model):
+    """``[(key, shape), ...]`` of ``model.state_dict()``, in order."""
+    return [(key, tuple(v.shape)) for key, v in model.state_dict().items()]
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())

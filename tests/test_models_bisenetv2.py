@@ -1,29 +1,11 @@
 """fastvision.models.bisenetv2: BiSeNet V2 in the official CoinCheung layout."""
 
-import gzip
-import os
-
 import pytest
 import torch
 
+from helpers import listing, n_params, official_listing
 from fastvision.models import get_model
 from fastvision.models.bisenetv2 import BiSeNetV2, GELayerS1, GELayerS2, drop_booster_heads
-
-OFFICIAL = os.path.join(os.path.dirname(__file__), "data", "official_state_dicts")
-
-
-def official_listing(name):
-    with gzip.open(os.path.join(OFFICIAL, f"{name}.txt.gz"), "rt") as f:
-        rows = [line.rstrip("\n").split(" ") for line in f]
-    return [(key, tuple(int(s) for s in shape.split(",") if s)) for key, shape in rows]
-
-
-def listing(model):
-    return [(key, tuple(v.shape)) for key, v in model.state_dict().items()]
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,13 @@
 
 import copy
 import functools
-import gzip
-import os
 from collections import OrderedDict
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import listing, n_params, official_listing
 from fastvision.models import get_model, list_models
 from fastvision.models.hrnet import (
     HighResolutionModule,
@@ -19,7 +18,6 @@ from fastvision.models.hrnet import (
     strip_official_wrapper,
 )
 
-OFFICIAL = os.path.join(os.path.dirname(__file__), "data", "official_state_dicts")
 
 # Parameter counts of the official models (tools/gen_official_keys.py builds them from the
 # official code; seg at 19 classes, pose at 17 joints, detection = backbone + HRFPN(256)).
@@ -39,16 +37,6 @@ OFFICIAL_PARAMS = {
 }
 
 
-def official_listing(name):
-    with gzip.open(os.path.join(OFFICIAL, f"{name}.txt.gz"), "rt") as f:
-        rows = [line.rstrip("\n").split(" ") for line in f]
-    return [(key, tuple(int(s) for s in shape.split(",") if s)) for key, shape in rows]
-
-
-def listing(model):
-    return [(key, tuple(v.shape)) for key, v in model.state_dict().items()]
-
-
 def meta_model(name, **kwargs):
     # Shapes and counts only: the meta device skips allocation and initialisation.
     with torch.device("meta"):
@@ -59,10 +47,6 @@ def meta_model(name, **kwargs):
 def shared_meta_model(name):
     """One meta build per variant for the tests that only read it."""
     return meta_model(name).eval()
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 def calibrated(model, x):

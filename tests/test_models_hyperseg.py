@@ -22,6 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import OFFICIAL_STATE_DICTS, listing, n_params, official_listing
 from fastvision.cli import main
 from fastvision.models import convert_official_state_dict, get_model, list_models
 from fastvision.models.hyperseg import (
@@ -31,7 +32,7 @@ from fastvision.models.hyperseg import (
     divide_feature_legacy,
 )
 
-OFFICIAL = os.path.join(os.path.dirname(__file__), "data", "official_state_dicts")
+OFFICIAL = OFFICIAL_STATE_DICTS
 NAMES = ["hyperseg_m_cityscapes", "hyperseg_s_cityscapes", "hyperseg_s_camvid",
          "hyperseg_l_camvid", "hyperseg_l_voc"]
 # tools/gen_official_keys.py: the official models of configs/train/*.py (Cityscapes 19 classes,
@@ -45,20 +46,6 @@ PARAMS = {
 }
 CLASSES = {"hyperseg_m_cityscapes": 19, "hyperseg_s_cityscapes": 19, "hyperseg_s_camvid": 12,
            "hyperseg_l_camvid": 12, "hyperseg_l_voc": 21}
-
-
-def official_listing(name):
-    with gzip.open(os.path.join(OFFICIAL, f"{name}.txt.gz"), "rt") as f:
-        rows = [line.rstrip("\n").split(" ") for line in f]
-    return [(key, tuple(int(s) for s in shape.split(",") if s)) for key, shape in rows]
-
-
-def listing(model):
-    return [(key, tuple(v.shape)) for key, v in model.state_dict().items()]
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 @functools.lru_cache(maxsize=None)

@@ -108,6 +108,20 @@ inline ConvGeometry conv_geometry(const at::Tensor& x, const at::Tensor& weight,
   return g;
 }
 
+// The geometry of _patch_conv2d_backward's arguments: conv_geometry's checks plus grad_out's.
+inline ConvGeometry backward_geometry(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
+                                      at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                                      int64_t mode) {
+  const ConvGeometry g = conv_geometry(x, weight, std::nullopt, kernel_size, stride, padding, dilation,
+                                       groups, mode);
+  const char* op = "patch_conv2d_backward";
+  FV_CHECK(grad_out.sizes() == at::IntArrayRef({g.B, g.Cout, g.Ho, g.Wo}), op, "grad_out must have shape (",
+           g.B, ", ", g.Cout, ", ", g.Ho, ", ", g.Wo, "), got ", grad_out.sizes());
+  check_same_device(grad_out, x, op, "grad_out", "x");
+  return g;
+}
+
 // The input rows (or columns) that taps of output cell i can read, after border mapping:
 // [lo, hi] of the mapped coordinates of [start * s - p, (end - 1) * s - p + d (k - 1)].
 inline std::pair<int64_t, int64_t> cell_read_range(int64_t i, int64_t n_out, int64_t f, int64_t n_in,

@@ -555,11 +555,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cpu(
     at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, int64_t padding_mode, bool need_x, bool need_weight,
     bool need_bias) {
-  const ConvGeometry g = conv_geometry(x_in, weight_in, std::nullopt, kernel_size, stride, padding,
-                                       dilation, groups, padding_mode);
-  FV_CHECK(grad_out_in.sizes() == at::IntArrayRef({g.B, g.Cout, g.Ho, g.Wo}), "patch_conv2d_backward",
-           "grad_out must have shape (", g.B, ", ", g.Cout, ", ", g.Ho, ", ", g.Wo, "), got ",
-           grad_out_in.sizes());
+  const ConvGeometry g = backward_geometry(grad_out_in, x_in, weight_in, kernel_size, stride, padding,
+                                           dilation, groups, padding_mode);
   const at::Tensor x = as_compute(x_in), weight = as_compute(weight_in);
   const at::Tensor go = as_compute(grad_out_in).to(x.scalar_type()).contiguous();
   at::Tensor gx, gw, gb;

@@ -248,12 +248,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cuda(
     at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, int64_t padding_mode, bool need_x, bool need_weight,
     bool need_bias) {
-  const ConvGeometry g = conv_geometry(x_in, weight_in, std::nullopt, kernel_size, stride, padding,
-                                       dilation, groups, padding_mode);
-  FV_CHECK(grad_out_in.sizes() == at::IntArrayRef({g.B, g.Cout, g.Ho, g.Wo}), "patch_conv2d_backward",
-           "grad_out must have shape (", g.B, ", ", g.Cout, ", ", g.Ho, ", ", g.Wo, "), got ",
-           grad_out_in.sizes());
-  check_same_device(grad_out_in, x_in, "patch_conv2d_backward", "grad_out", "x");
+  const ConvGeometry g = backward_geometry(grad_out_in, x_in, weight_in, kernel_size, stride, padding,
+                                           dilation, groups, padding_mode);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::ScalarType ct = compute_type(x_in.scalar_type());
   const at::Tensor x = x_in.to(ct), weight = weight_in.to(ct), go = grad_out_in.to(ct).contiguous();
