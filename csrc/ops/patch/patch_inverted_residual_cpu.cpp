@@ -7,7 +7,9 @@
 // with the patch's weights (halo pixels included: HyperSeg expands them with the weights of the
 // patch that reads them), then the depthwise and the projection run on the tile in per-thread
 // buffers; only the block's output is written. Sums run in the index order of the CUDA kernel
-// (input channels, taps, hidden channels), from zero, then the folded BN affine.
+// (input channels, taps, hidden channels), from zero, then the folded BN affine. The per-item
+// code is compiled twice, for the baseline x86-64 ISA and for AVX2 + FMA (float32, chosen at run
+// time; -ffp-contract=off still keeps separate multiplies and adds outside the GEMM kernel).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -30,39 +32,44 @@ template <typename T>
 using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 template <typename T, typename A>
-void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at::Tensor, 6>& bn,
-             const IrGeometry& g, at::Tensor& out) {
-  const T* xd = x.const_data_ptr<T>();
-  const T* wd = weight.const_data_ptr<T>();
-  const int64_t xsb = x.stride(0), xsc = x.stride(1), xsh = x.stride(2), xsw = x.stride(3);
-  const int64_t wsb = weight.stride(0), wsc = weight.stride(1), wsh = weight.stride(2),
-                wsw = weight.stride(3);
-  std::array<std::vector<A>, 6> v;
-  for (int i = 0; i < 6; ++i) {
-    const at::Tensor c = bn[i].contiguous();
-    const T* p = c.const_data_ptr<T>();
-    v[i].assign(p, p + c.numel());
-  }
-  T* od = out.mutable_data_ptr<T>();
-  const int r = g.k / 2, kk = g.k * g.k;
-  const int64_t n1 = g.Cin * g.hidden, n2 = g.hidden * kk;
-  // Work items: (image, patch row, block of kJBlock patches); the block's kernels are read
-  // together and transposed (neighbouring patches' entries share cache lines).
-  const int64_t jblocks = (g.fw + kJBlock - 1) / kJBlock;
-  at::parallel_for(0, g.B * g.fh * jblocks, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<A> wblock(kJBlock * g.K), xin, e, d, acc;
-    std::vector<int64_t> tiy, tix;
-    std::vector<char> valid;
-    for (int64_t item = w0; item < w1; ++item) {
-     const int64_t b = item / (g.fh * jblocks), i = item / jblocks % g.fh, j0 = item % jblocks * kJBlock;
-     const int64_t nj = std::min(kJBlock, g.fw - j0);
-     {
-       const T* base = wd + b * wsb + i * wsh + j0 * wsw;
-       for (int64_t k = 0; k < g.K; ++k) {
-         for (int64_t jj = 0; jj < nj; ++jj) wblock[jj * g.K + k] = static_cast<A>(base[k * wsc + jj * wsw]);
-       }
-     }
-     for (int64_t j = j0; j < j0 + nj; ++j) {
+struct IrArgs {
+  const IrGeometry& g;
+  const T* xd;
+  const T* wd;
+  int64_t xsb, xsc, xsh, xsw, wsb, wsc, wsh, wsw;
+  const std::array<std::vector<A>, 6>& v;
+  T* od;
+  int r, kk;
+  int64_t n1, n2, jblocks;
+};
+
+// Work items [w0, w1): (image, patch row, block of kJBlock patches); the block's kernels are read
+// together and transposed (neighbouring patches' entries share cache lines). Always inlined into
+// the two entry points below, so the same source is compiled for the baseline ISA and for AVX2.
+template <typename T, typename A>
+__attribute__((always_inline)) inline void ir_items(const IrArgs<T, A>& args, int64_t w0, int64_t w1) {
+  const IrGeometry& g = args.g;
+  const T* xd = args.xd;
+  const T* wd = args.wd;
+  const int64_t xsb = args.xsb, xsc = args.xsc, xsh = args.xsh, xsw = args.xsw;
+  const int64_t wsb = args.wsb, wsc = args.wsc, wsh = args.wsh, wsw = args.wsw;
+  const std::array<std::vector<A>, 6>& v = args.v;
+  T* od = args.od;
+  const int r = args.r, kk = args.kk;
+  const int64_t n1 = args.n1, n2 = args.n2, jblocks = args.jblocks;
+  std::vector<A> wblock(kJBlock * g.K), xin, e, d, acc;
+  std::vector<int64_t> tiy, tix;
+  std::vector<char> valid;
+  for (int64_t item = w0; item < w1; ++item) {
+    const int64_t b = item / (g.fh * jblocks), i = item / jblocks % g.fh, j0 = item % jblocks * kJBlock;
+    const int64_t nj = std::min(kJBlock, g.fw - j0);
+    {
+      const T* base = wd + b * wsb + i * wsh + j0 * wsw;
+      for (int64_t k = 0; k < g.K; ++k) {
+        for (int64_t jj = 0; jj < nj; ++jj) wblock[jj * g.K + k] = static_cast<A>(base[k * wsc + jj * wsw]);
+      }
+    }
+    for (int64_t j = j0; j < j0 + nj; ++j) {
       const A* W1 = wblock.data() + (j - j0) * g.K;
       const A* W2 = W1 + n1;
       const A* W3 = W2 + n2;
@@ -137,8 +144,46 @@ void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at:
           }
         }
       }
-     }
     }
+  }
+}
+
+template <typename T, typename A>
+void ir_items_baseline(const IrArgs<T, A>& args, int64_t w0, int64_t w1) {
+  ir_items<T, A>(args, w0, w1);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) void ir_items_avx2(const IrArgs<float, float>& args, int64_t w0, int64_t w1) {
+  ir_items<float, float>(args, w0, w1);
+}
+#endif
+
+template <typename T, typename A>
+void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at::Tensor, 6>& bn,
+             const IrGeometry& g, at::Tensor& out) {
+  std::array<std::vector<A>, 6> v;
+  for (int i = 0; i < 6; ++i) {
+    const at::Tensor c = bn[i].contiguous();
+    const T* p = c.const_data_ptr<T>();
+    v[i].assign(p, p + c.numel());
+  }
+  const int r = g.k / 2, kk = g.k * g.k;
+  const IrArgs<T, A> args{g, x.const_data_ptr<T>(), weight.const_data_ptr<T>(),
+                          x.stride(0), x.stride(1), x.stride(2), x.stride(3),
+                          weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3),
+                          v, out.mutable_data_ptr<T>(), r, kk, g.Cin * g.hidden, g.hidden * kk,
+                          (g.fw + kJBlock - 1) / kJBlock};
+  at::parallel_for(0, g.B * g.fh * args.jblocks, 1, [&](int64_t w0, int64_t w1) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if constexpr (std::is_same_v<T, float> && std::is_same_v<A, float>) {
+      if (gemm_detail::cpu_has_avx2()) {
+        ir_items_avx2(args, w0, w1);
+        return;
+      }
+    }
+#endif
+    ir_items_baseline<T, A>(args, w0, w1);
   });
 }
 
