@@ -255,12 +255,8 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const T* bias, 
               std::fill(acc.begin(), acc.begin() + n, A(0));
               for (int ky = 0; ky < g.kh; ++ky) {
                 for (int kx = 0; kx < g.kw; ++kx) {
-                  const A wv = wgrp[ky * g.kw + kx];
-                  for (int64_t row = 0; row < r1 - r0; ++row) {
-                    const A* t = cols.data() + (row + int64_t{ky} * g.dh) * ts.tw + int64_t{kx} * g.dw;
-                    A* a = acc.data() + row * c.width();
-                    for (int64_t lx = 0; lx < c.width(); ++lx) a[lx] += wv * t[lx];
-                  }
+                  axpy_rows(acc.data(), c.width(), cols.data() + int64_t{ky} * g.dh * ts.tw + int64_t{kx} * g.dw,
+                            ts.tw, r1 - r0, c.width(), wgrp[ky * g.kw + kx]);
                 }
               }
               store(0, acc.data());
@@ -325,12 +321,8 @@ void weight_grad_chunk(const T* xg, const Strides& xs, const ConvGeometry& g, co
     gather_tile<T, A>(xg, xs, g, c, r0, ts, cols.data());
     for (int ky = 0; ky < g.kh; ++ky) {
       for (int kx = 0; kx < g.kw; ++kx) {
-        A sum = A(0);
-        for (int64_t row = 0; row < r1 - r0; ++row) {
-          sum += dot(gcol + row * c.width(),
-                     cols.data() + (row + int64_t{ky} * g.dh) * ts.tw + int64_t{kx} * g.dw, c.width());
-        }
-        dwg[ky * g.kw + kx] += sum;
+        dwg[ky * g.kw + kx] += dot_rows(gcol, c.width(), cols.data() + int64_t{ky} * g.dh * ts.tw + int64_t{kx} * g.dw,
+                                        ts.tw, r1 - r0, c.width());
       }
     }
     return;
@@ -511,12 +503,8 @@ void grad_input_impl(const at::Tensor& go, const at::Tensor& weight, const ConvG
                   dcol.assign(ts.th * ts.tw, A(0));
                   for (int ky = 0; ky < g.kh; ++ky) {
                     for (int kx = 0; kx < g.kw; ++kx) {
-                      const A wv = wgrp[ky * g.kw + kx];
-                      for (int64_t row = 0; row < r1 - r0; ++row) {
-                        A* t = dcol.data() + (row + int64_t{ky} * g.dh) * ts.tw + int64_t{kx} * g.dw;
-                        const A* gr = gcol.data() + row * c.width();
-                        for (int64_t lx = 0; lx < c.width(); ++lx) t[lx] += wv * gr[lx];
-                      }
+                      axpy_rows(dcol.data() + int64_t{ky} * g.dh * ts.tw + int64_t{kx} * g.dw, ts.tw, gcol.data(),
+                                c.width(), r1 - r0, c.width(), wgrp[ky * g.kw + kx]);
                     }
                   }
                   scatter_tile<A>(dcol.data(), g, c, r0, ts, gxd + (b * g.Cin + grp) * g.H * g.W);
