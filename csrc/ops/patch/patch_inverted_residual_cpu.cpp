@@ -2,8 +2,9 @@
 // ReLU6, per-patch depthwise kxk over the patch plus a halo of neighbouring pixels, BN, ReLU6,
 // per-patch 1x1 project, BN, optional residual) with BatchNorm folded, for inference.
 //
-// One work item per (image, patch row, block of 16 patches). A band of the patch's output rows and its halo is a tile: the
-// input tile is gathered once through the border mapping (no padded copy of the image), expanded
+// One work item per (image, patch row, block of 16 patches). A band of a patch's output rows and
+// its halo is a tile: the input tile is gathered once through the border mapping (no padded copy
+// of the image), expanded
 // with the patch's weights (halo pixels included: HyperSeg expands them with the weights of the
 // patch that reads them), then the depthwise and the projection run on the tile in per-thread
 // buffers; only the block's output is written. Sums run in the index order of the CUDA kernel
