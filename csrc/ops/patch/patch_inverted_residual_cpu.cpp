@@ -4,10 +4,9 @@
 //
 // One work item per (image, patch row, block of 16 patches). A band of a patch's output rows and
 // its halo is a tile: the input tile is gathered once through the border mapping (no padded copy
-// of the image), expanded
-// with the patch's weights (halo pixels included: HyperSeg expands them with the weights of the
-// patch that reads them), then the depthwise and the projection run on the tile in per-thread
-// buffers; only the block's output is written. Sums run in the index order of the CUDA kernel
+// of the image), expanded with the patch's weights (halo pixels included: HyperSeg expands them
+// with the weights of the patch that reads them), then the depthwise and the projection run on
+// the tile in per-thread buffers; only the block's output is written. Sums run in the index order of the CUDA kernel
 // (input channels, taps, hidden channels), from zero, then the folded BN affine. The per-item
 // code is compiled twice, for the baseline x86-64 ISA and for AVX2 + FMA (float32, chosen at run
 // time; -ffp-contract=off still keeps separate multiplies and adds outside the GEMM kernel).
