@@ -286,6 +286,39 @@ def test_fold_rejects_other_encoders():
         fold_padnet_encoder(model.encoder)
 
 
+@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("H,W", [(1, 1), (2, 9), (5, 10), (7, 11), (9, 17), (12, 18), (6, 19),
+                                 (11, 33), (4, 40), (3, 47)])
+def test_float32_matches_float64_reference(width, H, W):
+    # float32 takes the AVX2 + FMA kernels where the CPU has them (vector columns, the overlapping
+    # last vector and scalar borders at both strides, depending on the width W).
+    g = torch.Generator().manual_seed(H * 100 + W)
+    p = torch.randn(padnet_param_count(width), generator=g, dtype=torch.float64) * 0.3
+    x = torch.randn(2, 1, H, W, generator=g, dtype=torch.float64)
+    got = padnet_encoder(x.float(), p.float(), width)
+    for a, b in zip(got, ref.padnet_encoder(x.float().double(), p.float().double(), width)):
+        assert a.dtype == torch.float32 and a.shape == b.shape
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=5e-6)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_small_batch_split_over_threads_equals_per_image(dtype):
+    # Batches smaller than the thread count split each image over the threads; the values must be
+    # those of the one-image-per-thread path exactly.
+    model = _model("padnet_x4", dtype)
+    p = fold_padnet_encoder(model.encoder).params
+    x = _image(4, 37, 29, dtype=dtype)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        full = padnet_encoder(x, p, 4)
+        for i in (0, 3):
+            for a, b in zip(padnet_encoder(x[i : i + 1], p, 4), full):
+                torch.testing.assert_close(a, b[i : i + 1], rtol=0, atol=0)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @settings(max_examples=15, deadline=None)
 @given(width=st.sampled_from([1, 2, 4]), B=st.integers(0, 3), H=st.integers(1, 24),
        W=st.integers(1, 24), seed=st.integers(0, 1000))

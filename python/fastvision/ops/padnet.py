@@ -15,9 +15,12 @@ in eval mode, with every BatchNorm folded into the convolution before it:
 
 It equals the module composition to float32 rounding (the folding and the order of the sums
 differ). CPU: one image per thread (``at::parallel_for`` over the batch), the image's
-activations in a per-thread scratch buffer. CUDA: one thread block per image, the whole encoder
-in one launch (activations in a global-memory scratch, SE reductions and gates in shared memory);
-the CUDA kernel compiles but has not run on a GPU yet.
+activations in a per-thread scratch buffer; batches smaller than the thread count (batch 1) split
+each image's layers over the threads instead, with the same values. float32 on x86-64 CPUs with
+AVX2 + FMA (checked at run time) takes vectorised kernels with fused multiply-adds (one rounding
+per term, like CUDA); float64, and float32 elsewhere, the portable ones. CUDA: one thread block
+per image, the whole encoder in one launch (activations in a global-memory scratch, SE reductions
+and gates in shared memory); the CUDA kernel compiles but has not run on a GPU yet.
 
 dtypes: float32 and float64; float16 and bfloat16 are computed in float32. Inference only: the op
 has no backward, and the wrapper raises when autograd would need one.
