@@ -2,6 +2,8 @@
 // operator registrations of every kernel file linked into the same library.
 #include <pybind11/pybind11.h>
 
+#include "fastvision/cpu_features.h"
+
 #if FV_WITH_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -17,6 +19,8 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("cuda_version") = pybind11::none();
 #endif
+  // Which build of the CPU kernels that have an AVX2 + FMA variant runs on this machine.
+  m.attr("cpu_kernels") = fastvision::cpu_avx2_fma() ? "avx2+fma" : "baseline";
 #if defined(__VERSION__)
   m.attr("compiler") = __VERSION__;
 #endif

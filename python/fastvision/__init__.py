@@ -21,4 +21,7 @@ def build_info() -> dict:
         "cuda_archs": _C.cuda_archs or None,
         "cuda_runtime_version": _C.cuda_version,
         "compiler": getattr(_C, "compiler", None),
+        # "avx2+fma" or "baseline": the CPU kernels with an AVX2 variant, as chosen on this machine
+        # (FASTVISION_CPU_BASELINE=1 forces the portable build).
+        "cpu_kernels": _C.cpu_kernels,
     }

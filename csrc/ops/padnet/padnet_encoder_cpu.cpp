@@ -37,6 +37,7 @@
 #define FV_PADNET_AVX2 0
 #endif
 
+#include "fastvision/cpu_features.h"
 #include "fastvision/inverted_bottleneck.h"
 #include "padnet_encoder_common.h"
 
@@ -80,10 +81,7 @@ __attribute__((optimize("no-tree-loop-vectorize"))) void conv1x1_planes(const A*
 // ib::gate_residual_span compiled for AVX2 (no contraction: -ffp-contract=off).
 namespace avx2 {
 
-inline bool available() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
+inline bool available() { return cpu_avx2_fma(); }
 
 // ib::activate on 8 lanes, NaN propagating: max/min return their second operand when either is
 // NaN, and max(0, -0) = -0 as in ib::clamp_0_6.

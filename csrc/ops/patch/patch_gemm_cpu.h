@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "fastvision/cpu_features.h"
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #endif
@@ -140,10 +142,7 @@ __attribute__((target("avx2"))) inline void gemm_nn_avx2(const double* w, const 
                                                         int64_t rows, int64_t red, int64_t n) {
   gemm_nn_tiled<double, 32>(w, b, out, rows, red, n);
 }
-inline bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
+inline bool cpu_has_avx2() { return cpu_avx2_fma(); }
 #endif
 
 }  // namespace gemm_detail
