@@ -14,7 +14,11 @@ def test_info_json(capsys):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert {"fastvision", "torch", "cuda_compiled", "cuda_archs", "threads", "operators"} <= set(info)
-    assert "knn_points" in info["operators"]
+    # every public operator, not only those already looked up in this process
+    assert {"knn_points", "nn_distance", "farthest_point_sample", "soft_project", "padnet_encoder",
+            "patch_conv2d", "patch_inverted_residual"} <= set(info["operators"])
+    assert not any(name.startswith("_") for name in info["operators"])
+    assert info["cpu_kernels"] in ("avx2+fma", "baseline")
 
 
 def test_python_dash_m_and_console_script():

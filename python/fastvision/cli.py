@@ -24,9 +24,11 @@ def _info(args) -> int:
             "threads": torch.get_num_threads(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            # Every registered public operator (dir(torch.ops.fastvision) lists only those
+            # already looked up).
             "operators": sorted(
-                name for name in dir(torch.ops.fastvision) if not name.startswith("__")
-                and name not in ("name", "_dir")
+                name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names()
+                if name.startswith("fastvision::") and not name.split("::", 1)[1].startswith("_")
             ),
         }
     )
