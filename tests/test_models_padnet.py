@@ -22,6 +22,7 @@ PAD = (112, 48)  # the paper's pad images: 112 rows x 48 columns
         ("mv3_11bn", {}, "mv3_11bn", 433_233, None),
         ("mv2_4bn", {}, "mv2_4bn", 240_501, None),
         ("mv2_7bn", {}, "mv2_7bn", 1_814_005, None),
+        ("unet", {}, "unet", 8_577, 4.424448),
     ],
 )
 def test_sizes_match_paper_within_5_percent(name, kwargs, key, params, mmacs):
@@ -45,6 +46,13 @@ def test_mv3_6bn_size():
     paper_params, paper_mflops = PAPER_COUNTS["mv3_6bn"]
     assert abs(221_833 / paper_params - 1) < 0.05
     assert 150.9 / paper_mflops - 1 == pytest.approx(0.06, abs=0.005)
+    # Table 1's 3x3 kernels everywhere: operations match, parameters 7% below (module docstring)
+    small = get_model("mv3_6bn", depthwise_kernel=3).eval()
+    assert count_params(small) == 204_553
+    assert count_ops(small, torch.zeros(1, 1, *PAD)).mega == pytest.approx(141.58, abs=0.01)
+    assert all(b.depthwise.kernel_size == (3, 3) for b in small.encoder.blocks)
+    with pytest.raises(ValueError, match="depthwise_kernel must be None, 3 or 5, got 7"):
+        get_model("mv3_6bn", depthwise_kernel=7)
 
 
 @pytest.mark.parametrize("name", ["mv3_6bn", "mv3_11bn", "mv2_4bn", "mv2_7bn"])
@@ -57,7 +65,7 @@ def test_comparison_encoders_output_and_taps(name):
 
 def test_registered():
     assert {"padnet", "padnet_x2", "padnet_x4", "padnet_teacher", "mv3_6bn", "mv3_11bn", "mv2_4bn",
-            "mv2_7bn"} <= set(list_models())
+            "mv2_7bn", "unet"} <= set(list_models())
 
 
 def test_table1_widths():
@@ -210,3 +218,74 @@ def test_encoder_argument_errors():
         Bneck(3, 4, 8, 4, False, "RE", 3)
     with pytest.raises(ValueError, match="nonlinearity must be 'RE' or 'HS', got 'GELU'"):
         Bneck(3, 4, 8, 4, False, "GELU", 1)
+
+
+# --- U-Net baseline (Table 6) -----------------------------------------------------------------
+
+
+def test_unet_structure():
+    model = get_model("unet")
+    assert model.encoder.widths == (2, 4, 8, 16)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    # 4 encoder levels x 2 convs, 3 decoder steps x (up-conv + 2 convs), head
+    assert len(convs) == 4 * 2 + 3 * 3 + 1
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == len(convs) - 1
+    assert model.decoder.head.out_channels == 1 and model.decoder.head.bias is not None
+    assert count_params(get_model("unet", head_kernel=3)) == 8_577 + 2 * 8
+    assert count_params(get_model("unet", widths=(4, 8, 16))) != 8_577
+    with pytest.raises(ValueError, match="widths needs >= 2 levels"):
+        get_model("unet", widths=(4,))
+    with pytest.raises(ValueError, match="head_kernel must be 1 or 3, got 5"):
+        get_model("unet", head_kernel=5)
+
+
+@pytest.mark.parametrize("size", [PAD, (37, 21), (4, 4), (1, 1)])
+def test_unet_output_at_input_resolution(size):
+    model = get_model("unet").eval()
+    out = model(torch.randn(2, 1, *size))
+    assert out.shape == (2, 1, *size) and torch.isfinite(out).all()
+
+
+def test_unet_features_and_input_checks():
+    model = get_model("unet").eval()
+    x = torch.randn(2, 1, *PAD)
+    logits, feats = model(x, return_features=True)
+    assert torch.equal(logits, model(x))
+    # the decoder steps, coarse to fine, at the resolutions of PAD-Net's three chains
+    assert [tuple(f.shape) for f in feats] == [(2, 8, 28, 12), (2, 4, 56, 24), (2, 2, 112, 48)]
+    assert [tuple(t.shape) for t in model.encoder(x)] == [(2, 2, 112, 48), (2, 4, 56, 24),
+                                                          (2, 8, 28, 12), (2, 16, 14, 6)]
+    with pytest.raises(ValueError, match=r"x must be \(B, 1, H, W\), got shape \(2, 3, 112, 48\)"):
+        model(torch.zeros(2, 3, *PAD))
+    with pytest.raises(ValueError, match="floating-point.*torch.uint8"):
+        model(torch.zeros(1, 1, *PAD, dtype=torch.uint8))
+
+
+def test_unet_trains_with_aal_and_is_evaluated_by_the_particle_metrics():
+    from fastvision.data.particles import ProceduralParticles
+    from fastvision.losses.particles import get_particle_loss
+    from fastvision.metrics.particles import ParticleMetrics
+
+    torch.manual_seed(0)
+    data = ProceduralParticles("train", 8)
+    images = torch.stack([data[i]["image"] for i in range(8)])
+    targets = torch.stack([data[i]["target"] for i in range(8)])
+    model = get_model("unet").train()
+    loss_fn = get_particle_loss("aal")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = loss_fn(model(images), targets)
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    model.eval()
+    metrics = ParticleMetrics()
+    with torch.no_grad():
+        centres = [data[i]["centres"] for i in range(8)]
+        metrics.update_from_maps(torch.sigmoid(model(images)), centres)
+    result = metrics.compute()
+    assert result["images"] == 8 and result["tp"] + result["fn"] == sum(len(c) for c in centres)
