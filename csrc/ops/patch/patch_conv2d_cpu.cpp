@@ -52,7 +52,16 @@ inline Cell cell(const ConvGeometry& g, int64_t i, int64_t j) {
           cell_start(j + 1, g.Wo, g.fw)};
 }
 
-inline int64_t rows_per_chunk(const Cell& c) { return std::max<int64_t>(1, kChunk / std::max<int64_t>(1, c.width())); }
+// Calls f(r0, r1, n) for the chunks of cell c: rows [r0, r1), whole rows of at most ~kChunk
+// pixels (at least one row), n = (r1 - r0) * width pixels.
+template <typename F>
+void for_each_chunk(const Cell& c, F&& f) {
+  const int64_t step = std::max<int64_t>(1, kChunk / std::max<int64_t>(1, c.width()));
+  for (int64_t r0 = 0; r0 < c.height(); r0 += step) {
+    const int64_t r1 = std::min(c.height(), r0 + step);
+    f(r0, r1, (r1 - r0) * c.width());
+  }
+}
 
 // The columns lx of a cell row whose tap kx reads inside the image: [lo, hi).
 struct Interior {
@@ -231,9 +240,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const T* bias, 
       load_kernels<T, A>(wd, ws, b, i, j0, nj, g.K, wl.data());
       for (int64_t j = j0; j < j0 + nj; ++j) {
         const Cell c = cell(g, i, j);
-        const int64_t step = rows_per_chunk(c);
-        for (int64_t r0 = 0; r0 < c.height(); r0 += step) {
-          const int64_t r1 = std::min(c.height(), r0 + step), n = (r1 - r0) * c.width();
+        for_each_chunk(c, [&](int64_t r0, int64_t r1, int64_t n) {
           cols.resize(KK * n);
           acc.resize(g.cout_g * n);
           for (int64_t grp = 0; grp < g.groups; ++grp) {
@@ -275,7 +282,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const T* bias, 
             gemm_nn(wgrp, cols.data(), acc.data(), g.cout_g, KK, n);
             for (int64_t r = 0; r < g.cout_g; ++r) store(r, acc.data() + r * n);
           }
-        }
+        });
       }
     }
   });
@@ -394,9 +401,7 @@ void grad_weight_impl(const at::Tensor& go, const at::Tensor& x, const ConvGeome
       std::fill(dw.begin(), dw.end(), A(0));
       for (int64_t j = j0; j < j0 + nj; ++j) {
         const Cell c = cell(g, i, j);
-        const int64_t step = rows_per_chunk(c);
-        for (int64_t r0 = 0; r0 < c.height(); r0 += step) {
-          const int64_t r1 = std::min(c.height(), r0 + step), n = (r1 - r0) * c.width();
+        for_each_chunk(c, [&](int64_t r0, int64_t r1, int64_t n) {
           gcol.resize(g.cout_g * n);
           for (int64_t grp = 0; grp < g.groups; ++grp) {
             for (int64_t r = 0; r < g.cout_g; ++r) {
@@ -406,7 +411,7 @@ void grad_weight_impl(const at::Tensor& go, const at::Tensor& x, const ConvGeome
             weight_grad_chunk<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, r0, r1, gcol.data(),
                                     dw.data() + (j - j0) * g.K + grp * g.cout_g * KK, cols, colT, part);
           }
-        }
+        });
       }
       store_weight_block<T, A>(dw.data(), g, b, i, j0, nj, gwd);
     }
@@ -487,9 +492,7 @@ void grad_input_impl(const at::Tensor& go, const at::Tensor& weight, const ConvG
           load_kernels<T, A>(wd, ws, b, i, j0, nj, g.K, wl.data());
           for (int64_t j = j0; j < j0 + nj; ++j) {
             const Cell c = cell(g, i, j);
-            const int64_t step = rows_per_chunk(c);
-            for (int64_t r0 = 0; r0 < c.height(); r0 += step) {
-              const int64_t r1 = std::min(c.height(), r0 + step), n = (r1 - r0) * c.width();
+            for_each_chunk(c, [&](int64_t r0, int64_t r1, int64_t n) {
               gcol.resize(g.cout_g * n);
               dcol.resize(KK * n);
               for (int64_t grp = 0; grp < g.groups; ++grp) {
@@ -530,7 +533,7 @@ void grad_input_impl(const at::Tensor& go, const at::Tensor& weight, const ConvG
                 }
                 col2im<A>(dcol.data(), g, c, r0, r1, gxd + (b * g.Cin + grp * g.cin_g) * g.H * g.W);
               }
-            }
+            });
           }
         }
       }
