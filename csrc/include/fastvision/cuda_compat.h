@@ -1,0 +1,110 @@
+// One kernel source for two compilers: nvcc (the real CUDA build) and g++ with the project's
+// CUDA-on-CPU emulator (csrc/testing/cuda_on_cpu.h, used by `pytest -m emulated`).
+//
+// Every csrc/ops/<family>/<op>_kernels.cuh includes this header and nothing from torch/ATen, so
+// that its kernels *and* its launch planning compile and run under both. It provides:
+//   FV_GLOBAL                         a kernel (__global__)
+//   FV_DEVICE                         a device function (__device__ __forceinline__)
+//   FV_HOST_DEVICE                    from macros.h
+//   FV_DYNAMIC_SHARED(T, name)        `T* name` pointing at the block's dynamic shared memory
+//   fastvision::opmath_t<T>           the accumulation type: float for half / bfloat16, else T
+//   fastvision::ceil_div(a, b)
+//   fastvision::cuda::Stream          cudaStream_t under nvcc, an opaque handle when emulated
+//   fastvision::cuda::DeviceLimits    what launch planning may ask of the device
+//   fastvision::cuda::launch(kernel, LaunchConfig, stream, args...)
+//       under nvcc: opts in to more than 48 KiB of shared memory when config.opt_in_smem, then
+//       kernel<<<grid, block, smem, stream>>>(args...) and the launch check; when emulated: runs
+//       the grid on the CPU, validating the launch against the emulated GPU's limits.
+// __syncthreads, __shfl_*_sync, __ballot_sync, atomics, __fmul_rn-style intrinsics, threadIdx
+// and friends keep their CUDA names: native under nvcc, provided by the emulator otherwise.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "fastvision/macros.h"
+
+#if defined(__CUDACC__)
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#elif defined(FV_CUDA_EMULATION)
+#include "cuda_on_cpu.h"  // csrc/testing, on the include path of the emulated test builds only
+#endif
+
+#if defined(__CUDACC__)
+#define FV_GLOBAL __global__
+#define FV_DEVICE __device__ __forceinline__
+#define FV_DYNAMIC_SHARED(T, name)                               \
+  extern __shared__ __align__(16) unsigned char fv_dyn_smem_[]; \
+  T* name = reinterpret_cast<T*>(fv_dyn_smem_)
+#elif !defined(FV_CUDA_EMULATION)
+#error "cuda_compat.h is for nvcc or the CUDA-on-CPU emulator (define FV_CUDA_EMULATION)"
+#endif
+
+namespace fastvision {
+
+// The accumulation type of a storage type. Half-precision storage types (c10::Half,
+// c10::BFloat16, __half, __nv_bfloat16) accumulate in float; float and double in themselves.
+// A storage type opts in by being convertible to float and not being float or double; the
+// specialisation below keeps integral types out.
+template <typename T, typename = void>
+struct OpMath {
+  using type = T;
+};
+template <typename T>
+struct OpMath<T, std::enable_if_t<!std::is_arithmetic_v<T> && std::is_convertible_v<T, float>>> {
+  using type = float;
+};
+template <typename T>
+using opmath_t = typename OpMath<T>::type;
+
+template <typename I>
+FV_HOST_DEVICE constexpr I ceil_div(I a, I b) {
+  return (a + b - 1) / b;
+}
+
+namespace cuda {
+
+// The limits that a launch plan may depend on, queried from the device by the ATen glue (or
+// taken from the emulator's table of real GPUs in tests).
+struct DeviceLimits {
+  int sm_count = 132;
+  std::size_t smem_per_block_default = 48 * 1024;  // without the opt-in attribute
+  std::size_t smem_per_block_optin = 227 * 1024;   // cudaDevAttrMaxSharedMemoryPerBlockOptin
+  int max_threads_per_block = 1024;
+};
+
+struct LaunchConfig {
+  dim3 grid;
+  dim3 block;
+  std::size_t smem = 0;       // dynamic shared memory in bytes
+  bool opt_in_smem = false;   // raise the kernel's dynamic shared-memory limit to `smem`
+};
+
+#if defined(__CUDACC__)
+using Stream = cudaStream_t;
+
+// Raises the kernel's dynamic shared memory limit when asked, launches, and reports a launch
+// error as a C++ exception via the glue's check (the glue calls C10_CUDA_KERNEL_LAUNCH_CHECK()).
+template <typename... KArgs, typename... Args>
+inline cudaError_t launch(void (*kernel)(KArgs...), const LaunchConfig& cfg, Stream stream,
+                          Args&&... args) {
+  if (cfg.opt_in_smem) {
+    const cudaError_t err = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(cfg.smem));
+    if (err != cudaSuccess) {
+      return err;
+    }
+  }
+  kernel<<<cfg.grid, cfg.block, cfg.smem, stream>>>(static_cast<KArgs>(args)...);
+  return cudaGetLastError();
+}
+#else
+using Stream = ::fvemu::Stream;
+using ::fvemu::launch;
+#endif
+
+}  // namespace cuda
+}  // namespace fastvision
