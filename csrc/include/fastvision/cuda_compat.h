@@ -7,8 +7,7 @@
 //   FV_DEVICE                         a device function (__device__ __forceinline__)
 //   FV_HOST_DEVICE                    from macros.h
 //   FV_DYNAMIC_SHARED(T, name)        `T* name` pointing at the block's dynamic shared memory
-//   fastvision::opmath_t<T>           the accumulation type: float for half / bfloat16, else T
-//   fastvision::ceil_div(a, b)
+//   fastvision::opmath_t<T>, ceil_div from common.h (shared with the CPU kernels)
 //   fastvision::cuda::Stream          cudaStream_t under nvcc, an opaque handle when emulated
 //   fastvision::cuda::DeviceLimits    what launch planning may ask of the device
 //   fastvision::cuda::launch(kernel, LaunchConfig, stream, args...)
@@ -23,6 +22,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "fastvision/common.h"
 #include "fastvision/macros.h"
 
 #if defined(__CUDACC__)
@@ -44,26 +44,6 @@
 #endif
 
 namespace fastvision {
-
-// The accumulation type of a storage type. Half-precision storage types (c10::Half,
-// c10::BFloat16, __half, __nv_bfloat16) accumulate in float; float and double in themselves.
-// A storage type opts in by being convertible to float and not being float or double; the
-// specialisation below keeps integral types out.
-template <typename T, typename = void>
-struct OpMath {
-  using type = T;
-};
-template <typename T>
-struct OpMath<T, std::enable_if_t<!std::is_arithmetic_v<T> && std::is_convertible_v<T, float>>> {
-  using type = float;
-};
-template <typename T>
-using opmath_t = typename OpMath<T>::type;
-
-template <typename I>
-FV_HOST_DEVICE constexpr I ceil_div(I a, I b) {
-  return (a + b - 1) / b;
-}
 
 namespace cuda {
 
