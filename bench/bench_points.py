@@ -1,6 +1,6 @@
 """pytest-benchmark suite of the point ops: fastvision against its pure-PyTorch reference.
 
-The cases, inputs and implementations are those of ``fastvision.benchmarks.points`` (one source
+The cases, inputs and implementations are those of ``fastvision.tasks.sampling.bench_points`` (one source
 for the standalone runner, the CLI and this suite). Run from the repository root:
 
     .venv/bin/python -m pytest bench/bench_points.py --benchmark-only
@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from fastvision.benchmarks.harness import Skip
-from fastvision.benchmarks.points import CASES, build_cases
+from fastvision.tasks.sampling.bench_points import CASES, build_cases
 
 SIZE = os.environ.get("FASTVISION_BENCH_SIZE", "full")
 DEVICE = os.environ.get("FASTVISION_BENCH_DEVICE", "cpu")

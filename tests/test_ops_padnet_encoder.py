@@ -361,7 +361,7 @@ def test_bench_family_small_writes_rows(tmp_path):
     import json
 
     from fastvision.benchmarks import FAMILIES
-    from fastvision.benchmarks.padnet import CASES
+    from fastvision.tasks.padnet.benchmark import CASES
     from fastvision.cli import main
 
     assert "padnet" in FAMILIES

@@ -58,7 +58,7 @@ def _demo(args) -> int:
 
 def _train(args) -> int:
     from fastvision.engine import TrainConfig, fit
-    from fastvision.recipes import RECIPES
+    from fastvision.tasks import RECIPES
 
     recipe = RECIPES[args.recipe]
     config = TrainConfig(
@@ -76,8 +76,8 @@ def _train(args) -> int:
 
 
 def _eval_sampling(args) -> int:
-    from fastvision.experiments.sampling import SamplingExperiment, run_sampling_experiment
-    from fastvision.recipes.sampling import PointCloudData
+    from fastvision.tasks.sampling.experiment import SamplingExperiment, run_sampling_experiment
+    from fastvision.tasks.sampling.recipe import PointCloudData
 
     exp = SamplingExperiment(
         out_dir=args.out,
@@ -94,8 +94,8 @@ def _eval_sampling(args) -> int:
 
 
 def _eval_padnet(args) -> int:
-    from fastvision.experiments.padnet import PadNetExperiment, run_padnet_experiment
-    from fastvision.recipes.padnet import ParticleData
+    from fastvision.tasks.padnet.experiment import PadNetExperiment, run_padnet_experiment
+    from fastvision.tasks.padnet.recipe import ParticleData
 
     exp = PadNetExperiment(
         out_dir=args.out, data=ParticleData(args.data, args.train_images, args.test_images),
@@ -107,7 +107,7 @@ def _eval_padnet(args) -> int:
 
 
 def _detect(args) -> int:
-    from fastvision.detect import detect_images
+    from fastvision.tasks.padnet.detect import detect_images
 
     try:
         results = detect_images(args.images, args.out, model=args.model, threshold=args.threshold,
@@ -130,7 +130,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _add_eval_parser(sub) -> None:
-    from fastvision.experiments.sampling import METHODS, SamplingExperiment
+    from fastvision.tasks.sampling.experiment import METHODS, SamplingExperiment
 
     defaults = SamplingExperiment()  # one source for the experiment's defaults
     ev = sub.add_parser("eval", help="the papers' experiments (tables and plots)")
@@ -165,8 +165,8 @@ def _add_eval_parser(sub) -> None:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_eval_sampling)
 
-    from fastvision.experiments.padnet import MODELS as PADNET_MODELS
-    from fastvision.recipes.padnet import EMBEDDED_EPOCHS, EMBEDDED_TEACHER_EPOCHS
+    from fastvision.tasks.padnet.experiment import MODELS as PADNET_MODELS
+    from fastvision.tasks.padnet.recipe import EMBEDDED_EPOCHS, EMBEDDED_TEACHER_EPOCHS
 
     pn = exps.add_parser("padnet", help="PAD-Net Tables 5/6: teacher, PAD-Net (KD), PAD-Net "
                                         "(x2, x4): params, MFLOPs, MAE, RMSE, Precision, Recall")
@@ -188,14 +188,14 @@ def _add_eval_parser(sub) -> None:
     pn.add_argument("--quiet", action="store_true")
     pn.set_defaults(func=_eval_padnet)
 
-    from fastvision.experiments import segmentation as segmentation_experiment
+    from fastvision.tasks.segmentation import experiment as segmentation_experiment
 
     seg = exps.add_parser("segmentation", help="mIoU table and prediction overlays of a trained "
                                                "segmentation checkpoint (single or multi-scale, flip)")
     segmentation_experiment.add_arguments(seg)
     seg.set_defaults(func=segmentation_experiment.run)
 
-    from fastvision.experiments import pose as pose_experiment
+    from fastvision.tasks.pose import experiment as pose_experiment
 
     pose = exps.add_parser("pose", help="COCO OKS AP of a pose checkpoint (official post-processing, "
                                         "optional flip test)")
@@ -204,7 +204,7 @@ def _add_eval_parser(sub) -> None:
 
 
 def _add_train_parser(sub) -> None:
-    from fastvision.recipes import RECIPES
+    from fastvision.tasks import RECIPES
 
     train = sub.add_parser("train", help="train a recipe on the one engine (CPU/CUDA, torchrun DDP)")
     recipes = train.add_subparsers(dest="recipe", required=True)

@@ -108,28 +108,28 @@ def run_demo(out_dir: Path, device: str = "auto") -> bool:
         bench_rows += run_family("points", size="small", device=d, out_dir=out_dir / f"bench-{d}")
 
     print("\n3. Learned point-cloud sampling")
-    from fastvision.demo_sections.sampling import sampling_section
+    from fastvision.tasks.sampling.demo import sampling_section
 
     sampling_lines, sampling_checks, sampling_ok = sampling_section(out_dir, devices)
     print(_format_checks(sampling_checks) + "\n")
     checks += sampling_checks
 
     print("\n4. Particle detection (PAD-Net)")
-    from fastvision.demo_sections.padnet import padnet_section
+    from fastvision.tasks.padnet.demo import padnet_section
 
     padnet_lines, padnet_checks, padnet_ok = padnet_section(out_dir, devices)
     print(_format_checks(padnet_checks) + "\n")
     checks += padnet_checks
 
     print("\n5. Semantic segmentation (BiSeNet V2, HRNetV2)")
-    from fastvision.demo_sections.segmentation import segmentation_section
+    from fastvision.tasks.segmentation.demo import segmentation_section
 
     seg_lines, seg_checks, seg_ok = segmentation_section(out_dir, devices)
     print(_format_checks(seg_checks) + "\n")
     checks += seg_checks
 
     print("\n6. HyperSeg (patch-wise dynamic convolution)")
-    from fastvision.demo_sections.hyperseg import hyperseg_section
+    from fastvision.tasks.hyperseg.demo import hyperseg_section
 
     hyperseg_lines, hyperseg_checks, hyperseg_ok = hyperseg_section(out_dir, devices)
     print(_format_checks(hyperseg_checks) + "\n")

@@ -2,7 +2,7 @@
 instead: medians and ratios from one interleaved run, peak memory beside time.
 
 ``fastvision bench --family points|sampling|segmentation|padnet|hyperseg [--size small|full] [--device cpu|cuda] [--out DIR]`` calls
-:func:`run_family`; ``python -m fastvision.benchmarks.points`` does the same for one family.
+:func:`run_family`; ``python -m fastvision.tasks.sampling.bench_points`` does the same for one family.
 The timing and memory methods are described in :mod:`fastvision.benchmarks.harness`.
 """
 
@@ -22,25 +22,25 @@ FAMILIES = ("points", "sampling", "segmentation", "padnet", "hyperseg")
 
 def _family_module(family: str):
     if family == "points":
-        from fastvision.benchmarks import points
+        from fastvision.tasks.sampling import bench_points
 
-        return points
+        return bench_points
     if family == "sampling":
-        from fastvision.benchmarks import sampling
+        from fastvision.tasks.sampling import benchmark
 
-        return sampling
+        return benchmark
     if family == "segmentation":
-        from fastvision.benchmarks import segmentation
+        from fastvision.tasks.segmentation import benchmark
 
-        return segmentation
+        return benchmark
     if family == "padnet":
-        from fastvision.benchmarks import padnet
+        from fastvision.tasks.padnet import benchmark
 
-        return padnet
+        return benchmark
     if family == "hyperseg":
-        from fastvision.benchmarks import hyperseg
+        from fastvision.tasks.hyperseg import benchmark
 
-        return hyperseg
+        return benchmark
     raise ValueError(f"unknown benchmark family {family!r}; available: {', '.join(FAMILIES)}")
 
 

@@ -16,7 +16,7 @@ the affine map of the official ``get_affine_transform`` (:func:`affine_matrix`, 
 zero outside the picture). Training augmentation (:class:`PoseAugment`, the COCO configs'
 values): half-body crops, random scale, rotation and horizontal flip with the left/right joints
 swapped. Targets: Gaussian heatmaps (sigma 2) at 1/4 of the input size with per-joint weights
-(:func:`fastvision.pose.generate_target`).
+(:func:`fastvision.data.pose_targets.generate_target`).
 
 A sample is ``(image (3, H, W) float32, ImageNet-normalised RGB, target (J, H/4, W/4),
 target_weight (J, 1), meta)``; ``meta`` holds the box ``center`` and ``scale`` (float64), the
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from fastvision.pose import COCO_FLIP_PAIRS, PIXEL_STD, generate_target
+from fastvision.data.pose_targets import COCO_FLIP_PAIRS, PIXEL_STD, generate_target
 
 __all__ = [
     "COCO_KEYPOINT_NAMES",

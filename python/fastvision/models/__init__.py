@@ -23,7 +23,7 @@ Registered (HRNet, BiSeNet V2; official layouts, state dicts key for key, see ``
   ``hrnetv2_w40``, ``hrnetv2_w48``: HRNetV2 segmentation, Cityscapes configs, 19 classes,
   logits at 1/4 resolution (W48 65,859,379 params; W18 9,641,119; Small-v1 1,540,819).
 * ``hrnetv1_w32_pose`` (28,536,113), ``hrnetv1_w48_pose``: HRNetV1 pose, 17 joint heatmaps at
-  1/4 resolution; targets, loss and decoding in ``fastvision.pose``.
+  1/4 resolution; targets, loss and decoding in ``fastvision.data.pose_targets``.
 * ``hrnetv2p_w18`` .. ``hrnetv2p_w48``: HRNetV2p backbone + HRFPN, an ``OrderedDict`` of five
   256-channel levels, a torchvision detection ``backbone``.
 * ``bisenetv2``: BiSeNet V2 (CoinCheung code), ``aux_mode`` "train" (4 booster heads, 5,231,487

@@ -340,7 +340,7 @@ class HRNetV1Pose(HighResolutionNet):
     """HRNetV1 human pose estimation (``pose_hrnet.py``): the backbone with nearest-neighbour fuse
     upsampling, only branch 0 out of the last module, then ``final_layer``: a 1x1 conv (bias) to
     ``num_joints`` heatmaps at 1/4 of the input resolution (64x48 for a 256x192 input).
-    H and W must be divisible by 32. Targets, loss and decoding: ``fastvision.pose``."""
+    H and W must be divisible by 32. Targets, loss and decoding: ``fastvision.data.pose_targets``."""
 
     def __init__(self, config: str = "w32", num_joints: int = 17):
         super().__init__(config, upsample_mode="nearest", multi_scale_output=False)

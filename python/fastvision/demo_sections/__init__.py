@@ -1,1 +1,0 @@
-"""Sections of ``fastvision demo``, one module per model family."""

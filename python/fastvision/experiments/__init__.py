@@ -1,1 +1,0 @@
-"""The papers' experiments (``fastvision eval NAME``)."""
