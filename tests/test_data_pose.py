@@ -20,7 +20,8 @@ from fastvision.data.pose import (
     box_to_center_scale,
     warp_affine,
 )
-from fastvision.data.pose_targets import COCO_FLIP_PAIRS, get_max_preds
+from fastvision.data.pose_targets import COCO_FLIP_PAIRS
+from fastvision.metrics.pose import get_max_preds
 
 
 def _official_affine(center, scale, rot, output_size, inv=False):

@@ -21,9 +21,9 @@ from fastvision.engine import (
     Task,
     TrainConfig,
     fit,
-    load_checkpoint_model,
     set_bn_momentum,
 )
+from fastvision.models import load_model
 
 
 class _RegressionTask(Task):
@@ -128,19 +128,6 @@ def test_non_finite_loss_is_reported(tmp_path):
         fit(Diverging(), _config(tmp_path, epochs=1))
 
 
-def test_load_checkpoint_model_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        load_checkpoint_model(tmp_path / "missing.pt")
-    bad = tmp_path / "corrupt.pt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="could not read checkpoint"):
-        load_checkpoint_model(bad)
-    plain = tmp_path / "plain.pt"
-    torch.save({"weight": torch.zeros(2)}, plain)
-    with pytest.raises(RuntimeError, match="not a fastvision training checkpoint"):
-        load_checkpoint_model(plain)
-
-
 def test_schedules():
     lr = StaircaseDecay(1e-2, decay_samples=600_000)
     assert lr(0) == 1e-2 and lr(599_999) == 1e-2 and lr(600_000) == pytest.approx(7e-3)
@@ -176,5 +163,5 @@ def test_ddp_two_gloo_processes_keep_identical_replicas(tmp_path):
     assert record["world_size"] == 2
     assert record["replica_max_abs_diff"] == 0.0
     assert record["history"][-1]["step"] == 8  # 32 samples / global batch 8, twice
-    model, meta = load_checkpoint_model(out / "model_best.pt")
+    model, meta = load_model(out / "model_best.pt")
     assert meta["task"] == "pointnet" and not model.training

@@ -6,7 +6,8 @@ import torch.nn as nn
 
 from fastvision.models import get_model, list_models
 from fastvision.models.flops import Resize, count_ops, count_params
-from fastvision.models.padnet import PAPER_COUNTS, Bneck, padnet_bnecks
+from fastvision.models.padnet import PAPER_COUNTS, padnet_bnecks
+from fastvision.nn.mobilenet import Bneck
 
 PAD = (112, 48)  # the paper's pad images: 112 rows x 48 columns
 
@@ -206,7 +207,7 @@ def test_op_counter_by_hand():
 
 
 def test_encoder_argument_errors():
-    from fastvision.models.padnet import MobileNetV2Encoder, MobileNetV3Encoder
+    from fastvision.nn.mobilenet import MobileNetV2Encoder, MobileNetV3Encoder
 
     with pytest.raises(ValueError, match=r"the last one 5, got \[1, 3\]"):
         MobileNetV3Encoder(padnet_bnecks(1), taps=(1, 3))

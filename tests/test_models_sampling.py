@@ -226,14 +226,14 @@ def test_weights_errors(tmp_path):
         get_model("snet", weights=str(tmp_path / "missing.pt"))
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"this is not a torch checkpoint \x00\x01\x02")
-    with pytest.raises(RuntimeError, match="could not read weights file"):
+    with pytest.raises(RuntimeError, match="could not read checkpoint"):
         get_model("snet", weights=str(bad))
     # truncated real checkpoint
     good = tmp_path / "good.pt"
     torch.save(get_model("snet", num_out_points=8).state_dict(), good)
     trunc = tmp_path / "trunc.pt"
     trunc.write_bytes(good.read_bytes()[:200])
-    with pytest.raises(RuntimeError, match="could not read weights file"):
+    with pytest.raises(RuntimeError, match="could not read checkpoint"):
         get_model("snet", num_out_points=8, weights=str(trunc))
     # strict=True: a checkpoint of another shape / architecture is refused
     with pytest.raises(RuntimeError, match="does not match"):

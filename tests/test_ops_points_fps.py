@@ -6,6 +6,7 @@ from helpers import DEVICES, FLOAT_DTYPES, HALF_DTYPES, grid_cloud, ragged_lengt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastvision.benchmarks.harness import make_clouds
 from fastvision.ops import _reference as ref
 from fastvision.ops import farthest_point_sample
 
@@ -31,7 +32,7 @@ def _numpy_fps(points, K, start):
 @pytest.mark.parametrize("D", [2, 3, 5])
 @pytest.mark.parametrize("method", METHODS)
 def test_fps_matches_reference(device, dtype, D, method):
-    pts = torch.rand(4, 120, D, dtype=dtype, device=device)
+    pts = make_clouds(4, 120, D, device=device, dtype=dtype)
     lengths = ragged_lengths(4, 120, device, minimum=20)
     idx, md = farthest_point_sample(pts, 20, lengths, start=3, return_min_dists=True, method=method)
     seeds = torch.full((4, 1), 3, dtype=torch.int64)

@@ -13,6 +13,7 @@ from helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastvision.benchmarks.harness import make_pair
 from fastvision.ops import _reference as ref
 from fastvision.ops import knn_gather, knn_points
 
@@ -25,8 +26,7 @@ METHODS = ["brute_force", "kdtree"]
 @pytest.mark.parametrize("K", [1, 3, 8])
 @pytest.mark.parametrize("method", METHODS)
 def test_knn_matches_reference(device, dtype, D, K, method):
-    p1 = torch.rand(4, 37, D, dtype=dtype, device=device)
-    p2 = torch.rand(4, 53, D, dtype=dtype, device=device)
+    p1, p2 = make_pair(4, 37, 53, D, device=device, dtype=dtype)
     l1 = ragged_lengths(4, 37, device, seed=1)
     l2 = ragged_lengths(4, 53, device, seed=2)
     for lengths1, lengths2 in [(None, None), (l1, l2)]:

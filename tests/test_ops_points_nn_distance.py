@@ -6,6 +6,7 @@ from helpers import DEVICES, FLOAT_DTYPES, HALF_DTYPES, grid_cloud, ragged_lengt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastvision.benchmarks.harness import make_pair
 from fastvision.losses import sampling_loss, sampling_loss_terms
 from fastvision.ops import _reference as ref
 from fastvision.ops import chamfer_distance, nn_distance
@@ -28,8 +29,7 @@ def _assert_same(out, expected):
 @pytest.mark.parametrize("norm", [1, 2])
 @pytest.mark.parametrize("method", METHODS)
 def test_nn_distance_matches_reference(device, dtype, D, norm, method):
-    p1 = torch.rand(5, 300, D, dtype=dtype, device=device)
-    p2 = torch.rand(5, 170, D, dtype=dtype, device=device)
+    p1, p2 = make_pair(5, 300, 170, D, device=device, dtype=dtype)
     l1 = ragged_lengths(5, 300, device, seed=3)
     l2 = ragged_lengths(5, 170, device, seed=4)
     for lengths in [(None, None), (l1, l2)]:

@@ -16,7 +16,7 @@ from fastvision.data.particles import ProceduralParticles
 from fastvision.tasks.padnet.detect import SHIPPED_DETECTOR, detect_images
 from fastvision.metrics.particles import ParticleMetrics
 from fastvision.tasks.padnet.recipe import predict_centres
-from fastvision.weights import load_shipped
+from fastvision.models import load_model, shipped_path
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_detect_unreadable_image_is_named(tmp_path, pads, capsys):
 
 def test_detect_with_a_training_checkpoint(tmp_path, pads):
     folder, _ = pads
-    model, meta = load_shipped(SHIPPED_DETECTOR)
+    model, meta = load_model(shipped_path(SHIPPED_DETECTOR))
     ckpt = tmp_path / "model.pt"
     torch.save({"model": model.state_dict(), "model_spec": meta["model_spec"]}, ckpt)
     shipped = detect_images([folder / "pad1.png"], tmp_path / "a")
@@ -119,7 +119,7 @@ def test_shipped_padnet_detects_particles():
     Bound: those metrics minus 0.03. float16 rounding moves a few peaks across the threshold
     (a handful of particles, ~0.001); 0.03 is 150 particles, so a broken loader, a wrong
     normalisation or a model that lost its training fails, as does one below 0.9 outright."""
-    model, meta = load_shipped(SHIPPED_DETECTOR)
+    model, meta = load_model(shipped_path(SHIPPED_DETECTOR))
     assert meta["model_spec"]["name"] == "padnet"
     test = ProceduralParticles("test", 200)
     images = torch.stack([test[i]["image"] for i in range(len(test))])
@@ -132,9 +132,9 @@ def test_shipped_padnet_detects_particles():
 
 
 def test_demo_section(tmp_path):
-    from fastvision.tasks.padnet.demo import padnet_section
+    from fastvision.tasks.padnet.demo import section
 
-    lines, rows, ok = padnet_section(tmp_path, ["cpu"])
+    lines, rows, ok = section(tmp_path, ["cpu"])
     assert ok and len(rows) == 1 and rows[0]["ok"]
     assert any("detected/true counts" in line for line in lines)
     assert (tmp_path / "padnet.png").is_file()

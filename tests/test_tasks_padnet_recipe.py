@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from fastvision.cli import main
-from fastvision.engine import TrainConfig, fit, load_checkpoint_model
+from fastvision.engine import TrainConfig, fit
 from fastvision.tasks.padnet.experiment import PadNetExperiment, paper_ordering
-from fastvision.models import get_model
+from fastvision.models import get_model, load_model
 from fastvision.models.padnet import PADNet
 from fastvision.tasks.padnet.recipe import DistilledStudent, PadNetTask, ParticleData
 
@@ -37,13 +37,13 @@ def test_train_padnet_end_to_end(tmp_path):
     history = _history(tmp_path)
     assert len(history) == 1 and VAL_KEYS <= history[0].keys()
     assert history[0]["step"] == 2  # 16 pads, the paper's batch 8 (the recipe's default)
-    model, meta = load_checkpoint_model(tmp_path / "model_best.pt")
+    model, meta = load_model(tmp_path / "model_best.pt")
     assert isinstance(model, PADNet) and meta["model_spec"]["name"] == "padnet"
     assert meta["monitor"] == "val_f1"
 
 
 def test_teacher_checkpoint(teacher_ckpt):
-    model, meta = load_checkpoint_model(teacher_ckpt)
+    model, meta = load_model(teacher_ckpt)
     assert meta["model_spec"]["name"] == "padnet_teacher" and meta["task"] == "padnet-teacher"
     assert model.decoder.channels == 24
 
@@ -64,7 +64,7 @@ def test_kd_checkpoint_holds_bare_student_and_resumes_exactly(tmp_path, teacher_
     history = _history(tmp_path / "resumed")
     assert [h["epoch"] for h in history] == [1, 2] and history[-1]["step"] == 4
     assert {"train_aal", "train_kd_intra", "train_kd_cross"} <= history[-1].keys()
-    student, _ = load_checkpoint_model(tmp_path / "resumed" / "model_best.pt")
+    student, _ = load_model(tmp_path / "resumed" / "model_best.pt")
     assert isinstance(student, PADNet)
 
 
@@ -126,7 +126,7 @@ def test_table4_losses_train(tmp_path, loss):
 def test_width_option(tmp_path):
     assert main(["train", "padnet", "--width", "x2", "--out", str(tmp_path), "--epochs", "1",
                  "--max-steps-per-epoch", "1", *TINY]) == 0
-    _, meta = load_checkpoint_model(tmp_path / "checkpoint_last.pt")
+    _, meta = load_model(tmp_path / "checkpoint_last.pt")
     assert meta["model_spec"]["name"] == "padnet_x2"
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fastvision.cli import main
-from fastvision.engine import TrainConfig, fit, load_checkpoint_model
+from fastvision.engine import TrainConfig, fit
 from fastvision.losses.sampling import sampling_loss
-from fastvision.models import get_model, pointnet_cls_loss
+from fastvision.models import get_model, load_model, pointnet_cls_loss
 from fastvision.tasks.sampling.recipe import (
     PointCloudData,
     SamplerTask,
@@ -101,7 +101,7 @@ def test_fixed_temperature_profile_is_applied(task_net_ckpt, tmp_path):
     task = SamplerTask("samplenet", data, task_net_ckpt, num_out_points=8, temperature=profile)
     fit(task, TrainConfig(out_dir=str(tmp_path), epochs=2, batch_size=16, device="cpu",
                           progress=False))
-    model, _ = load_checkpoint_model(tmp_path / "checkpoint_last.pt")
+    model, _ = load_model(tmp_path / "checkpoint_last.pt")
     # the last step ran at 112 samples seen (8 steps of 16): past the span, so t = 0.2
     assert float(model.project._temperature.detach()) == pytest.approx(0.2)
     record = json.loads((tmp_path / "metrics.json").read_text())
@@ -149,7 +149,7 @@ def test_cli_train_every_recipe(tmp_path, capsys):
         assert main(["train", kind, "--task-net", task_net, "--out", str(out), *common, *extra]) == 0
         record = json.loads((out / "metrics.json").read_text())
         assert record["task"] == kind and record["history"][0]["step"] == 2
-        model, _ = load_checkpoint_model(out / "model_best.pt")
+        model, _ = load_model(out / "model_best.pt")
         assert model.num_out_points == (8 if "--num-out-points" in extra else N)
 
 

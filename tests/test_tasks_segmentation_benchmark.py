@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from fastvision.benchmarks import FAMILIES
+from fastvision.tasks import benchmark_names
 from fastvision.tasks.segmentation.benchmark import CASES, build_case
 from fastvision.cli import main
 
 
 def test_family_is_registered_and_full_cases_cover_the_issue():
-    assert "segmentation" in FAMILIES
+    assert "segmentation" in benchmark_names()
     full = {(m, w, h) for m, w, h in CASES["full"]}
     for model in ("hrnetv2_w18_small_v1", "hrnetv2_w48", "bisenetv2"):
         assert {(model, 1024, 512), (model, 2048, 1024)} <= full

@@ -15,15 +15,11 @@ from PIL import Image
 
 from fastvision.cli import main
 from fastvision.data.segmentation import CityscapesSegmentation
-from fastvision.engine import Warmup, load_checkpoint_model
+from fastvision.engine import Warmup
 from fastvision.losses.segmentation import CITYSCAPES_CLASS_WEIGHTS, ohem_cross_entropy_bisenet
-from fastvision.models import _registry, register_model
-from fastvision.tasks.segmentation.recipe import (
-    SegmentationData,
-    SegmentationTask,
-    family_of,
-    predict_probs,
-)
+from fastvision.models import _registry, load_model, register_model
+from fastvision.tasks.segmentation.inference import predict_probs
+from fastvision.tasks.segmentation.recipe import SegmentationData, SegmentationTask, family_of
 
 TINY = "tiny_seg_test"
 TINY_AUX = "tiny_seg_aux_test"
@@ -168,7 +164,7 @@ def test_cli_train_resume_and_eval(tmp_path):
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, msg=key)  # exact resume
 
-    model, meta = load_checkpoint_model(tmp_path / "straight" / "model_best.pt")
+    model, meta = load_model(tmp_path / "straight" / "model_best.pt")
     assert meta["model_spec"] == {"name": TINY_AUX, "kwargs": {"num_classes": 5}}
     out = tmp_path / "eval"
     assert main(["eval", "segmentation", "--checkpoint", str(tmp_path / "straight" / "model_best.pt"),

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from fastvision.models import read_checkpoint
+
 OUT = Path(__file__).resolve().parents[1] / "python" / "fastvision" / "weights"
 
 SAMPLING = {
@@ -33,11 +35,16 @@ SAMPLING = {
 }
 
 
+def _read_run(run: Path) -> tuple[dict, dict, dict]:
+    """A finished run's last checkpoint, its weights in float16 and its metrics record."""
+    ckpt = read_checkpoint(run / "checkpoint_last.pt")
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    return ckpt, state, json.loads((run / "metrics.json").read_text())
+
+
 def _bundle(run: Path, recipe: str) -> dict:
     """Final weights (those ``fastvision eval sampling`` evaluates) and that epoch's metrics."""
-    ckpt = torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=True)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    record = json.loads((run / "metrics.json").read_text())
+    ckpt, state, record = _read_run(run)
     return {"model_spec": ckpt["model_spec"], "model": state, "recipe": recipe,
             "config": record["config"], "metrics": ckpt["history"][-1]}
 
@@ -47,9 +54,7 @@ PADNET = {"padnet_x1": "fastvision train padnet --epochs 4 --test-images 200 (em
 
 
 def _padnet_bundle(run: Path, recipe: str) -> dict:
-    ckpt = torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=True)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    record = json.loads((run / "metrics.json").read_text())
+    ckpt, state, record = _read_run(run)
     last = ckpt["history"][-1]
     metrics = {k[len("val_"):]: v for k, v in last.items() if k.startswith("val_")}
     return {"model_spec": ckpt["model_spec"], "model": state, "recipe": recipe,

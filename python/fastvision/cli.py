@@ -44,7 +44,7 @@ def _info(args) -> int:
 
 
 def _bench(args) -> int:
-    from fastvision.benchmarks import run_family
+    from fastvision.tasks import run_family
 
     run_family(args.family, size=args.size, device=args.device, out_dir=Path(args.out))
     return 0
@@ -58,9 +58,8 @@ def _demo(args) -> int:
 
 def _train(args) -> int:
     from fastvision.engine import TrainConfig, fit
-    from fastvision.tasks import RECIPES
 
-    recipe = RECIPES[args.recipe]
+    recipe = args.recipe_spec
     config = TrainConfig(
         out_dir=args.out or f"fastvision-train/{args.recipe}", epochs=args.epochs or recipe.epochs,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, device=args.device,
@@ -72,37 +71,6 @@ def _train(args) -> int:
         best = record["best"]
         print(f"[{args.recipe}] done: best {best['monitor']} = {best['value']}; "
               f"outputs in {config.out_dir}")
-    return 0
-
-
-def _eval_sampling(args) -> int:
-    from fastvision.tasks.sampling.experiment import SamplingExperiment, run_sampling_experiment
-    from fastvision.tasks.sampling.recipe import PointCloudData
-
-    exp = SamplingExperiment(
-        out_dir=args.out,
-        data=PointCloudData(
-            args.data,
-            args.num_points or (SamplingExperiment().data.num_points if args.data == "embedded" else 1024),
-            args.train_samples, args.test_samples),
-        ratios=tuple(args.ratios), seeds=tuple(args.seeds), methods=tuple(args.methods),
-        task_net=args.task_net, task_model=args.task_model, task_epochs=args.task_epochs,
-        sampler_epochs=args.sampler_epochs, progressive_epochs=args.progressive_epochs,
-        jobs=args.jobs, device="cuda" if args.device == "cuda" else "cpu", progress=not args.quiet)
-    run_sampling_experiment(exp)
-    return 0
-
-
-def _eval_padnet(args) -> int:
-    from fastvision.tasks.padnet.experiment import PadNetExperiment, run_padnet_experiment
-    from fastvision.tasks.padnet.recipe import ParticleData
-
-    exp = PadNetExperiment(
-        out_dir=args.out, data=ParticleData(args.data, args.train_images, args.test_images),
-        models=tuple(args.models), teacher=args.teacher, teacher_epochs=args.teacher_epochs,
-        student_epochs=args.student_epochs, val_images=args.val_images,
-        device="cuda" if args.device == "cuda" else "cpu", progress=not args.quiet)
-    run_padnet_experiment(exp)
     return 0
 
 
@@ -122,94 +90,26 @@ def _detect(args) -> int:
     return 0
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def _add_eval_parser(sub) -> None:
-    from fastvision.tasks.sampling.experiment import METHODS, SamplingExperiment
+    from fastvision.tasks import FAMILIES
 
-    defaults = SamplingExperiment()  # one source for the experiment's defaults
     ev = sub.add_parser("eval", help="the papers' experiments (tables and plots)")
     exps = ev.add_subparsers(dest="experiment", required=True)
-    s = exps.add_parser("sampling", help="accuracy vs sampling ratio: random, FPS, S-NET, "
-                                         "ProgressiveNet, SampleNet (trains what is missing)")
-    s.add_argument("--out", default="fastvision-eval/sampling", help="output (and cache) folder")
-    s.add_argument("--data", default="embedded",
-                   help="'embedded' (procedural shapes) or a modelnet40_ply_hdf5_2048 folder")
-    s.add_argument("--num-points", type=int, default=None,
-                   help=f"points per cloud (default: {defaults.data.num_points} on the embedded "
-                        "data to fit a 2-core CPU "
-                        "budget, 1024 on ModelNet40 as the papers)")
-    s.add_argument("--train-samples", type=int, default=defaults.data.train_samples,
-                   help="embedded data: training clouds")
-    s.add_argument("--test-samples", type=int, default=defaults.data.test_samples,
-                   help="embedded data: test clouds")
-    s.add_argument("--ratios", type=_int_list, default=list(defaults.ratios))
-    s.add_argument("--seeds", type=_int_list, default=list(defaults.seeds),
-                   help="training / sampling seeds")
-    s.add_argument("--methods", type=lambda t: t.split(","), default=list(METHODS),
-                   help=f"comma-separated subset of {','.join(METHODS)}")
-    s.add_argument("--task-net", default=None, help="task-network checkpoint (default: train one)")
-    s.add_argument("--task-model", default=defaults.task_model,
-                   choices=["pointnet_cls", "pointnet_cls_vanilla"])
-    s.add_argument("--task-epochs", type=int, default=defaults.task_epochs)
-    s.add_argument("--sampler-epochs", type=int, default=defaults.sampler_epochs)
-    s.add_argument("--progressive-epochs", type=int, default=defaults.progressive_epochs)
-    s.add_argument("--jobs", type=int, default=defaults.jobs,
-                   help="trainings run in parallel processes (threads are split between them)")
-    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=_eval_sampling)
-
-    from fastvision.tasks.padnet.experiment import MODELS as PADNET_MODELS
-    from fastvision.tasks.padnet.recipe import EMBEDDED_EPOCHS, EMBEDDED_TEACHER_EPOCHS
-
-    pn = exps.add_parser("padnet", help="PAD-Net Tables 5/6: teacher, PAD-Net (KD), PAD-Net "
-                                        "(x2, x4): params, MFLOPs, MAE, RMSE, Precision, Recall")
-    pn.add_argument("--out", default="fastvision-eval/padnet", help="output (and cache) folder")
-    pn.add_argument("--data", default="embedded",
-                    help="'embedded' (procedural pads) or a folder with train/ and test/")
-    pn.add_argument("--train-images", type=int, default=None, help="embedded: first N training pads")
-    pn.add_argument("--test-images", type=int, default=None, help="embedded: first N test pads")
-    pn.add_argument("--models", type=lambda t: t.split(","), default=["teacher", "padnet_kd", "padnet"],
-                    help=f"comma-separated subset of {','.join(PADNET_MODELS)}")
-    pn.add_argument("--teacher", default=None, help="teacher checkpoint (default: train one)")
-    pn.add_argument("--teacher-epochs", type=int, default=EMBEDDED_TEACHER_EPOCHS,
-                    help="CPU-feasible default; the paper trains 100")
-    pn.add_argument("--student-epochs", type=int, default=EMBEDDED_EPOCHS,
-                    help="CPU-feasible default; the paper trains 100")
-    pn.add_argument("--val-images", type=int, default=200,
-                    help="test pads used for the per-epoch validation curves (the table uses all)")
-    pn.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    pn.add_argument("--quiet", action="store_true")
-    pn.set_defaults(func=_eval_padnet)
-
-    from fastvision.tasks.segmentation import experiment as segmentation_experiment
-
-    seg = exps.add_parser("segmentation", help="mIoU table and prediction overlays of a trained "
-                                               "segmentation checkpoint (single or multi-scale, flip)")
-    segmentation_experiment.add_arguments(seg)
-    seg.set_defaults(func=segmentation_experiment.run)
-
-    from fastvision.tasks.pose import experiment as pose_experiment
-
-    pose = exps.add_parser("pose", help="COCO OKS AP of a pose checkpoint (official post-processing, "
-                                        "optional flip test)")
-    pose_experiment.add_arguments(pose)
-    pose.set_defaults(func=pose_experiment.run)
+    for family in FAMILIES:
+        if family.eval_help is not None:
+            experiment = family.module("experiment")
+            parser = exps.add_parser(family.name, help=family.eval_help)
+            experiment.add_arguments(parser)
+            parser.set_defaults(func=experiment.run)
 
 
 def _add_train_parser(sub) -> None:
-    from fastvision.tasks import RECIPES
+    from fastvision.tasks import recipes
 
     train = sub.add_parser("train", help="train a recipe on the one engine (CPU/CUDA, torchrun DDP)")
-    recipes = train.add_subparsers(dest="recipe", required=True)
-    for name, recipe in RECIPES.items():
-        p = recipes.add_parser(name, help=recipe.help)
+    subparsers = train.add_subparsers(dest="recipe", required=True)
+    for name, recipe in recipes().items():
+        p = subparsers.add_parser(name, help=recipe.help)
         p.add_argument("--out", default=None, help="output folder (default fastvision-train/RECIPE)")
         p.add_argument("--epochs", type=int, default=None,
                        help=f"epochs (default {recipe.epochs}: the embedded-data recipe)")
@@ -224,12 +124,12 @@ def _add_train_parser(sub) -> None:
         p.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap (smoke runs)")
         p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
         recipe.add_arguments(p)
-        p.set_defaults(func=_train)
+        p.set_defaults(func=_train, recipe_spec=recipe)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fastvision", description="fast, faithful operators and models for five vision papers"
+        prog="fastvision", description="fast, faithful operators and models for six vision papers"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -238,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_info)
 
     bench = sub.add_parser("bench", help="operator microbenchmarks: table, JSON and PNG plot")
-    from fastvision.benchmarks import FAMILIES
+    from fastvision.tasks import benchmark_names
 
-    bench.add_argument("--family", default="points", choices=list(FAMILIES))
+    bench.add_argument("--family", default="points", choices=benchmark_names())
     bench.add_argument("--size", default="full", choices=["small", "full"])
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--out", default="fastvision-bench", help="output folder")

@@ -2,8 +2,8 @@
 
 Checks every operator against its pure-PyTorch reference (``fastvision.ops._reference``) or the
 official formulation on generated data, on the CPU and on CUDA when available, runs the operator
-microbenchmarks at a small size, runs each model family's section (``fastvision.demo_sections``)
-with its shipped embedded-data weights, and writes a report (Markdown + JSON + plots) into the
+microbenchmarks at a small size, runs each model family's section (``tasks/<family>/demo.py``,
+in the order of ``fastvision.tasks.FAMILIES``) with its shipped embedded-data weights, and writes a report (Markdown + JSON + plots) into the
 output folder.
 """
 
@@ -87,7 +87,7 @@ def _format_checks(rows: list[dict]) -> str:
 
 def run_demo(out_dir: Path, device: str = "auto") -> bool:
     """Runs the demo; returns True when every check passed."""
-    from fastvision.benchmarks import run_family
+    from fastvision.tasks import FAMILIES, run_family
 
     out_dir.mkdir(parents=True, exist_ok=True)
     devices = ["cpu"]
@@ -103,39 +103,20 @@ def run_demo(out_dir: Path, device: str = "auto") -> bool:
     print(table + "\n")
 
     print("2. Point-op microbenchmarks (small sizes)")
-    bench_rows = []
     for d in devices:
-        bench_rows += run_family("points", size="small", device=d, out_dir=out_dir / f"bench-{d}")
+        run_family("points", size="small", device=d, out_dir=out_dir / f"bench-{d}")
 
-    print("\n3. Learned point-cloud sampling")
-    from fastvision.tasks.sampling.demo import sampling_section
+    sections_ok, section_lines = True, []
+    demo_families = [f for f in FAMILIES if f.demo_title is not None]
+    for number, family in enumerate(demo_families, start=3):
+        print(f"\n{number}. {family.demo_title}")
+        lines, rows, ok = family.module("demo").section(out_dir, devices)
+        print(_format_checks(rows) + "\n")
+        checks += rows
+        section_lines += lines
+        sections_ok &= ok
 
-    sampling_lines, sampling_checks, sampling_ok = sampling_section(out_dir, devices)
-    print(_format_checks(sampling_checks) + "\n")
-    checks += sampling_checks
-
-    print("\n4. Particle detection (PAD-Net)")
-    from fastvision.tasks.padnet.demo import padnet_section
-
-    padnet_lines, padnet_checks, padnet_ok = padnet_section(out_dir, devices)
-    print(_format_checks(padnet_checks) + "\n")
-    checks += padnet_checks
-
-    print("\n5. Semantic segmentation (BiSeNet V2, HRNetV2)")
-    from fastvision.tasks.segmentation.demo import segmentation_section
-
-    seg_lines, seg_checks, seg_ok = segmentation_section(out_dir, devices)
-    print(_format_checks(seg_checks) + "\n")
-    checks += seg_checks
-
-    print("\n6. HyperSeg (patch-wise dynamic convolution)")
-    from fastvision.tasks.hyperseg.demo import hyperseg_section
-
-    hyperseg_lines, hyperseg_checks, hyperseg_ok = hyperseg_section(out_dir, devices)
-    print(_format_checks(hyperseg_checks) + "\n")
-    checks += hyperseg_checks
-
-    ok = all(r["ok"] for r in checks) and sampling_ok and padnet_ok and seg_ok and hyperseg_ok
+    ok = all(r["ok"] for r in checks) and sections_ok
     table = _format_checks(checks)
     report = [
         "# fastvision demo report",
@@ -151,10 +132,7 @@ def run_demo(out_dir: Path, device: str = "auto") -> bool:
         "",
         "Tables, JSON and plots: " + ", ".join(f"`bench-{d}/`" for d in devices),
         "",
-        *sampling_lines,
-        *padnet_lines,
-        *seg_lines,
-        *hyperseg_lines,
+        *section_lines,
         f"Result: {'all checks passed' if ok else 'SOME CHECKS FAILED'}",
     ]
     (out_dir / "report.md").write_text("\n".join(report) + "\n")

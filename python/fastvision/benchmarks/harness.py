@@ -1,4 +1,6 @@
-"""Microbenchmark harness: timing, peak memory, result rows and writers (table, JSON, PNG).
+"""Microbenchmark harness: timing, peak memory, result rows and writers (table, JSON, PNG), and
+the input factories and timed-callable wrapper that every family's benchmark (and the op tests)
+use.
 
 Timing
     Every implementation of a case is warmed up (one call, which also absorbs JIT compilation,
@@ -40,6 +42,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import statistics
 import time
@@ -49,6 +52,10 @@ from typing import Any, Callable, Iterable
 import torch
 
 __all__ = [
+    "make_clouds",
+    "make_pair",
+    "timed",
+    "device_tag",
     "Impl",
     "Case",
     "Skip",
@@ -62,6 +69,54 @@ __all__ = [
     "write_table",
     "write_plot",
 ]
+
+
+def make_clouds(
+    B: int,
+    P: int,
+    D: int = 3,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """``(B, P, D)`` points uniform in the unit cube, reproducible across devices (drawn on the
+    CPU with a seeded generator, then moved)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, P, D, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+
+
+def make_pair(
+    B: int,
+    P1: int,
+    P2: int,
+    D: int = 3,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independent batches of clouds: queries ``(B, P1, D)`` and points ``(B, P2, D)``."""
+    return (make_clouds(B, P1, D, seed, device, dtype), make_clouds(B, P2, D, seed + 1, device, dtype))
+
+
+def timed(f: Callable, device: str) -> Callable:
+    """Wraps ``f`` into a timed callable: the call includes the device synchronisation."""
+    cuda = str(device).startswith("cuda")
+
+    def fn():
+        out = f()
+        if cuda:
+            torch.cuda.synchronize()
+        return out
+
+    return fn
+
+
+def device_tag(device: str) -> str:
+    """A file-name tag for the machine: ``cpu-2core`` or the GPU name (``cuda-nvidia-h100...``)."""
+    if str(device).startswith("cuda"):
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cuda"
+        return "cuda-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return f"cpu-{os.cpu_count()}core"
 
 
 class Skip(Exception):
@@ -519,7 +574,3 @@ def write_plot(rows: list[dict], path: str, title: str = "") -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
-
-
-def iter_rows(rows: Iterable[dict], **match) -> list[dict]:
-    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]

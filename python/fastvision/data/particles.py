@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 __all__ = ["ProceduralParticles", "ParticleFolder", "collate_particles", "render_targets",
-           "PAD_HEIGHT", "PAD_WIDTH", "SPLIT_SIZES"]
+           "read_image", "standardize", "PAD_HEIGHT", "PAD_WIDTH", "SPLIT_SIZES"]
 
 PAD_HEIGHT = 112
 PAD_WIDTH = 48
@@ -69,7 +69,8 @@ def render_targets(centres: torch.Tensor, height: int, width: int, radius: float
     return target
 
 
-def _standardize(image: torch.Tensor) -> torch.Tensor:
+def standardize(image: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit standard deviation per image (the network input of training and detection)."""
     return (image - image.mean()) / image.std().clamp_min(1e-6)
 
 
@@ -223,7 +224,7 @@ class ProceduralParticles(Dataset):
         centres = []
         for i in range(self._size):
             image, pts = self.generate(i)
-            images[i] = _standardize(image) if self.normalize else image
+            images[i] = standardize(image) if self.normalize else image
             targets[i] = render_targets(pts, self.height, self.width, self.target_radius).to(torch.uint8)
             centres.append(pts)
         self._images, self._targets, self._centres = images, targets, centres
@@ -243,7 +244,8 @@ class ProceduralParticles(Dataset):
 # --------------------------------------------------------------------------------------------
 
 
-def _read_image(path: Path) -> torch.Tensor:
+def read_image(path: Path) -> torch.Tensor:
+    """Raw intensities (1, H, W) in [0, 1] of an 8- or 16-bit grayscale image file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -334,7 +336,7 @@ class ParticleFolder(Dataset):
         self._items = [self._load(p) for p in self.files]
 
     def _load(self, path: Path) -> dict:
-        image = _read_image(path)
+        image = read_image(path)
         csv_path, json_path = path.with_suffix(".csv"), path.with_suffix(".json")
         if csv_path.is_file():
             ann, points = csv_path, _read_csv(csv_path)
@@ -349,7 +351,7 @@ class ParticleFolder(Dataset):
                 raise ValueError(f"annotation {str(ann)!r}: centre {i} (x={x}, y={y}) is outside the "
                                  f"{w} x {h} image (x in [0, {w - 1}], y in [0, {h - 1}])")
         return {
-            "image": _standardize(image) if self.normalize else image,
+            "image": standardize(image) if self.normalize else image,
             "target": render_targets(centres, h, w, self.target_radius),
             "centres": centres,
             "count": len(centres),

@@ -1,15 +1,14 @@
 """The training engine shared by every model family (see :mod:`fastvision.engine.trainer`)."""
 
 from .distributed import DistContext, init_distributed
-from .schedules import BNMomentumDecay, PolyDecay, StaircaseDecay, Warmup, set_bn_momentum
-from .trainer import BEST_WEIGHTS, CHECKPOINT, Task, TrainConfig, fit, load_checkpoint_model, unwrap
+from .schedules import BNMomentumDecay, MultiStepDecay, PolyDecay, StaircaseDecay, Warmup, set_bn_momentum
+from .trainer import BEST_WEIGHTS, CHECKPOINT, Task, TrainConfig, fit, unwrap
 
 __all__ = [
     "Task",
     "TrainConfig",
     "fit",
     "unwrap",
-    "load_checkpoint_model",
     "CHECKPOINT",
     "BEST_WEIGHTS",
     "DistContext",
@@ -17,6 +16,7 @@ __all__ = [
     "StaircaseDecay",
     "BNMomentumDecay",
     "PolyDecay",
+    "MultiStepDecay",
     "Warmup",
     "set_bn_momentum",
 ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-__all__ = ["StaircaseDecay", "BNMomentumDecay", "PolyDecay", "Warmup", "set_bn_momentum"]
+__all__ = ["StaircaseDecay", "BNMomentumDecay", "PolyDecay", "MultiStepDecay", "Warmup", "set_bn_momentum"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,16 @@ def set_bn_momentum(module: nn.Module, momentum: float) -> None:
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = momentum
+
+
+@dataclass(frozen=True)
+class MultiStepDecay:
+    """``base * gamma ** (number of milestones <= samples)`` (``torch.optim.lr_scheduler.MultiStepLR``
+    with milestones counted in samples seen)."""
+
+    base: float
+    milestones: tuple[int, ...]
+    gamma: float = 0.1
+
+    def __call__(self, samples: int) -> float:
+        return self.base * self.gamma ** sum(samples >= m for m in self.milestones)

@@ -26,10 +26,12 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from fastvision.models.checkpoint import read_checkpoint
+
 from .distributed import DistContext, broadcast_object, init_distributed, shutdown_distributed
 from .reporting import plot_curves, write_metrics
 
-__all__ = ["TrainConfig", "Task", "fit", "unwrap", "load_checkpoint_model", "CHECKPOINT", "BEST_WEIGHTS"]
+__all__ = ["TrainConfig", "Task", "fit", "unwrap", "CHECKPOINT", "BEST_WEIGHTS"]
 
 CHECKPOINT = "checkpoint_last.pt"
 BEST_WEIGHTS = "model_best.pt"
@@ -64,7 +66,7 @@ class Task:
 
     def model_spec(self) -> dict:
         """``{"name": registry name, "kwargs": builder kwargs}`` stored in checkpoints so that
-        :func:`load_checkpoint_model` can rebuild the trained module."""
+        :func:`fastvision.models.load_model` can rebuild the trained module."""
         raise NotImplementedError
 
     def build_model(self, device: torch.device) -> nn.Module:
@@ -97,7 +99,7 @@ class Task:
 
     def inference_module(self, model: nn.Module) -> nn.Module:
         """The part of the trainable module that :meth:`model_spec` describes and whose weights
-        are saved as ``"model"`` (what :func:`load_checkpoint_model` rebuilds). Default: all of it.
+        are saved as ``"model"`` (what :func:`fastvision.models.load_model` rebuilds). Default: all of it.
         A task that trains extra modules (e.g. distillation adapters) returns the inner model;
         the whole trainable module's weights then go to ``checkpoint_last.pt`` as
         ``"training_model"`` for resuming."""
@@ -109,31 +111,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or getattr(model, "_orig_mod")
     return model
-
-
-def load_checkpoint_model(path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the module a training run saved (``checkpoint_last.pt`` or ``model_best.pt``)
-    and load its weights; returns ``(module in eval mode, checkpoint metadata)``."""
-    from fastvision.models import get_model
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise RuntimeError(f"could not read checkpoint {str(path)!r} ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_spec" not in ckpt:
-        raise RuntimeError(f"{str(path)!r} is not a fastvision training checkpoint "
-                           "(expected the keys 'model' and 'model_spec')")
-    spec = ckpt["model_spec"]
-    model = get_model(spec["name"], **spec.get("kwargs", {}))
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as err:
-        raise RuntimeError(f"checkpoint {str(path)!r} does not match {spec['name']}: {err}") from err
-    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "training_model")}
-    return model.to(device).eval(), meta
 
 
 def _move(batch, device):
@@ -194,7 +171,7 @@ def _fit(task: Task, config: TrainConfig, ctx: DistContext) -> dict:
     start_epoch, step, samples, history, best = 0, 0, 0, [], None
     ckpt_path = out / CHECKPOINT
     if config.resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = read_checkpoint(ckpt_path)
         if ckpt.get("task") != task.name:
             raise RuntimeError(f"cannot resume: {str(ckpt_path)!r} was written by task "
                                f"{ckpt.get('task')!r}, not {task.name!r}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from fastvision.ops.points import _masked_mean, nn_distance
+from fastvision.ops.points import masked_mean, nn_distance
 
 
 def sampling_loss_terms(
@@ -35,10 +35,10 @@ def sampling_loss_terms(
         lengths_generated, lengths_points: optional int64 ``(B,)`` valid lengths.
     """
     d_gp, _, d_pg, _ = nn_distance(generated, points, lengths_generated, lengths_points)
-    l_f = _masked_mean(d_gp, lengths_generated)
+    l_f = masked_mean(d_gp, lengths_generated)
     # Padded rows hold distance 0, which never exceeds a real (non-negative) distance.
     l_m = d_gp.amax(dim=1) if d_gp.shape[1] > 0 else d_gp.new_zeros(d_gp.shape[0])
-    l_b = _masked_mean(d_pg, lengths_points)
+    l_b = masked_mean(d_pg, lengths_points)
     return l_f, l_m, l_b
 
 

@@ -1,25 +1,32 @@
-"""The model registry shared by every model family: ``register_model``, ``get_model``,
-``list_models`` and local checkpoint loading (``load_weights``, ``finish``)."""
+"""The model registry shared by every model family: ``register_model`` (with the converter of
+the model's official checkpoints, when it has one), ``get_model``, ``list_models`` and
+``convert_official_state_dict``. Reading checkpoint files is :mod:`fastvision.models.checkpoint`."""
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Dict, List
 
 import torch
 import torch.nn as nn
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
+# name -> converter(state_dict, **model_kwargs) -> state dict of the registered model.
+_CONVERTERS: Dict[str, Callable[..., dict]] = {}
 
 
-def register_model(name: str | None = None):
-    """Decorator registering a builder under ``name`` (default: the function's name)."""
+def register_model(name: str | None = None, converter: Callable[..., dict] | None = None):
+    """Decorator registering a builder under ``name`` (default: the function's name).
+
+    ``converter(sd, **model_kwargs)``, when given, turns the model's official checkpoint into its
+    state dict (see :func:`convert_official_state_dict`); it lives beside the model."""
 
     def deco(fn):
         key = name or fn.__name__
         if key in _MODELS:
             raise ValueError(f"model {key!r} is already registered")
         _MODELS[key] = fn
+        if converter is not None:
+            _CONVERTERS[key] = converter
         return fn
 
     return deco
@@ -41,45 +48,12 @@ def get_model(name: str, **kwargs) -> nn.Module:
     return builder(**kwargs)
 
 
-_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
-
-
-def load_weights(model: nn.Module, weights) -> nn.Module:
-    """Load a local checkpoint into ``model`` with ``strict=True``; return the model.
-
-    Raises FileNotFoundError for a missing file and RuntimeError (naming the file) for one that
-    is not a readable torch checkpoint or does not match the model.
-    """
-    path = os.fspath(weights)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path!r}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt / truncated / not a torch file
-        raise RuntimeError(
-            f"could not read weights file {path!r} as a torch checkpoint "
-            f"({type(err).__name__}: {err})"
-        ) from err
-    if isinstance(ckpt, dict):
-        for key in _STATE_DICT_KEYS:
-            if key in ckpt and isinstance(ckpt[key], dict):
-                ckpt = ckpt[key]
-                break
-    if not isinstance(ckpt, dict):
-        raise RuntimeError(
-            f"weights file {path!r} does not hold a state dict (got {type(ckpt).__name__})"
-        )
-    try:
-        model.load_state_dict(ckpt, strict=True)
-    except RuntimeError as err:
-        raise RuntimeError(
-            f"weights file {path!r} does not match {type(model).__name__}: {err}"
-        ) from err
-    return model
-
-
-def finish(model: nn.Module, weights) -> nn.Module:
-    """Load ``weights`` (a local checkpoint path) into ``model`` when given; return the model."""
-    if weights is not None:
-        load_weights(model, weights)
-    return model
+def convert_official_state_dict(name: str, sd, **kwargs) -> dict:
+    """Convert an official checkpoint's variables ``sd`` to this package's ``state_dict`` for the
+    registered model ``name``, by the converter registered beside that model (the model module's
+    docstring says what it does); ``kwargs`` are the converter's options and the model's builder
+    arguments (``num_classes``, ``aux_mode``, the TF ``scope``, ...)."""
+    if name not in _CONVERTERS:
+        raise ValueError(f"no official checkpoint conversion for {name!r}; available: "
+                         f"{', '.join(sorted(_CONVERTERS))}")
+    return _CONVERTERS[name](sd, **kwargs)

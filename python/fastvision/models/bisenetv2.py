@@ -36,7 +36,8 @@ from typing import Dict, Tuple, Union
 import torch
 import torch.nn as nn
 
-from ._registry import finish, register_model
+from ._registry import register_model
+from .checkpoint import finish
 
 __all__ = ["BiSeNetV2", "drop_booster_heads"]
 
@@ -281,7 +282,14 @@ def drop_booster_heads(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.T
     return {k: v for k, v in state_dict.items() if k.split(".", 1)[0] not in _BOOSTER_HEADS}
 
 
-@register_model()
+def convert_official(state_dict: Dict[str, torch.Tensor], aux_mode: str = "train",
+                     **model_kwargs) -> Dict[str, torch.Tensor]:
+    """The official CoinCheung state dict has our keys; for ``aux_mode`` "eval" or "pred" the
+    booster heads of a training checkpoint are dropped."""
+    return drop_booster_heads(state_dict) if aux_mode != "train" else dict(state_dict)
+
+
+@register_model(converter=convert_official)
 def bisenetv2(*, num_classes: int = 19, aux_mode: str = "train", weights=None) -> BiSeNetV2:
     """BiSeNet V2, official CoinCheung layout; 5,231,487 params with the booster heads
     (``aux_mode="train"``), 3,358,627 without (19 classes)."""

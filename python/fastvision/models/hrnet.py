@@ -49,7 +49,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._registry import finish, register_model
+from ._registry import register_model
+from .checkpoint import finish
 
 __all__ = [
     "BasicBlock",
@@ -453,7 +454,13 @@ def strip_official_wrapper(state_dict: Dict[str, torch.Tensor]) -> Dict[str, tor
     return dict(state_dict)
 
 
-@register_model()
+def convert_official(state_dict: Dict[str, torch.Tensor], **model_kwargs) -> Dict[str, torch.Tensor]:
+    """The converter of every HRNet model: the official keys are ours, so only the training
+    wrappers go (:func:`strip_official_wrapper`)."""
+    return strip_official_wrapper(state_dict)
+
+
+@register_model(converter=convert_official)
 def hrnetv2_w18_small_v1(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
     """HRNetV2-W18-Small-v1 segmentation (Cityscapes ``seg_hrnet_w18_small_v1`` config:
     widths 16/32/64/128, 1 Bottleneck of 32 planes, one module per stage, 2 blocks per branch);
@@ -461,69 +468,69 @@ def hrnetv2_w18_small_v1(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
     return finish(HRNetV2Seg("w18_small_v1", num_classes), weights)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hrnetv2_w18_small_v2(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
     """HRNetV2-W18-Small-v2 segmentation (Cityscapes ``seg_hrnet_w18_small_v2`` config:
     widths 18/36/72/144, 2 Bottlenecks, 1/3/2 modules, 2 blocks per branch)."""
     return finish(HRNetV2Seg("w18_small_v2", num_classes), weights)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hrnetv2_w18(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
     """HRNetV2-W18 segmentation: the W48 Cityscapes config with widths 18/36/72/144."""
     return finish(HRNetV2Seg("w18", num_classes), weights)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hrnetv2_w32(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
     """HRNetV2-W32 segmentation: the W48 Cityscapes config with widths 32/64/128/256."""
     return finish(HRNetV2Seg("w32", num_classes), weights)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hrnetv2_w40(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
     """HRNetV2-W40 segmentation: the W48 Cityscapes config with widths 40/80/160/320."""
     return finish(HRNetV2Seg("w40", num_classes), weights)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hrnetv2_w48(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
     """HRNetV2-W48 segmentation (Cityscapes ``seg_hrnet_w48`` config); 65,859,379 params at 19
     classes."""
     return finish(HRNetV2Seg("w48", num_classes), weights)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hrnetv1_w32_pose(*, num_joints: int = 17, weights=None) -> HRNetV1Pose:
     """HRNetV1-W32 pose (COCO ``w32_256x192`` / ``w32_384x288`` configs); 28,536,113 params."""
     return finish(HRNetV1Pose("w32", num_joints), weights)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hrnetv1_w48_pose(*, num_joints: int = 17, weights=None) -> HRNetV1Pose:
     """HRNetV1-W48 pose (COCO ``w48_256x192`` / ``w48_384x288`` configs)."""
     return finish(HRNetV1Pose("w48", num_joints), weights)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hrnetv2p_w18(*, out_channels: int = 256, norm_eval: bool = True, weights=None) -> HRNetV2p:
     """HRNetV2p-W18 backbone + HRFPN (``configs/hrnet/faster_rcnn_hrnetv2p_w18_1x.py``)."""
     return finish(HRNetV2p("w18", out_channels, norm_eval), weights)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hrnetv2p_w32(*, out_channels: int = 256, norm_eval: bool = True, weights=None) -> HRNetV2p:
     """HRNetV2p-W32 backbone + HRFPN (``configs/hrnet/faster_rcnn_hrnetv2p_w32_1x.py``)."""
     return finish(HRNetV2p("w32", out_channels, norm_eval), weights)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hrnetv2p_w40(*, out_channels: int = 256, norm_eval: bool = True, weights=None) -> HRNetV2p:
     """HRNetV2p-W40 backbone + HRFPN (``configs/hrnet/faster_rcnn_hrnetv2p_w40_1x.py``)."""
     return finish(HRNetV2p("w40", out_channels, norm_eval), weights)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hrnetv2p_w48(*, out_channels: int = 256, norm_eval: bool = True, weights=None) -> HRNetV2p:
     """HRNetV2p-W48 backbone + HRFPN (the W32 config with widths 48/96/192/384; the official
     repository has no W48 detection config)."""

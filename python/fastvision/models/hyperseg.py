@@ -77,7 +77,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._registry import finish, register_model
+from ._registry import register_model
+from .checkpoint import finish
 from .efficientnet import EfficientNetFeatures
 from ..nn.patch import HyperPatchConv2d, HyperPatchInvertedResidual, HyperPatchNoPadding, next_multiple
 
@@ -676,7 +677,14 @@ def _build(name: str, weights, **kwargs) -> HyperSeg:
     return finish(HyperSeg(**cfg), weights)
 
 
-@register_model()
+def convert_official(checkpoint, **model_kwargs) -> dict:
+    """The official keys are ours (coordinate-grid buffers included); ``checkpoint`` is the state
+    dict or the official ``{"state_dict": ..., "arch": ...}`` checkpoint."""
+    inner = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    return dict(inner if isinstance(inner, dict) else checkpoint)
+
+
+@register_model(converter=convert_official)
 def hyperseg_m_cityscapes(*, num_classes: int = 19, weights=None, contiguous_signal: bool = False,
                           **kwargs) -> HyperSeg:
     """HyperSeg-M, Cityscapes (1024x512): v1_0, EfficientNet-B1, 10,311,214 params at 19
@@ -685,14 +693,14 @@ def hyperseg_m_cityscapes(*, num_classes: int = 19, weights=None, contiguous_sig
                   contiguous_signal=contiguous_signal, **kwargs)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hyperseg_s_cityscapes(*, num_classes: int = 19, weights=None, **kwargs) -> HyperSeg:
     """HyperSeg-S, Cityscapes (1536x768): v1_0_unify (unify_level 4), EfficientNet-B1,
     10,041,398 params at 19 classes (``cityscapes_efficientnet_b1_hyperseg-s.py``)."""
     return _build("hyperseg_s_cityscapes", weights, num_classes=num_classes, **kwargs)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hyperseg_s_camvid(*, num_classes: int = 12, weights=None, contiguous_signal: bool = False,
                       **kwargs) -> HyperSeg:
     """HyperSeg-S, CamVid (768x576): v1_0, EfficientNet-B1, 9,949,064 params at the official 12
@@ -701,7 +709,7 @@ def hyperseg_s_camvid(*, num_classes: int = 12, weights=None, contiguous_signal:
                   contiguous_signal=contiguous_signal, **kwargs)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hyperseg_l_camvid(*, num_classes: int = 12, weights=None, contiguous_signal: bool = False,
                       **kwargs) -> HyperSeg:
     """HyperSeg-L, CamVid (1024x768): v1_0 with 6 levels (the last on the image), EfficientNet-B1,
@@ -710,7 +718,7 @@ def hyperseg_l_camvid(*, num_classes: int = 12, weights=None, contiguous_signal:
                   contiguous_signal=contiguous_signal, **kwargs)
 
 
-@register_model()
+@register_model(converter=convert_official)
 def hyperseg_l_voc(*, num_classes: int = 21, weights=None, weight_groups: int = 16,
                    **kwargs) -> HyperSeg:
     """HyperSeg-L, PASCAL VOC (512x512): v0_1, EfficientNet-B3, context head levels 3; 39,680,458

@@ -12,9 +12,10 @@ SE / NL / in-exp-out / stride as listed), widths x1, x2, x4. The bneck layout is
 PyTorch MobileNetV3 of ``xiaolai-sqlai/mobilenetv3`` (``mobilenetv3.old.py``): expand 1x1 + BN +
 NL, depthwise + BN + NL, project 1x1 + BN, then SE on the *block output* (reduction 4, with BN
 inside, h-sigmoid gate), residual when stride 1 (through a 1x1 conv + BN when the widths differ),
-no residual at stride 2. Only this layout reproduces the paper's parameter counts (Tables 2, 5, 6:
-PAD-Net 0.0057M, Mv3-11BN 0.44M); torchvision's (SE on the expanded width) would give about
-0.0071M.
+no residual at stride 2 (the blocks: :mod:`fastvision.nn.mobilenet`; Table 1 itself:
+:func:`fastvision.ops.padnet.padnet_bnecks`, which the fused op shares). Only this layout
+reproduces the paper's parameter counts (Tables 2, 5, 6: PAD-Net 0.0057M, Mv3-11BN 0.44M);
+torchvision's (SE on the expanded width) would give about 0.0071M.
 The encoder is ``model.encoder`` and returns the tapped feature maps as a tuple, finest first:
 (bneck 2 at 1/1, bneck 4 at 1/2, bneck 6 at 1/4). Every BN is its own module (foldable).
 
@@ -51,7 +52,7 @@ and widths agree), stem 3x3 -> 32 + BN + ReLU6. Taps: the ends of the groups lis
 builders.
 
 U-Net baseline of Table 6 (``unet``): the paper gives only its size; a textbook U-Net of widths
-2, 4, 8, 16 chosen to match it (:class:`UNet`).
+2, 4, 8, 16 chosen to match it (:class:`fastvision.models.unet.UNet`).
 
 Counts at 112x48, convention of :mod:`fastvision.models.flops` (MACs; the paper's "FLOPs"):
 
@@ -98,27 +99,20 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ._registry import finish, register_model
+from fastvision.nn.mobilenet import MOBILENETV3_SMALL_BNECKS, MobileNetV2Encoder, MobileNetV3Encoder
+from fastvision.ops.padnet import fused_encoder_taps, padnet_bnecks
+
+from ._registry import register_model
+from .checkpoint import finish
 from .flops import Resize
 
 __all__ = [
-    "SqueezeExcite",
-    "Bneck",
-    "MobileNetV3Encoder",
-    "InvertedResidual",
-    "MobileNetV2Encoder",
     "ChainedResidualPool",
     "Fusion",
     "RefineDecoder",
     "PADNet",
-    "UNetEncoder",
-    "UNetUp",
-    "UNetDecoder",
-    "UNet",
     "PAPER_COUNTS",
     "padnet_bnecks",
-    "MOBILENETV3_SMALL_BNECKS",
-    "MOBILENETV2_GROUPS",
 ]
 
 # (params, MFLOPs) at 112x48 from the paper's Tables 2, 3, 5, 6.
@@ -134,212 +128,6 @@ PAPER_COUNTS = {
     "mv2_7bn": (1_820_000, 1484.5),
     "unet": (8_600, 4.4),
 }
-
-# One bneck: (kernel, in, expansion, out, squeeze-excite, nonlinearity "RE"/"HS", stride).
-_PADNET_BASE = (
-    (3, 2, 8, 4, True, "RE", 1),
-    (3, 4, 8, 4, False, "RE", 1),
-    (3, 4, 16, 8, True, "HS", 2),
-    (3, 8, 16, 8, True, "HS", 1),
-    (3, 8, 32, 16, True, "HS", 2),
-    (3, 16, 32, 16, True, "HS", 1),
-)
-
-# MobileNetV3-Small (Howard et al. 2019, Table 2), stride pattern of the original network.
-MOBILENETV3_SMALL_BNECKS = (
-    (3, 16, 16, 16, True, "RE", 2),
-    (3, 16, 72, 24, False, "RE", 2),
-    (3, 24, 88, 24, False, "RE", 1),
-    (5, 24, 96, 40, True, "HS", 2),
-    (5, 40, 240, 40, True, "HS", 1),
-    (5, 40, 240, 40, True, "HS", 1),
-    (5, 40, 120, 48, True, "HS", 1),
-    (5, 48, 144, 48, True, "HS", 1),
-    (5, 48, 288, 96, True, "HS", 2),
-    (5, 96, 576, 96, True, "HS", 1),
-    (5, 96, 576, 96, True, "HS", 1),
-)
-
-
-def padnet_bnecks(width: int = 1) -> tuple:
-    """Table 1 bneck settings for PAD-Net (``width`` 1), PAD-Net x2 (2) or x4 (4)."""
-    if int(width) < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
-    w = int(width)
-    return tuple((k, cin * w, exp * w, out * w, se, nl, s) for k, cin, exp, out, se, nl, s in _PADNET_BASE)
-
-
-def _activation(name: str) -> nn.Module:
-    if name == "RE":
-        return nn.ReLU()
-    if name == "HS":
-        return nn.Hardswish()
-    raise ValueError(f"nonlinearity must be 'RE' or 'HS', got {name!r}")
-
-
-class SqueezeExcite(nn.Module):
-    """SE of ``xiaolai-sqlai/mobilenetv3``: avg-pool, 1x1 (no bias) + BN + ReLU, 1x1 (no bias) + BN,
-    h-sigmoid gate multiplied into the input."""
-
-    def __init__(self, channels: int, reduction: int = 4):
-        super().__init__()
-        squeeze = channels // reduction
-        if squeeze < 1:
-            raise ValueError(f"SqueezeExcite: channels ({channels}) // reduction ({reduction}) must be >= 1")
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.reduce = nn.Conv2d(channels, squeeze, 1, bias=False)
-        self.reduce_bn = nn.BatchNorm2d(squeeze)
-        self.reduce_act = nn.ReLU()
-        self.expand = nn.Conv2d(squeeze, channels, 1, bias=False)
-        self.expand_bn = nn.BatchNorm2d(channels)
-        self.gate = nn.Hardsigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.reduce_act(self.reduce_bn(self.reduce(self.pool(x))))
-        return x * self.gate(self.expand_bn(self.expand(s)))
-
-
-class Bneck(nn.Module):
-    """MobileNetV3 bottleneck (layout in the module docstring)."""
-
-    def __init__(self, kernel: int, in_channels: int, expansion: int, out_channels: int,
-                 se: bool, nonlinearity: str, stride: int):
-        super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f"Bneck: stride must be 1 or 2, got {stride}")
-        self.stride = stride
-        self.expand = nn.Conv2d(in_channels, expansion, 1, bias=False)
-        self.expand_bn = nn.BatchNorm2d(expansion)
-        self.expand_act = _activation(nonlinearity)
-        self.depthwise = nn.Conv2d(expansion, expansion, kernel, stride, kernel // 2, groups=expansion,
-                                   bias=False)
-        self.depthwise_bn = nn.BatchNorm2d(expansion)
-        self.depthwise_act = _activation(nonlinearity)
-        self.project = nn.Conv2d(expansion, out_channels, 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(out_channels)
-        self.se = SqueezeExcite(out_channels) if se else None
-        self.shortcut = None
-        if stride == 1 and in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                                          nn.BatchNorm2d(out_channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand_act(self.expand_bn(self.expand(x)))
-        y = self.depthwise_act(self.depthwise_bn(self.depthwise(y)))
-        y = self.project_bn(self.project(y))
-        if self.se is not None:
-            y = self.se(y)
-        if self.stride == 1:
-            y = y + (x if self.shortcut is None else self.shortcut(x))
-        return y
-
-
-class MobileNetV3Encoder(nn.Module):
-    """Stem conv 3x3 + BN + h-swish, then bnecks; returns the outputs of the ``taps`` bnecks.
-
-    Args:
-        bnecks: bneck settings ``(kernel, in, exp, out, se, nl, stride)``.
-        taps: indices of the bnecks whose outputs are returned, increasing, ending with the last.
-        in_channels: image channels (1 for the grayscale pads).
-        stem_stride: stride of the stem conv.
-        strides: optional per-bneck strides overriding those in ``bnecks``.
-    """
-
-    def __init__(self, bnecks: Sequence[tuple], taps: Sequence[int], in_channels: int = 1,
-                 stem_stride: int = 1, strides: Sequence[int] | None = None):
-        super().__init__()
-        bnecks = [tuple(b) for b in bnecks]
-        if strides is not None:
-            if len(strides) != len(bnecks):
-                raise ValueError(f"strides has {len(strides)} entries, bnecks {len(bnecks)}")
-            bnecks = [b[:6] + (int(s),) for b, s in zip(bnecks, strides)]
-        taps = [int(t) for t in taps]
-        if not taps or sorted(set(taps)) != taps or taps[0] < 0 or taps[-1] != len(bnecks) - 1:
-            raise ValueError(f"taps must be increasing indices into the {len(bnecks)} bnecks, the "
-                             f"last one {len(bnecks) - 1}, got {taps}")
-        self.taps = tuple(taps)
-        self.in_channels = int(in_channels)
-        stem_out = bnecks[0][1]
-        self.stem = nn.Conv2d(self.in_channels, stem_out, 3, stem_stride, 1, bias=False)
-        self.stem_bn = nn.BatchNorm2d(stem_out)
-        self.stem_act = nn.Hardswish()
-        self.blocks = nn.ModuleList(Bneck(*b) for b in bnecks)
-        self.tap_channels = tuple(bnecks[t][3] for t in self.taps)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        y = self.stem_act(self.stem_bn(self.stem(x)))
-        taps = []
-        for i, block in enumerate(self.blocks):
-            y = block(y)
-            if i in self.taps:
-                taps.append(y)
-        return tuple(taps)
-
-
-# MobileNetV2 bottleneck groups (t, c, n, s) (Sandler et al. 2018, Table 2).
-MOBILENETV2_GROUPS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                      (6, 160, 3, 2), (6, 320, 1, 1))
-
-
-class InvertedResidual(nn.Module):
-    """MobileNetV2 block (torchvision layout): [expand 1x1 + BN + ReLU6] -> depthwise 3x3 + BN +
-    ReLU6 -> project 1x1 + BN, residual when stride 1 and the widths agree."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int):
-        super().__init__()
-        hidden = in_channels * expand_ratio
-        self.expand = nn.Conv2d(in_channels, hidden, 1, bias=False) if expand_ratio != 1 else None
-        self.expand_bn = nn.BatchNorm2d(hidden) if expand_ratio != 1 else None
-        self.expand_act = nn.ReLU6() if expand_ratio != 1 else None
-        self.depthwise = nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False)
-        self.depthwise_bn = nn.BatchNorm2d(hidden)
-        self.depthwise_act = nn.ReLU6()
-        self.project = nn.Conv2d(hidden, out_channels, 1, bias=False)
-        self.project_bn = nn.BatchNorm2d(out_channels)
-        self.residual = stride == 1 and in_channels == out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x if self.expand is None else self.expand_act(self.expand_bn(self.expand(x)))
-        y = self.project_bn(self.project(self.depthwise_act(self.depthwise_bn(self.depthwise(y)))))
-        return x + y if self.residual else y
-
-
-class MobileNetV2Encoder(nn.Module):
-    """Stem conv 3x3 -> 32 + BN + ReLU6, then the first ``len(strides)`` bottleneck groups of
-    MobileNetV2 with the given group strides; returns the outputs of the ``taps`` groups."""
-
-    def __init__(self, strides: Sequence[int], taps: Sequence[int], in_channels: int = 1,
-                 stem_stride: int = 1):
-        super().__init__()
-        if not 1 <= len(strides) <= len(MOBILENETV2_GROUPS):
-            raise ValueError(f"MobileNetV2Encoder: 1 to {len(MOBILENETV2_GROUPS)} group strides, "
-                             f"got {len(strides)}")
-        taps = [int(t) for t in taps]
-        if not taps or sorted(set(taps)) != taps or taps[0] < 0 or taps[-1] != len(strides) - 1:
-            raise ValueError(f"taps must be increasing indices into the {len(strides)} groups, the "
-                             f"last one {len(strides) - 1}, got {taps}")
-        self.taps = tuple(taps)
-        self.in_channels = int(in_channels)
-        self.stem = nn.Conv2d(self.in_channels, 32, 3, stem_stride, 1, bias=False)
-        self.stem_bn = nn.BatchNorm2d(32)
-        self.stem_act = nn.ReLU6()
-        groups, cin = [], 32
-        for (t, c, n, _), stride in zip(MOBILENETV2_GROUPS, strides):
-            groups.append(nn.Sequential(*(InvertedResidual(cin if i == 0 else c, c, stride if i == 0 else 1, t)
-                                          for i in range(n))))
-            cin = c
-        self.groups = nn.ModuleList(groups)
-        self.tap_channels = tuple(MOBILENETV2_GROUPS[t][1] for t in self.taps)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        y = self.stem_act(self.stem_bn(self.stem(x)))
-        taps = []
-        for i, group in enumerate(self.groups):
-            y = group(y)
-            if i in self.taps:
-                taps.append(y)
-        return tuple(taps)
-
 
 class ChainedResidualPool(nn.Module):
     """``stages`` times: ``top = conv(MaxPool5x5,s1(top)); x = x + top``; returns x.
@@ -457,8 +245,6 @@ class PADNet(nn.Module):
             x.requires_grad or any(p.requires_grad for p in self.encoder.parameters()))
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in self.encoder.modules())
         if self.use_fused and not self.training and not needs_grad and not hooked:
-            from fastvision.ops.padnet import fused_encoder_taps
-
             taps = fused_encoder_taps(self.encoder, x)
             if taps is not None:
                 return taps
@@ -555,135 +341,3 @@ def mv2_7bn(*, chain_stages: int = 4, head_kernel: int = 1, weights=None) -> PAD
     7) + PAD-Net's decoder (paper 1.82M / 1484.5)."""
     encoder = MobileNetV2Encoder(strides=(1, 1, 1, 2, 1, 2, 1), taps=(1, 3, 6))
     return finish(_with_padnet_decoder(encoder, chain_stages, head_kernel), weights)
-
-
-# ---------------------------------------------------------------------------------------------
-# U-Net baseline (Table 6)
-# ---------------------------------------------------------------------------------------------
-
-def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU())
-
-
-def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(_conv_bn_relu(in_channels, out_channels),
-                         _conv_bn_relu(out_channels, out_channels))
-
-
-class UNetEncoder(nn.Module):
-    """Level 0: double conv (3x3 conv + BN + ReLU, twice) at input resolution; level i > 0:
-    MaxPool 2x2 (``ceil_mode``, so odd sizes keep every pixel), double conv to ``widths[i]``.
-    Returns every level's output, finest first (the skips; the last one is the bottleneck)."""
-
-    def __init__(self, widths: Sequence[int], in_channels: int = 1):
-        super().__init__()
-        self.in_channels = int(in_channels)
-        self.widths = tuple(int(w) for w in widths)
-        self.pool = nn.MaxPool2d(2, ceil_mode=True)
-        self.levels = nn.ModuleList(
-            _double_conv(self.in_channels if i == 0 else self.widths[i - 1], w)
-            for i, w in enumerate(self.widths))
-        self.tap_channels = self.widths
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        taps = []
-        for i, level in enumerate(self.levels):
-            x = level(x if i == 0 else self.pool(x))
-            taps.append(x)
-        return tuple(taps)
-
-
-class UNetUp(nn.Module):
-    """U-Net decoder step: up-conv (bilinear x2 to the skip's size, 3x3 conv + BN + ReLU to the
-    skip's width), Concat(skip, up), double conv to the skip's width."""
-
-    def __init__(self, coarse_channels: int, skip_channels: int):
-        super().__init__()
-        self.upsample = Resize("bilinear")
-        self.up_conv = _conv_bn_relu(coarse_channels, skip_channels)
-        self.conv = _double_conv(2 * skip_channels, skip_channels)
-
-    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = self.up_conv(self.upsample(coarse, skip.shape[-2:]))
-        return self.conv(torch.cat([skip, up], dim=1))
-
-
-class UNetDecoder(nn.Module):
-    """One :class:`UNetUp` per skip, coarse to fine, then the head (conv with bias to 1 channel)."""
-
-    def __init__(self, widths: Sequence[int], head_kernel: int = 1):
-        super().__init__()
-        if head_kernel not in (1, 3):
-            raise ValueError(f"head_kernel must be 1 or 3, got {head_kernel}")
-        widths = tuple(int(w) for w in widths)
-        self.ups = nn.ModuleList(UNetUp(widths[i + 1], widths[i])
-                                 for i in range(len(widths) - 2, -1, -1))
-        self.head = nn.Conv2d(widths[0], 1, head_kernel, 1, head_kernel // 2, bias=True)
-
-    def forward(self, taps: Sequence[torch.Tensor]):
-        """Logits at the finest tap's resolution and the decoder steps' outputs, coarse to fine."""
-        x, features = taps[-1], []
-        for up, skip in zip(self.ups, reversed(taps[:-1])):
-            x = up(x, skip)
-            features.append(x)
-        return self.head(x), tuple(features)
-
-
-class UNet(nn.Module):
-    """U-Net baseline of PAD-Net's Table 6 (paper 0.0086M / 4.4 MFLOPs at 112x48; the paper gives
-    no architecture, the layers below are chosen to be a textbook U-Net of that size).
-
-    Ronneberger et al. (MICCAI 2015) scaled down, with BN: ``len(widths)`` levels of double 3x3
-    conv + BN + ReLU, 2x2 max-pool between levels, widths doubling (default 2, 4, 8, 16: three
-    poolings, bottleneck at 1/8, 14x6 for a 112x48 pad); decoder: per level an up-conv halving the
-    width (bilinear x2 + 3x3 conv + BN + ReLU, in place of Ronneberger's 2x2 transposed conv,
-    which :mod:`fastvision.models.flops` does not count and which cannot restore odd sizes),
-    Concat with the skip, double conv; head 1x1 conv with bias to one channel (``head_kernel``),
-    no final activation. Same output convention as
-    :class:`PADNet`: ``forward(x)`` -> particle-map logits (B, 1, H, W) at input resolution (any
-    H, W >= 1: odd sizes are pooled with ``ceil_mode`` and upsampled to the skip's size);
-    ``forward(x, return_features=True)`` -> ``(logits, features)`` with the decoder steps'
-    outputs, coarse to fine (default widths 8, 4, 2 at 1/4, 1/2, 1/1, the resolutions of PAD-Net's
-    three chains). ``model.encoder`` returns the skips, finest first.
-
-    Why these numbers: at 112x48 this is 8,577 parameters (paper 0.0086M: -0.3%) and 4.424 MMACs
-    (thop-style, :mod:`fastvision.models.flops`; paper 4.4 MFLOPs: +0.5%). Neighbouring textbook
-    variants miss: without the up-conv (bilinear up + Concat directly) 7,793 / 3.81 (-9% / -13%);
-    widths from 3 with single convs 8,668 / 5.08 (+15% MACs); 3 levels (4, 8, 16), single convs:
-    3,721 / 6.04.
-
-    It trains with the losses of :mod:`fastvision.losses.particles` (AAL) and is scored by
-    :class:`fastvision.metrics.particles.ParticleMetrics` like PAD-Net; ``fastvision train
-    padnet`` trains only the Table 1 widths (``--width``), as for the Table 2 encoders. There is
-    no fused path (``use_fused`` does not apply). Measured on the embedded data (AAL, Adam 1e-3,
-    batch 8, 6 epochs of the 1952 pads, first 100 test pads): F1 0.966 / MAE 1.5 and 1.2 at seeds
-    1 and 2; at seed 0 (12 epochs) one of the two full-resolution channels died, the map topped
-    out flat at sigmoid(head bias) = 0.78 and the flat tops gave duplicate peaks (precision
-    0.60): a risk of so narrow a top level.
-    """
-
-    def __init__(self, widths: Sequence[int] = (2, 4, 8, 16), in_channels: int = 1,
-                 head_kernel: int = 1):
-        super().__init__()
-        widths = tuple(int(w) for w in widths)
-        if len(widths) < 2 or min(widths) < 1:
-            raise ValueError(f"UNet: widths needs >= 2 levels of >= 1 channel, got {widths}")
-        self.encoder = UNetEncoder(widths, in_channels)
-        self.decoder = UNetDecoder(widths, head_kernel)
-
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        if x.dim() != 4 or x.shape[1] != self.encoder.in_channels:
-            raise ValueError(f"UNet: x must be (B, {self.encoder.in_channels}, H, W), "
-                             f"got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"UNet: x must be a floating-point tensor, got {x.dtype}")
-        logits, features = self.decoder(self.encoder(x))
-        return (logits, features) if return_features else logits
-
-
-@register_model()
-def unet(*, widths: Sequence[int] = (2, 4, 8, 16), head_kernel: int = 1, weights=None) -> UNet:
-    """Table 6's U-Net baseline (paper 0.0086M / 4.4 MFLOPs; layers chosen here, see
-    :class:`UNet`): 8,577 parameters, 4.42 MMACs at 112x48."""
-    return finish(UNet(widths, 1, head_kernel), weights)

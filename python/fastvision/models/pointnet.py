@@ -21,13 +21,19 @@ corresponds to ``momentum = 1 - bn_decay``; set it on the BN modules if you repr
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._registry import get_model, register_model
+from .checkpoint import finish
+
 BN_EPS = 1e-3
 
-__all__ = ["PointNetCls", "PointNetClsVanilla", "TransformNet", "pointnet_cls_loss"]
+__all__ = ["PointNetCls", "PointNetClsVanilla", "TransformNet", "pointnet_cls_loss",
+           "convert_tf_variables", "pointnet_cls", "pointnet_cls_vanilla"]
 
 
 class _PointConv(nn.Module):
@@ -183,3 +189,89 @@ def pointnet_cls_loss(logits: torch.Tensor, labels: torch.Tensor, transform: tor
     eye = torch.eye(k, dtype=transform.dtype, device=transform.device)
     diff = torch.bmm(transform, transform.transpose(1, 2)) - eye
     return loss + reg_weight * (diff.pow(2).sum() / 2)
+
+
+_TF_SKIP_SUFFIXES = ("/Adam", "/Adam_1", "/Momentum")
+
+
+def convert_tf_variables(name: str, sd, *, scope: str = "", **model_kwargs) -> dict:
+    """The converter of the TF models of the sampling papers (``pointnet_cls``,
+    ``pointnet_cls_vanilla``, ``snet``, ``progressivenet``): the state dict of the registered
+    model ``name`` from the variables of an official TF checkpoint.
+
+    ``sd`` maps the official TensorFlow variable names (e.g. from ``tf.train.load_checkpoint(path)``:
+    ``{n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}``) to arrays.
+    ``scope`` is the variable scope the network was built in (e.g. ``"sampler"``); variables
+    outside it, optimizer slots and counters are ignored. Conv kernels ``[1, kw, cin, cout]``
+    become Conv1d weights, FC ``[in, out]`` are transposed, ``bn/beta``/``bn/gamma`` are the BN
+    bias/weight, the BN ``ExponentialMovingAverage`` of ``moments/Squeeze`` (``Squeeze_1``) the
+    running mean (variance); the T-nets' constant identity is added to ``transform_XYZ`` /
+    ``transform_feat`` biases. ``model_kwargs`` (``num_classes``, ``num_out_points``, ...) size
+    the model; a missing variable or a shape mismatch raises ``KeyError``/``ValueError``.
+    """
+    target = get_model(name, **model_kwargs).state_dict()
+    prefix = scope.strip("/") + "/" if scope.strip("/") else ""
+    out = {}
+    for key, value in sd.items():
+        key = key[:-2] if key.endswith(":0") else key
+        if not key.startswith(prefix) or key.endswith(_TF_SKIP_SUFFIXES):
+            continue
+        rel = key[len(prefix):]
+        t = torch.as_tensor(value).detach().clone().float()
+        if "/ExponentialMovingAverage" in rel:
+            layer = rel.split("/bn/", 1)[0]
+            leaf = "running_var" if "/moments/Squeeze_1/" in rel else "running_mean"
+            mod_path, leaf_path = layer, ("bn", leaf)
+        elif "/" in rel:
+            mod_path, leaf = rel.rsplit("/", 1)
+            if mod_path.endswith("/bn"):
+                mod_path = mod_path[:-3]
+                leaf_path = ("bn", {"beta": "bias", "gamma": "weight"}.get(leaf, leaf))
+            else:
+                leaf_path = ({"weights": "weight", "biases": "bias"}.get(leaf, leaf),)
+        else:
+            continue  # global counters (batch, global_step, ...)
+        if leaf_path[-1] not in ("weight", "bias", "running_mean", "running_var"):
+            continue
+        is_tnet_out = mod_path.endswith(("transform_XYZ", "transform_feat"))
+        mod_path = mod_path.replace("transform_XYZ", "transform").replace("transform_feat", "transform")
+        base = mod_path.replace("/", ".")
+        if leaf_path[0] == "bn":
+            cands = [f"{base}.bn.{leaf_path[1]}", f"{base}_bn.{leaf_path[1]}"]
+        else:
+            cands = [f"{base}.conv.{leaf_path[0]}", f"{base}.fc.{leaf_path[0]}", f"{base}.{leaf_path[0]}"]
+        tkey = next((c for c in cands if c in target), None)
+        if tkey is None:
+            raise KeyError(f"official variable {key!r} has no counterpart in {name}")
+        if leaf_path == ("weight",):
+            if t.dim() == 4:  # conv2d kernel [1, kw, cin, cout] -> Conv1d (cout, kw*cin, 1)
+                t = t[0].reshape(-1, t.shape[-1]).t().unsqueeze(-1)
+            elif t.dim() == 2:
+                t = t.t()
+        if is_tnet_out and leaf_path == ("bias",):
+            k = int(round(t.numel() ** 0.5))
+            t = t + torch.eye(k).flatten()
+        if t.shape != target[tkey].shape:
+            raise ValueError(f"official variable {key!r} has shape {tuple(t.shape)}, "
+                             f"{tkey} expects {tuple(target[tkey].shape)}")
+        out[tkey] = t.contiguous()
+    for tkey, v in target.items():
+        if tkey.endswith("num_batches_tracked"):
+            out[tkey] = torch.zeros_like(v)
+    missing = sorted(set(target) - set(out))
+    if missing:
+        raise KeyError(f"official checkpoint (scope {scope!r}) lacks variables for {name}: {missing}")
+    return out
+
+
+@register_model(converter=partial(convert_tf_variables, "pointnet_cls"))
+def pointnet_cls(*, num_classes: int = 40, weights=None, dropout: float = 0.3) -> PointNetCls:
+    """PointNet with input/feature T-nets, TF layout of the sampling papers (B, N, 3) input."""
+    return finish(PointNetCls(num_classes=num_classes, dropout=dropout), weights)
+
+
+@register_model(converter=partial(convert_tf_variables, "pointnet_cls_vanilla"))
+def pointnet_cls_vanilla(*, num_classes: int = 40, weights=None,
+                         dropout: float = 0.3) -> PointNetClsVanilla:
+    """PointNet without T-nets (``pointnet_cls_basic.py``), ProgressiveNet's task network."""
+    return finish(PointNetClsVanilla(num_classes=num_classes, dropout=dropout), weights)

@@ -20,9 +20,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .pointnet import BN_EPS, _FC, _PointConv, _check_input
+from functools import partial
 
-__all__ = ["SNet", "SampleNet", "SoftProjection"]
+from ._registry import register_model
+from .checkpoint import finish
+from .pointnet import BN_EPS, _FC, _PointConv, _check_input, convert_tf_variables
+
+__all__ = ["SNet", "SampleNet", "SoftProjection", "snet", "progressivenet", "samplenet",
+           "samplenet_progressive"]
 
 
 class SNet(nn.Module):
@@ -198,3 +203,49 @@ class SampleNet(nn.Module):
         if self.skip_projection or not self.training:
             return torch.zeros((), dtype=sigma.dtype, device=sigma.device)
         return sigma
+
+
+def same_keys(sd, **model_kwargs) -> dict:
+    """The converter of SampleNet: the official PyTorch state dict already has our keys."""
+    return dict(sd)
+
+
+@register_model(converter=partial(convert_tf_variables, "snet"))
+def snet(*, num_out_points: int = 64, bottleneck_size: int = 128, output_bn: bool = True,
+         weights=None) -> SNet:
+    """S-NET generator (official default k = 64 output points)."""
+    return finish(SNet(num_out_points, bottleneck_size, output_bn), weights)
+
+
+@register_model(converter=partial(convert_tf_variables, "progressivenet"))
+def progressivenet(*, num_out_points: int = 1024, bottleneck_size: int = 128,
+                   output_bn: bool = True, weights=None) -> SNet:
+    """ProgressiveNet: the S-NET network generating 1024 ordered points (prefixes = samples)."""
+    return finish(SNet(num_out_points, bottleneck_size, output_bn), weights)
+
+
+@register_model(converter=same_keys)
+def samplenet(*, num_out_points: int = 64, bottleneck_size: int = 128, group_size: int = 8,
+              initial_temperature: float = 1.0, is_temperature_trainable: bool = True,
+              min_sigma: float | None = 1e-2, input_shape: str = "bcn", output_shape: str = "bcn",
+              complete_fps: bool = True, skip_projection: bool = False, output_bn: bool = False,
+              weights=None) -> SampleNet:
+    """SampleNet, official PyTorch port defaults (``registration/src/samplenet.py``, ``sputils.py``:
+    64 output points, group size 8, min_sigma 1e-2, no BN on the last FC)."""
+    return finish(SampleNet(num_out_points, bottleneck_size, group_size, initial_temperature,
+                             is_temperature_trainable, min_sigma, input_shape, output_shape,
+                             complete_fps, skip_projection, output_bn), weights)
+
+
+@register_model(converter=same_keys)
+def samplenet_progressive(*, num_out_points: int = 1024, bottleneck_size: int = 128,
+                          group_size: int = 7, initial_temperature: float = 1.0,
+                          min_sigma: float | None = None, input_shape: str = "bnc",
+                          output_shape: str = "bnc", output_bn: bool = True,
+                          weights=None) -> SampleNet:
+    """SampleNet-Progressive (``train_samplenet_progressive.py``, TF classification code): the
+    SampleNet network generating 1024 ordered points whose prefixes are the samples of every size;
+    classification defaults (projection group 7, no sigma clamp, BN on the output FC)."""
+    return finish(SampleNet(num_out_points, bottleneck_size, group_size, initial_temperature,
+                            True, min_sigma, input_shape, output_shape, True, False, output_bn),
+                  weights)

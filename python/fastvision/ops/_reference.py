@@ -200,7 +200,7 @@ def padnet_encoder(x, params, width):
     residuals), on the packed parameters unpacked by name. Returns the three taps."""
     import torch.nn.functional as F
 
-    from fastvision.ops.padnet import _bnecks, unpack_padnet_params
+    from fastvision.ops.padnet import padnet_bnecks, unpack_padnet_params
 
     p = unpack_padnet_params(params, width)
 
@@ -211,7 +211,7 @@ def padnet_encoder(x, params, width):
 
     y = F.hardswish(conv(x, "stem", 3))
     taps = []
-    for i, (k, cin, exp, out, se, nl, s) in enumerate(_bnecks(width)):
+    for i, (k, cin, exp, out, se, nl, s) in enumerate(padnet_bnecks(width)):
         act = F.relu if nl == "RE" else F.hardswish
         b = f"blocks.{i}."
         z = act(conv(y, b + "expand"))

@@ -37,13 +37,14 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-__all__ = ["FoldedPadnetEncoder", "fold_padnet_encoder", "padnet_encoder", "padnet_param_count"]
+__all__ = ["FoldedPadnetEncoder", "fold_padnet_encoder", "padnet_bnecks", "padnet_encoder",
+           "padnet_param_count"]
 
 PADNET_WIDTHS = (1, 2, 4)
 
-# Table 1 at width 1: (kernel, in, expansion, out, SE, nonlinearity, stride), as in
-# fastvision.models.padnet (checked against padnet_bnecks when folding).
-_BASE = (
+# PAD-Net's Table 1 at width 1, one bneck per row: (kernel, in, expansion, out, squeeze-excite,
+# nonlinearity "RE"/"HS", stride). The one copy: the models build their encoders from it.
+_TABLE1 = (
     (3, 2, 8, 4, True, "RE", 1),
     (3, 4, 8, 4, False, "RE", 1),
     (3, 4, 16, 8, True, "HS", 2),
@@ -53,8 +54,12 @@ _BASE = (
 )
 
 
-def _bnecks(width: int) -> list[tuple]:
-    return [(k, cin * width, exp * width, out * width, se, nl, s) for k, cin, exp, out, se, nl, s in _BASE]
+def padnet_bnecks(width: int = 1) -> tuple:
+    """Table 1 bneck settings for PAD-Net (``width`` 1), PAD-Net x2 (2) or x4 (4)."""
+    if int(width) < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    w = int(width)
+    return tuple((k, cin * w, exp * w, out * w, se, nl, s) for k, cin, exp, out, se, nl, s in _TABLE1)
 
 
 def _packed_shapes(width: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -62,7 +67,7 @@ def _packed_shapes(width: int) -> list[tuple[str, tuple[int, ...]]]:
     followed by its bias)."""
     stem = 2 * width
     shapes = [("stem.w", (stem, 9)), ("stem.b", (stem,))]
-    for i, (k, cin, exp, out, se, _, s) in enumerate(_bnecks(width)):
+    for i, (k, cin, exp, out, se, _, s) in enumerate(padnet_bnecks(width)):
         p = f"blocks.{i}."
         shapes += [(p + "expand.w", (exp, cin)), (p + "expand.b", (exp,)),
                    (p + "depthwise.w", (exp, k * k)), (p + "depthwise.b", (exp,)),
@@ -122,9 +127,8 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tens
 
 def _structure_mismatch(encoder: nn.Module) -> tuple[int | None, str]:
     """(width, "") when ``encoder`` is a PAD-Net encoder the op computes, else (None, why)."""
-    from fastvision.models.padnet import MobileNetV3Encoder
-
-    if not isinstance(encoder, MobileNetV3Encoder):
+    # Checked by structure, not class: the encoder class is defined in a layer above the ops.
+    if not all(hasattr(encoder, a) for a in ("stem", "stem_bn", "stem_act", "blocks", "taps")):
         return None, f"encoder must be a MobileNetV3Encoder, got {type(encoder).__name__}"
     stem = encoder.stem
     width = stem.out_channels // 2
@@ -145,7 +149,7 @@ def _structure_mismatch(encoder: nn.Module) -> tuple[int | None, str]:
             return None, "SE must have reduction 4"
         layout.append((block.depthwise.kernel_size[0], block.expand.in_channels, block.expand.out_channels,
                        block.project.out_channels, se, nl, block.stride))
-    if layout != _bnecks(width):
+    if tuple(layout) != padnet_bnecks(width):
         return None, f"the bnecks must be PAD-Net's Table 1 at width {width}, got {layout}"
     for m in encoder.modules():
         if isinstance(m, nn.BatchNorm2d) and (m.running_mean is None or not m.affine):

@@ -184,7 +184,7 @@ def nn_distance(
     return NNDistance(*out)
 
 
-def _masked_mean(d: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+def masked_mean(d: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     """Mean over the valid points of each cloud: ``(B, P) -> (B,)`` (0 for an empty cloud)."""
     if lengths is None:
         return d.mean(dim=1) if d.shape[1] > 0 else d.new_zeros(d.shape[0])
@@ -211,7 +211,7 @@ def chamfer_distance(
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"chamfer_distance: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     d12, _, d21, _ = nn_distance(p1, p2, lengths1, lengths2, norm=norm)
-    per_cloud = _masked_mean(d12, lengths1) + _masked_mean(d21, lengths2)
+    per_cloud = masked_mean(d12, lengths1) + masked_mean(d21, lengths2)
     if reduction == "mean":
         return per_cloud.mean()
     if reduction == "sum":

@@ -1,67 +1,102 @@
-"""Training recipes: what ``fastvision train NAME`` runs, each a :class:`fastvision.engine.Task`.
-
-A recipe is ``(add_arguments(parser), build(args, config) -> Task)``; model families add theirs
-to :data:`RECIPES`.
-"""
+"""Application code, one folder per model family (``tasks/<family>/``: training recipes, the
+papers' experiments, benchmarks, the demo section and anything else only that family runs), and
+:data:`FAMILIES`, the table that ``fastvision train|eval|bench|demo`` loop over."""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import datetime as _dt
+import os
+from typing import Callable
+
+from fastvision.benchmarks import harness
+
+from .family import Family, Recipe
+
+__all__ = ["FAMILIES", "Family", "Recipe", "recipes", "benchmark_names", "run_family"]
+
+FAMILIES: tuple[Family, ...] = (
+    Family("sampling", recipes=True,
+           eval_help="accuracy vs sampling ratio: random, FPS, S-NET, ProgressiveNet, SampleNet "
+                     "(trains what is missing)",
+           benchmarks={"points": "bench_points", "sampling": "benchmark"},
+           demo_title="Learned point-cloud sampling"),
+    Family("padnet", recipes=True,
+           eval_help="PAD-Net Tables 5/6: teacher, PAD-Net (KD), PAD-Net (x2, x4): params, MFLOPs, "
+                     "MAE, RMSE, Precision, Recall",
+           benchmarks={"padnet": "benchmark"},
+           demo_title="Particle detection (PAD-Net)"),
+    Family("segmentation", recipes=True,
+           eval_help="mIoU table and prediction overlays of a trained segmentation checkpoint "
+                     "(single or multi-scale, flip)",
+           benchmarks={"segmentation": "benchmark"},
+           demo_title="Semantic segmentation (BiSeNet V2, HRNetV2)"),
+    Family("hyperseg", benchmarks={"hyperseg": "benchmark"},
+           demo_title="HyperSeg (patch-wise dynamic convolution)"),
+    Family("pose", recipes=True,
+           eval_help="COCO OKS AP of a pose checkpoint (official post-processing, optional flip "
+                     "test)"),
+)
 
 
-class Recipe(NamedTuple):
-    help: str
-    add_arguments: Callable
-    build: Callable  # (args, TrainConfig) -> Task
-    epochs: int  # default epochs on the embedded data
-
-
-def _sampling_recipes() -> dict[str, Recipe]:
-    from .sampling import recipe as s
-
-    out = {"pointnet": Recipe("PointNet task network (point-cloud classification)",
-                              s.add_pointnet_arguments, lambda a, c: s.build_pointnet(a), 12)}
-    helps = {"snet": "S-NET sampler (Dovrat et al. 2019)",
-             "progressivenet": "ProgressiveNet sampler (ordered points, all sizes)",
-             "samplenet": "SampleNet sampler with soft projection (Lang et al. 2020)",
-             "samplenet-progressive": "SampleNet-Progressive sampler"}
-    for kind, text in helps.items():
-        out[kind] = Recipe(text, (lambda p, k=kind: s.add_sampler_arguments(p, k)),
-                           (lambda a, c, k=kind: s.build_sampler(k, a, c)), 8)
+def recipes() -> dict:
+    """Every ``fastvision train`` recipe by name, in the order of :data:`FAMILIES`."""
+    out = {}
+    for family in FAMILIES:
+        if family.recipes:
+            out.update(family.module("recipe").RECIPES)
     return out
 
 
-def _padnet_recipes() -> dict[str, Recipe]:
-    from .padnet import recipe as p
-
-    return {"padnet": Recipe("PAD-Net particle detector (x1/x2/x4; AAL or Table 4 losses; --kd)",
-                             p.add_padnet_arguments, lambda a, c: p.build_padnet(a),
-                             p.EMBEDDED_EPOCHS),
-            "padnet-teacher": Recipe("PAD-Net's knowledge-distillation teacher",
-                                     p.add_teacher_arguments, lambda a, c: p.build_teacher(a),
-                                     p.EMBEDDED_TEACHER_EPOCHS)}
+def benchmark_names() -> list[str]:
+    """The names ``fastvision bench --family`` accepts."""
+    return [name for family in FAMILIES for name in family.benchmarks]
 
 
-def _segmentation_recipes() -> dict[str, Recipe]:
-    from .segmentation import recipe as seg
-
-    return {"segmentation": Recipe("semantic segmentation: HRNetV2, BiSeNet V2, HyperSeg (--model)",
-                                   seg.add_arguments, seg.build, 8)}
-
-
-def _pose_recipes() -> dict[str, Recipe]:
-    from .pose import recipe as pose
-
-    return {"pose": Recipe("HRNetV1 top-down pose estimation (COCO keypoints or embedded stick "
-                           f"figures; {pose.EMBEDDED_EPOCHS} epochs by default, CPU-sized: the "
-                           "official recipe is 210)", pose.add_arguments, pose.build,
-                           pose.EMBEDDED_EPOCHS)}
+def _benchmark_module(name: str):
+    for family in FAMILIES:
+        if name in family.benchmarks:
+            return family.module(family.benchmarks[name])
+    raise ValueError(f"unknown benchmark family {name!r}; available: {', '.join(benchmark_names())}")
 
 
-RECIPES: dict[str, Recipe] = {}
-RECIPES.update(_sampling_recipes())
-RECIPES.update(_padnet_recipes())
-RECIPES.update(_segmentation_recipes())
-RECIPES.update(_pose_recipes())
+def run_family(
+    family: str,
+    size: str = "small",
+    device: str = "cpu",
+    out_dir: str | None = None,
+    *,
+    competitors: bool = True,
+    repeats: int | None = None,
+    only: list[str] | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[dict]:
+    """Runs one benchmark family and returns its rows (one dict per case and implementation).
 
-__all__ = ["Recipe", "RECIPES"]
+    With ``out_dir``, writes ``<family>-<device tag>-<date>[-small].{md,json,png}`` there (a
+    markdown table with medians and ratios against fastvision, the rows as JSON with the
+    environment, a bar chart). Prints the summary and the full table through ``log``.
+    """
+    mod = _benchmark_module(family)
+    if size not in ("small", "full"):
+        raise ValueError(f"size must be 'small' or 'full', got {size!r}")
+    env = harness.environment(device)
+    env.update(family=family, size=size)
+    rows = mod.run(size=size, device=device, competitors=competitors, repeats=repeats, only=only,
+                   log=log if size == "full" else None)
+    if hasattr(os, "getloadavg"):
+        env["load_average_at_end"] = list(os.getloadavg())
+    title = f"fastvision {family} benchmarks ({size}, {device})"
+    if out_dir is not None:
+        stem = (f"{family}-{harness.device_tag(device)}-{_dt.date.today().isoformat()}"
+                + ("-small" if size == "small" else ""))
+        base = os.path.join(out_dir, stem)
+        harness.write_table(rows, base + ".md", env, title)
+        harness.write_json(rows, base + ".json", env)
+        wrote_png = harness.write_plot(rows, base + ".png", title)
+        if log:
+            log(f"wrote {base}.md, {base}.json" + (f", {base}.png" if wrote_png else ""))
+    if log:
+        log(harness.format_summary(rows))
+        log("")
+        log(harness.format_table(rows))
+    return rows

@@ -30,8 +30,7 @@ from typing import Callable
 
 import torch
 
-from fastvision.benchmarks.harness import Case, Impl, measure_case
-from fastvision.tasks.sampling.bench_points import _timed
+from fastvision.benchmarks.harness import Case, Impl, measure_case, timed
 
 __all__ = ["CASES", "build_case", "run"]
 
@@ -78,7 +77,7 @@ def _level_case(name: str, mode: str, scale: int, device: str) -> Case:
                 {"level": name, "kind": kind, "mode": mode, "height": h, "width": w, "fh": fh, "fw": fw})
     reference: dict[str, object] = {}
 
-    def timed(f: Callable) -> Callable:
+    def timed_call(f: Callable) -> Callable:
         if mode == "fwd":
             def fn():
                 with torch.no_grad():
@@ -90,11 +89,11 @@ def _level_case(name: str, mode: str, scale: int, device: str) -> Case:
                 out = f(xs, ws)
                 out.backward(grad)
                 return out.detach(), xs.grad, ws.grad
-        return _timed(fn, device)
+        return timed(fn, device)
 
     def with_reference(f: Callable) -> Callable:
         def setup():
-            fn = timed(f)
+            fn = timed_call(f)
             reference["out"] = fn()
             return fn
         return setup
@@ -115,7 +114,7 @@ def _level_case(name: str, mode: str, scale: int, device: str) -> Case:
                                                            block.bn3, act=block.act_layer)
 
         case.impls.append(Impl("patch_inverted_residual (fused)", with_reference(fused), None, role="fastvision"))
-        case.impls.append(Impl("HyperSeg unfold formulation", lambda: timed(unfused), check))
+        case.impls.append(Impl("HyperSeg unfold formulation", lambda: timed_call(unfused), check))
         return case
 
     k, groups = (1, 1) if kind == "conv1x1" else (3, cin)
@@ -129,7 +128,7 @@ def _level_case(name: str, mode: str, scale: int, device: str) -> Case:
         return ref.hyperpatch_conv2d_unfold(x, weight, k, k // 2, "reflect", groups)
 
     case.impls.append(Impl("patch_conv2d", with_reference(ours), None, role="fastvision"))
-    case.impls.append(Impl("HyperSeg unfold formulation", lambda: timed(official), check))
+    case.impls.append(Impl("HyperSeg unfold formulation", lambda: timed_call(official), check))
     return case
 
 
@@ -155,7 +154,7 @@ def _model_case(scale: int, device: str) -> Case:
             set_fastvision_ops(model, enabled)
             with torch.inference_mode():
                 return model(image)
-        return _timed(fn, device)
+        return timed(fn, device)
 
     def ours_setup():
         fn = run_with(True)

@@ -54,12 +54,12 @@ def _op_checks(device: str) -> list[dict]:
 
 
 @torch.no_grad()
-def hyperseg_section(out_dir: Path, devices: list[str]) -> tuple[list[str], list[dict], bool]:
+def section(out_dir: Path, devices: list[str]) -> tuple[list[str], list[dict], bool]:
     """Run the section; returns (report lines, check rows, ok)."""
     from PIL import Image
 
     from fastvision.data.segmentation import ProceduralSegmentation, SegmentationAugment
-    from fastvision.tasks.segmentation.experiment import _overlay
+    from fastvision.tasks.segmentation.inference import overlay
     from fastvision.models import get_model
     from fastvision.nn import set_fastvision_ops
 
@@ -94,7 +94,7 @@ def hyperseg_section(out_dir: Path, devices: list[str]) -> tuple[list[str], list
                          "shape": f"1x3x{HEIGHT}x{WIDTH}", "indices_equal": ok, "max_abs_diff": err, "ok": ok})
             pred = logits.argmax(1)[0].cpu().numpy()
             out_dir.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(_overlay(image, label, pred, 19)).save(out_dir / f"hyperseg-m-{device}.png")
+            Image.fromarray(overlay(image, label, pred, 19)).save(out_dir / f"hyperseg-m-{device}.png")
     finally:
         torch.set_flush_denormal(flush)
     lines = ["## HyperSeg (patch-wise dynamic convolution)", "",

@@ -29,8 +29,7 @@ from typing import Callable
 
 import torch
 
-from fastvision.benchmarks.harness import Case, Impl, measure_case
-from fastvision.tasks.sampling.bench_points import _timed
+from fastvision.benchmarks.harness import Case, Impl, measure_case, timed
 
 __all__ = ["CASES", "build_case", "run"]
 
@@ -80,7 +79,7 @@ def build_case(name: str, batch: int, height: int, width: int, scope: str, devic
             with torch.inference_mode():
                 return f()
 
-        return _timed(fn, device)
+        return timed(fn, device)
 
     check = lambda out: _max_abs_diff(out, reference["out"])  # noqa: E731
     if scope == "encoder":

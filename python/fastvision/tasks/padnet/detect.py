@@ -6,7 +6,7 @@ overlay PNG (the image, enlarged, with a circle on every detection); plus ``coun
 ``detections.json`` for all images. Images are read as :class:`fastvision.data.ParticleFolder`
 reads them (PNG, BMP, TIFF; 8- or 16-bit grayscale, colour converted to grayscale) and
 standardised per image as in training. The default model is the PAD-Net shipped with the package
-(``fastvision.weights``: ``padnet_x1``, trained on the embedded procedural pads, which are only a
+(``fastvision/weights/``: ``padnet_x1``, trained on the embedded procedural pads, which are only a
 stand-in for real line-scan pads: train on your own data for real use).
 """
 
@@ -20,7 +20,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from fastvision.data.particles import read_image, standardize
 from fastvision.metrics.particles import DEFAULT_THRESHOLD, extract_peaks
+from fastvision.models import load_model, shipped_path
 
 __all__ = ["load_detector", "read_pad", "detect_images", "draw_overlay", "SHIPPED_DETECTOR"]
 
@@ -32,13 +34,9 @@ def load_detector(model: str | None = None,
     """``(model in eval mode, description)``: a training checkpoint / shipped-format file, or the
     shipped PAD-Net when ``model`` is None."""
     if model is None:
-        from fastvision.weights import load_shipped
-
-        net, meta = load_shipped(SHIPPED_DETECTOR, device)
+        net, meta = load_model(shipped_path(SHIPPED_DETECTOR), device)
         return net, f"shipped {SHIPPED_DETECTOR} ({meta['recipe']})"
-    from fastvision.engine import load_checkpoint_model
-
-    net, meta = load_checkpoint_model(model, device)
+    net, meta = load_model(model, device)
     if not hasattr(net, "decoder"):
         raise ValueError(f"--model {str(model)!r} holds {meta['model_spec']['name']}, not a "
                          "PAD-Net-style particle detector")
@@ -47,12 +45,10 @@ def load_detector(model: str | None = None,
 
 def read_pad(path: str | Path) -> torch.Tensor:
     """Raw intensities (1, H, W) in [0, 1]; ``ValueError`` naming the file when unreadable."""
-    from fastvision.data.particles import _read_image
-
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"image {str(path)!r} does not exist or is not a file")
-    image = _read_image(path)
+    image = read_image(path)
     if min(image.shape[1:]) < 4:
         raise ValueError(f"image {str(path)!r} is {image.shape[2]} x {image.shape[1]} pixels; "
                          "PAD-Net needs at least 4 x 4")
@@ -87,12 +83,6 @@ def draw_overlay(image: torch.Tensor, centres: torch.Tensor, path: Path,
     canvas.save(path)
 
 
-def _standardize(image: torch.Tensor) -> torch.Tensor:
-    from fastvision.data.particles import _standardize as standardize
-
-    return standardize(image)
-
-
 def _unique_names(paths: Sequence[Path]) -> list[str]:
     names, seen = [], {}
     for p in paths:
@@ -122,7 +112,7 @@ def detect_images(images: Sequence[str | Path], out_dir: str | Path, model: str 
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for path, name, pad in zip(paths, _unique_names(paths), pads):
-        prob = torch.sigmoid(net(_standardize(pad)[None].to(device))).cpu()
+        prob = torch.sigmoid(net(standardize(pad)[None].to(device))).cpu()
         centres = extract_peaks(prob, threshold)[0]
         scores = prob[0, 0, centres[:, 1].long(), centres[:, 0].long()]
         csv_path, overlay_path = out / f"{name}_centres.csv", out / f"{name}_overlay.png"

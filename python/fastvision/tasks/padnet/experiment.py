@@ -18,6 +18,7 @@ batches, so the table isolates the effect of distillation.
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from fastvision.engine import CHECKPOINT, TrainConfig, fit, load_checkpoint_model
+from fastvision.engine import CHECKPOINT, TrainConfig, fit
+from fastvision.models import load_model
 from fastvision.tasks.padnet.recipe import (
     EMBEDDED_EPOCHS,
     EMBEDDED_TEACHER_EPOCHS,
@@ -140,7 +142,7 @@ def _evaluate(exp: PadNetExperiment, runs: dict[str, Path]) -> dict:
     loader = torch.utils.data.DataLoader(test, batch_size=64, shuffle=False)
     rows = {}
     for key in exp.models:
-        model, meta = load_checkpoint_model(_weights(runs[key]), device)
+        model, meta = load_model(_weights(runs[key]), device)
         t0 = time.perf_counter()
         metrics = evaluate_detector(model, loader, test.centres, device)
         rows[key] = {
@@ -230,7 +232,7 @@ def _overlay(exp: PadNetExperiment, rows: dict, path: Path) -> None:
     raw = raw / raw.max().clamp_min(1e-6)
     tiles = []
     for key, r in rows.items():
-        model, _ = load_checkpoint_model(r["weights"], exp.device)
+        model, _ = load_model(r["weights"], exp.device)
         centres = predict_centres(model, item["image"][None].to(exp.device))[0]
         tile = path.with_name(f"overlay_{key}.png")
         draw_overlay(raw, centres, tile, item["centres"])
@@ -278,3 +280,33 @@ def run_padnet_experiment(exp: PadNetExperiment) -> dict:
         print(_table(rows))
         print(f"ordering {chain}: {verdict}")
     return results
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``fastvision eval padnet``."""
+    parser.add_argument("--out", default="fastvision-eval/padnet", help="output (and cache) folder")
+    parser.add_argument("--data", default="embedded",
+                        help="'embedded' (procedural pads) or a folder with train/ and test/")
+    parser.add_argument("--train-images", type=int, default=None, help="embedded: first N training pads")
+    parser.add_argument("--test-images", type=int, default=None, help="embedded: first N test pads")
+    parser.add_argument("--models", type=lambda t: t.split(","), default=["teacher", "padnet_kd", "padnet"],
+                        help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--teacher", default=None, help="teacher checkpoint (default: train one)")
+    parser.add_argument("--teacher-epochs", type=int, default=EMBEDDED_TEACHER_EPOCHS,
+                        help="CPU-feasible default; the paper trains 100")
+    parser.add_argument("--student-epochs", type=int, default=EMBEDDED_EPOCHS,
+                        help="CPU-feasible default; the paper trains 100")
+    parser.add_argument("--val-images", type=int, default=200,
+                        help="test pads used for the per-epoch validation curves (the table uses all)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run(args) -> int:
+    exp = PadNetExperiment(
+        out_dir=args.out, data=ParticleData(args.data, args.train_images, args.test_images),
+        models=tuple(args.models), teacher=args.teacher, teacher_epochs=args.teacher_epochs,
+        student_epochs=args.student_epochs, val_images=args.val_images,
+        device="cuda" if args.device == "cuda" else "cpu", progress=not args.quiet)
+    run_padnet_experiment(exp)
+    return 0

@@ -42,12 +42,14 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from fastvision.engine import Task, load_checkpoint_model
+from fastvision.engine import Task
 from fastvision.losses.particles import StructuredKnowledgeTransfer, get_particle_loss
 from fastvision.metrics.particles import DEFAULT_THRESHOLD, ParticleMetrics, extract_peaks
-from fastvision.models import get_model
+from fastvision.models import get_model, load_model
+from fastvision.tasks.family import Recipe
 
 __all__ = [
+    "RECIPES",
     "ParticleData",
     "PadNetTask",
     "DistilledStudent",
@@ -186,7 +188,7 @@ class PadNetTask(Task):
         self.threshold = threshold
         self.teacher = None
         if teacher is not None:
-            self.teacher, meta = load_checkpoint_model(teacher)
+            self.teacher, meta = load_model(teacher)
             if not hasattr(self.teacher, "decoder"):
                 raise ValueError(f"teacher checkpoint {str(teacher)!r} holds "
                                  f"{meta['model_spec']['name']}, not a PAD-Net-style model")
@@ -322,3 +324,10 @@ def build_teacher(args) -> PadNetTask:
     lr = default_lr(data.source) if args.lr is None else args.lr
     return PadNetTask(TEACHER_MODEL, data, "aal", lr=lr,
                       weight_decay=args.weight_decay, threshold=args.threshold)
+
+
+RECIPES = {"padnet": Recipe("PAD-Net particle detector (x1/x2/x4; AAL or Table 4 losses; --kd)",
+                            add_padnet_arguments, lambda a, c: build_padnet(a), EMBEDDED_EPOCHS),
+           "padnet-teacher": Recipe("PAD-Net's knowledge-distillation teacher",
+                                    add_teacher_arguments, lambda a, c: build_teacher(a),
+                                    EMBEDDED_TEACHER_EPOCHS)}

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fastvision.tasks.pose.recipe import AP_NAMES, POSE_MODELS, PoseData, evaluate_pose, parse_image_size
+from fastvision.metrics.pose import AP_NAMES
+from fastvision.tasks.pose.recipe import POSE_MODELS, PoseData, evaluate_pose, parse_image_size
 
 __all__ = ["add_arguments", "run"]
 
@@ -50,26 +51,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load(args) -> tuple[torch.nn.Module, str, tuple[int, int] | None]:
     """(model in eval mode, its name, the input size a training checkpoint recorded)."""
-    from fastvision.engine import load_checkpoint_model
-    from fastvision.models import get_model
+    from fastvision.models import load_model
 
-    path = Path(args.checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(ckpt, dict) and "model_spec" in ckpt:
-        model, meta = load_checkpoint_model(path, args.device)
-        name = meta["model_spec"]["name"]
-        if args.model is not None and args.model != name:
-            raise ValueError(f"--model {args.model!r} does not match the checkpoint's model {name!r}")
-        if name not in POSE_MODELS:
-            raise ValueError(f"checkpoint {str(path)!r} holds {name!r}, not a pose model "
-                             f"({', '.join(POSE_MODELS)})")
-        size = meta["model_spec"].get("image_size")
-        return model, name, tuple(size) if size else None
-    if args.model is None:
-        raise ValueError(f"{str(path)!r} is a plain state dict: name its model with --model")
-    return get_model(args.model, weights=str(path)).to(args.device).eval(), args.model, None
+    try:
+        model, meta = load_model(args.checkpoint, args.device, model=args.model)
+    except ValueError as err:
+        if args.model is None and "plain state dict" in str(err):
+            raise ValueError(f"{str(args.checkpoint)!r} is a plain state dict: name its model "
+                             "with --model") from None
+        raise
+    spec = meta["model_spec"]
+    if spec["name"] not in POSE_MODELS:
+        raise ValueError(f"checkpoint {str(args.checkpoint)!r} holds {spec['name']!r}, not a pose "
+                         f"model ({', '.join(POSE_MODELS)})")
+    size = spec.get("image_size")
+    return model, spec["name"], tuple(size) if size else None
 
 
 def run(args) -> int:

@@ -32,69 +32,37 @@ from NumPy are timed. Every result is checked against fastvision's (column ``che
   at a near tie;
 * ``close``: a loss/gradient that matches to 1e-5 (Chamfer);
 * ``differs``: another answer (e.g. the matmul path of ``cdist`` losing the nearest neighbour).
+
+Run it with ``fastvision bench --family points`` (or ``run_family("points", ...)`` from
+:mod:`fastvision.tasks`); :func:`sweep_methods` times the forced CPU methods across sizes.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
-import os
-import sys
 from typing import Callable
 
 import numpy as np
 import torch
 
-from fastvision.benchmarks.harness import Case, Impl, Skip, measure_case
+from fastvision.benchmarks.harness import Case, Impl, Skip, make_clouds, make_pair, measure_case, timed
 
-__all__ = [
-    "make_clouds",
-    "make_pair",
-    "CASES",
-    "build_cases",
-    "run",
-    "main",
-    "knn_verdict",
-    "fps_verdict",
-    "sweep_methods",
-    "torch_fps",
-]
+from .competitors import (
+    cpu_only,
+    fps_verdict,
+    import_optional,
+    keops_lazy_tensor,
+    knn_verdict,
+    loss_verdict,
+    threads,
+    torch_fps,
+)
+
+__all__ = ["CASES", "build_cases", "run", "sweep_methods"]
 
 # Dense intermediates larger than this (elements of a B x P1 x P2 matrix) are not attempted.
 DENSE_LIMIT = 2**28  # 1 GiB of float32
 # Dense all-pairs scans with more pairs than this are skipped (tens of seconds per call here).
 PAIR_LIMIT = 2**31
-
-
-# ---------------------------------------------------------------------------------------------
-# Input factories (shared with the tests)
-
-
-def make_clouds(
-    B: int,
-    P: int,
-    D: int = 3,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """``(B, P, D)`` points uniform in the unit cube, reproducible across devices (drawn on the
-    CPU with a seeded generator, then moved)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(B, P, D, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
-
-
-def make_pair(
-    B: int,
-    P1: int,
-    P2: int,
-    D: int = 3,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independent batches of clouds: queries ``(B, P1, D)`` and points ``(B, P2, D)``."""
-    return (make_clouds(B, P1, D, seed, device, dtype), make_clouds(B, P2, D, seed + 1, device, dtype))
 
 
 # (name, label, params) per size
@@ -131,154 +99,6 @@ def _label(name: str, label: str, p: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers
-
-
-def _sync_for(device: str) -> Callable[[], None]:
-    if str(device).startswith("cuda"):
-        return torch.cuda.synchronize
-    return lambda: None
-
-
-def _timed(f: Callable, device: str) -> Callable:
-    """Wraps ``f`` so that the timed call includes the device synchronisation."""
-    sync = _sync_for(device)
-
-    def fn():
-        out = f()
-        sync()
-        return out
-
-    return fn
-
-
-def _threads() -> int:
-    return torch.get_num_threads()
-
-
-def _import(name: str):
-    try:
-        return __import__(name, fromlist=["_"])
-    except ImportError:
-        raise Skip("not installed") from None
-    except Exception as e:  # a broken install (e.g. KeOps without a compiler)
-        raise Skip(f"import failed: {type(e).__name__}: {e}") from None
-
-
-def _keops_lazy():
-    """``pykeops.torch.LazyTensor``, or Skip; KeOps' chatter on import goes to stderr as usual."""
-    _import("pykeops")
-    mod = _import("pykeops.torch")
-    return mod.LazyTensor
-
-
-def _cpu_only(device: str, what: str) -> None:
-    if str(device).startswith("cuda"):
-        raise Skip(f"{what} is CPU-only")
-
-
-def _gather_points(p: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``p (B, N, D)``, ``idx (B, P, K)`` (no -1) -> ``(B, P, K, D)``."""
-    B, P, K = idx.shape
-    D = p.shape[2]
-    return p.gather(1, idx.reshape(B, P * K, 1).expand(B, P * K, D)).reshape(B, P, K, D)
-
-
-# ---------------------------------------------------------------------------------------------
-# Correctness verdicts
-
-
-def knn_verdict(p1, p2, idx, ref_idx, rtol: float = 1e-5) -> tuple[str, str]:
-    """Compares kNN indices with fastvision's: exact, tie (same float64 distances) or differs."""
-    idx = idx.to(device="cpu", dtype=torch.int64)
-    ref_idx = ref_idx.cpu()
-    if idx.shape != ref_idx.shape:
-        return "differs", f"shape {tuple(idx.shape)} vs {tuple(ref_idx.shape)}"
-    if torch.equal(idx, ref_idx):
-        return "exact", ""
-    a = p1.detach().cpu().double()
-    b = p2.detach().cpu().double()
-    d = ((a[:, :, None, :] - _gather_points(b, idx)) ** 2).sum(-1).sort(-1).values
-    r = ((a[:, :, None, :] - _gather_points(b, ref_idx)) ** 2).sum(-1).sort(-1).values
-    rows_differ = (idx != ref_idx).any(-1)
-    n_rows = int(rows_differ.sum())
-    total = rows_differ.numel()
-    close = torch.isclose(d, r, rtol=rtol, atol=1e-12).all(-1)
-    if bool(close.all()):
-        return "tie", f"{n_rows}/{total} queries: other indices at equal distances"
-    bad = int((~close).sum())
-    rel = float(((d - r).abs() / r.abs().clamp(min=1e-30)).max())
-    return "differs", f"{bad}/{total} queries have farther neighbours (max rel. dist. error {rel:.1e})"
-
-
-def fps_verdict(points, idx, ref_idx, rtol: float = 1e-5, restart=None) -> tuple[str, str]:
-    """Compares FPS indices with fastvision's.
-
-    ``exact``: the same sequence. ``other start``: the sequence starts elsewhere than asked (index
-    0; fpsample's bucket mode does not honour ``start_idx``) and equals fastvision's from that
-    start (``restart(starts (B, 1)) -> idx`` computes it): the same work, so its time compares.
-    ``tie``: a valid farthest point sequence in float64 up to ``rtol`` that took another branch
-    at a near tie. ``differs``: otherwise.
-    """
-    idx = idx.to(device="cpu", dtype=torch.int64)
-    ref_idx = ref_idx.cpu()
-    if idx.shape != ref_idx.shape:
-        return "differs", f"shape {tuple(idx.shape)} vs {tuple(ref_idx.shape)}"
-    if torch.equal(idx, ref_idx):
-        return "exact", ""
-    note = ""
-    moved = idx[:, 0] != ref_idx[:, 0]
-    if bool(moved.any()) and restart is not None:
-        ref_idx = restart(idx[:, :1].contiguous()).cpu()
-        note = f"{int(moved.sum())}/{idx.shape[0]} clouds start elsewhere than index 0"
-        if torch.equal(idx, ref_idx):
-            return "other start", note + "; from there, fastvision's sequence"
-        note += "; "
-    pts = points.detach().cpu().double()
-    B, P, _ = pts.shape
-    K = idx.shape[1]
-    neq = idx != ref_idx
-    first = torch.where(neq.any(1), neq.float().argmax(1), torch.full((B,), K)).tolist()
-    mind = torch.full((B, P), math.inf, dtype=torch.float64)
-    ar = torch.arange(B)
-    worst = 0.0
-    for k in range(K):
-        j = idx[:, k]
-        if k > 0:
-            got = mind[ar, j]
-            best = mind.max(1).values
-            worst = max(worst, float(((best - got) / best.clamp(min=1e-300)).max()))
-        c = pts[ar, j]
-        mind = torch.minimum(mind, ((pts - c[:, None, :]) ** 2).sum(-1))
-    n = sum(f < K for f in first)
-    where = note + f"{n}/{B} clouds diverge (first at step {min(first)})"
-    if worst <= rtol:
-        return "tie", f"{where}; a valid FPS within float32 rounding"
-    return "differs", f"{where}; a step falls {worst:.1e} (relative) short of the farthest point"
-
-
-def _loss_verdict(out, ref, rtol: float = 1e-5) -> tuple[str, str]:
-    """Chamfer: ``out``/``ref`` are a loss tensor or ``(loss, grad1, grad2)``."""
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    refs = ref if isinstance(ref, (tuple, list)) else (ref,)
-    if all(torch.equal(o.detach().cpu().to(r.dtype), r.detach().cpu()) for o, r in zip(outs, refs)):
-        return "exact", ""
-    details, ok = [], True
-    for name, o, r in zip(("loss", "grad p1", "grad p2"), outs, refs):
-        o = o.detach().cpu().double()
-        r = r.detach().cpu().double()
-        scale = float(r.abs().max()) or 1.0
-        err = float((o - r).abs().max()) / scale
-        detail = f"{name} rel. err {err:.1e}"
-        if r.dim() == 3 and err > rtol:  # a gradient: how many points get another one
-            n = int(((o - r).abs().amax(-1) > rtol * scale).sum())
-            detail += f" at {n}/{r.shape[0] * r.shape[1]} points"
-        details.append(detail)
-        ok &= err <= rtol
-    return ("close" if ok else "differs"), ", ".join(details)
-
-
-# ---------------------------------------------------------------------------------------------
 # kNN
 
 
@@ -308,19 +128,19 @@ def _knn_case(name, label, p, device, competitors, methods, small) -> Case:
     def add(name, setup, note="", role="competitor"):
         case.impls.append(Impl(name, setup, None if role == "fastvision" else check, note, role))
 
-    add("fastvision", lambda: _timed(fv_knn(), device), role="fastvision")
+    add("fastvision", lambda: timed(fv_knn(), device), role="fastvision")
     if methods and not str(device).startswith("cuda"):
         for m in ("brute_force", "kdtree"):
             def setup(m=m):
                 if m == "brute_force" and B * P1 * P2 > 4 * PAIR_LIMIT:
                     raise Skip("too many pairs for a timed brute-force scan")
-                return _timed(fv_knn(m), device)
+                return timed(fv_knn(m), device)
             add(f"fastvision method={m}", setup, role="variant")
 
     def reference():
         if B * P1 * P2 > (DENSE_LIMIT // 4 if not small else 2**22):
             raise Skip(f"dense {B}x{P1}x{P2} matrix (+ sort) too large")
-        return _timed(lambda: ref.knn_points(p1, p2, K)[1], device)
+        return timed(lambda: ref.knn_points(p1, p2, K)[1], device)
 
     add("torch reference (dense)", reference, role="reference")
     if not competitors:
@@ -337,27 +157,27 @@ def _knn_case(name, label, p, device, competitors, methods, small) -> Case:
                     for q in p1.split(rows, dim=1)]
             return torch.cat(outs, 1)
 
-        return _timed(f, device)
+        return timed(f, device)
 
     add("torch cdist+topk", cdist_topk, "matmul path")
 
     def keops():
-        LazyTensor = _keops_lazy()
+        LazyTensor = keops_lazy_tensor()
         X = LazyTensor(p1[:, :, None, :].contiguous())
         Y = LazyTensor(p2[:, None, :, :].contiguous())
 
         def f():
             return ((X - Y) ** 2).sum(-1).argKmin(K, dim=2)
 
-        return _timed(f, device)
+        return timed(f, device)
 
     add("KeOps argKmin", keops)
 
     def ckdtree():
-        _cpu_only(device, "scipy cKDTree")
-        spatial = _import("scipy.spatial")
+        cpu_only(device, "scipy cKDTree")
+        spatial = import_optional("scipy.spatial")
         a, b = p1.numpy(), p2.numpy()
-        w = _threads()
+        w = threads()
 
         def f():
             out = []
@@ -368,12 +188,12 @@ def _knn_case(name, label, p, device, competitors, methods, small) -> Case:
 
         return f
 
-    add("scipy cKDTree", ckdtree, f"build+query, workers={_threads()}")
+    add("scipy cKDTree", ckdtree, f"build+query, workers={threads()}")
 
     def faiss_flat():
-        _cpu_only(device, "faiss-cpu")
-        faiss = _import("faiss")
-        faiss.omp_set_num_threads(_threads())
+        cpu_only(device, "faiss-cpu")
+        faiss = import_optional("faiss")
+        faiss.omp_set_num_threads(threads())
         a, b = p1.numpy(), p2.numpy()
 
         def f():
@@ -389,8 +209,8 @@ def _knn_case(name, label, p, device, competitors, methods, small) -> Case:
     add("faiss IndexFlatL2", faiss_flat, "per cloud")
 
     def p3d():
-        ops = _import("pytorch3d.ops")
-        return _timed(lambda: ops.knn_points(p1, p2, K=K).idx, device)
+        ops = import_optional("pytorch3d.ops")
+        return timed(lambda: ops.knn_points(p1, p2, K=K).idx, device)
 
     add("PyTorch3D knn_points", p3d)
     return case
@@ -441,21 +261,21 @@ def _chamfer_case(name, label, p, device, competitors, methods, small) -> Case:
         return base["out"]
 
     def check(out):
-        return _loss_verdict(out, baseline())
+        return loss_verdict(out, baseline())
 
     def add(name, setup, note="", role="competitor"):
         case.impls.append(Impl(name, setup, None if role == "fastvision" else check, note, role))
 
-    add("fastvision", lambda: _timed(fastvision_fn(), device), role="fastvision")
+    add("fastvision", lambda: timed(fastvision_fn(), device), role="fastvision")
     if methods and not str(device).startswith("cuda"):
         for m in ("brute_force", "kdtree"):
-            add(f"fastvision nn_distance method={m}", lambda m=m: _timed(fastvision_fn(m), device),
+            add(f"fastvision nn_distance method={m}", lambda m=m: timed(fastvision_fn(m), device),
                 role="variant")
 
     def reference():
         if B * P1 * P2 > (DENSE_LIMIT // 2 if not small else 2**22):
             raise Skip(f"dense {B}x{P1}x{P2} matrix too large")
-        return _timed(lambda: finish(ref.chamfer_distance(p1, p2).mean()), device)
+        return timed(lambda: finish(ref.chamfer_distance(p1, p2).mean()), device)
 
     add("torch reference (dense)", reference, role="reference")
     if not competitors:
@@ -469,12 +289,12 @@ def _chamfer_case(name, label, p, device, competitors, methods, small) -> Case:
             d = torch.cdist(p1, p2).square()
             return from_nn(d.min(2).values, d.min(1).values)
 
-        return _timed(f, device)
+        return timed(f, device)
 
     add("torch cdist+min", cdist_min, "matmul path")
 
     def keops():
-        LazyTensor = _keops_lazy()
+        LazyTensor = keops_lazy_tensor()
 
         def f():
             X = LazyTensor(p1.detach()[:, :, None, :].contiguous())
@@ -484,15 +304,15 @@ def _chamfer_case(name, label, p, device, competitors, methods, small) -> Case:
                 return from_nn(D.min(dim=2)[..., 0], D.min(dim=1)[..., 0])
             return from_indices(D.argmin(dim=2)[..., 0], D.argmin(dim=1)[..., 0])
 
-        return _timed(f, device)
+        return timed(f, device)
 
     add("KeOps", keops, "argmin + torch gather" if backward else "min reductions")
 
     def ckdtree():
-        _cpu_only(device, "scipy cKDTree")
-        spatial = _import("scipy.spatial")
+        cpu_only(device, "scipy cKDTree")
+        spatial = import_optional("scipy.spatial")
         a, b = p1.detach().numpy(), p2.detach().numpy()
-        w = _threads()
+        w = threads()
 
         def f():
             if not backward:
@@ -511,9 +331,9 @@ def _chamfer_case(name, label, p, device, competitors, methods, small) -> Case:
     add("scipy cKDTree", ckdtree, "2 trees/cloud" + (" + torch gather" if backward else ""))
 
     def faiss_flat():
-        _cpu_only(device, "faiss-cpu")
-        faiss = _import("faiss")
-        faiss.omp_set_num_threads(_threads())
+        cpu_only(device, "faiss-cpu")
+        faiss = import_optional("faiss")
+        faiss.omp_set_num_threads(threads())
         a, b = p1.detach().numpy(), p2.detach().numpy()
 
         def nn(x, y):
@@ -536,8 +356,8 @@ def _chamfer_case(name, label, p, device, competitors, methods, small) -> Case:
     add("faiss IndexFlatL2", faiss_flat, "per cloud" + (" + torch gather" if backward else ""))
 
     def p3d():
-        loss = _import("pytorch3d.loss")
-        return _timed(lambda: finish(loss.chamfer_distance(p1, p2)[0]), device)
+        loss = import_optional("pytorch3d.loss")
+        return timed(lambda: finish(loss.chamfer_distance(p1, p2)[0]), device)
 
     add("PyTorch3D chamfer_distance", p3d)
     return case
@@ -545,22 +365,6 @@ def _chamfer_case(name, label, p, device, competitors, methods, small) -> Case:
 
 # ---------------------------------------------------------------------------------------------
 # FPS
-
-
-def torch_fps(points: torch.Tensor, K: int) -> torch.Tensor:
-    """The batched pure-PyTorch FPS loop of PointNet++ re-implementations (start at index 0;
-    ``argmax`` returns the first maximum, so ties go to the lower index as in fastvision)."""
-    B, P, _ = points.shape
-    idx = torch.zeros(B, K, dtype=torch.int64, device=points.device)
-    mind = torch.full((B, P), math.inf, dtype=points.dtype, device=points.device)
-    far = torch.zeros(B, dtype=torch.int64, device=points.device)
-    ar = torch.arange(B, device=points.device)
-    for k in range(K):
-        idx[:, k] = far
-        c = points[ar, far]
-        mind = torch.minimum(mind, ((points - c[:, None, :]) ** 2).sum(-1))
-        far = mind.argmax(1)
-    return idx
 
 
 def _fps_case(name, label, p, device, competitors, methods, small) -> Case:
@@ -583,26 +387,26 @@ def _fps_case(name, label, p, device, competitors, methods, small) -> Case:
     def add(name, setup, note="", role="competitor"):
         case.impls.append(Impl(name, setup, None if role == "fastvision" else check, note, role))
 
-    add("fastvision", lambda: _timed(lambda: fv.farthest_point_sample(x, K), device), role="fastvision")
+    add("fastvision", lambda: timed(lambda: fv.farthest_point_sample(x, K), device), role="fastvision")
     if methods and not str(device).startswith("cuda"):
         for m in ("scan", "buckets"):
             add(f"fastvision method={m}",
-                lambda m=m: _timed(lambda: fv.farthest_point_sample(x, K, method=m), device), role="variant")
+                lambda m=m: timed(lambda: fv.farthest_point_sample(x, K, method=m), device), role="variant")
 
     def reference():
         if B * K > 4096 and not small:
             raise Skip("Python loop of B*K steps; the batched torch loop stands in for it")
-        return _timed(lambda: ref.farthest_point_sample(x, K)[0], device)
+        return timed(lambda: ref.farthest_point_sample(x, K)[0], device)
 
     add("torch reference (loop)", reference, role="reference")
     if not competitors:
         return case
 
-    add("torch batched loop", lambda: _timed(lambda: torch_fps(x, K), device), "PointNet++ idiom")
+    add("torch batched loop", lambda: timed(lambda: torch_fps(x, K), device), "PointNet++ idiom")
 
     def fpsample_bucket():
-        _cpu_only(device, "fpsample")
-        fps = _import("fpsample")
+        cpu_only(device, "fpsample")
+        fps = import_optional("fpsample")
         a = [np.ascontiguousarray(c) for c in x.numpy()]
         hs = [h for h in (3, 5, 7, 9) if 2**h <= P]
 
@@ -629,16 +433,16 @@ def _fps_case(name, label, p, device, competitors, methods, small) -> Case:
     add("fpsample bucket (kdline)", fpsample_bucket, "h tuned in {3,5,7,9}")
 
     def fpsample_vanilla():
-        _cpu_only(device, "fpsample")
-        fps = _import("fpsample")
+        cpu_only(device, "fpsample")
+        fps = import_optional("fpsample")
         a = [np.ascontiguousarray(c) for c in x.numpy()]
         return lambda: torch.from_numpy(np.stack([fps.fps_sampling(c, K, start_idx=0) for c in a]).astype(np.int64))
 
     add("fpsample vanilla", fpsample_vanilla, "exact FPS")
 
     def p3d():
-        ops = _import("pytorch3d.ops")
-        return _timed(lambda: ops.sample_farthest_points(x, K=K, random_start_point=False)[1], device)
+        ops = import_optional("pytorch3d.ops")
+        return timed(lambda: ops.sample_farthest_points(x, K=K, random_start_point=False)[1], device)
 
     add("PyTorch3D sample_farthest_points", p3d)
     case.bucket_h = bucket_h  # type: ignore[attr-defined]
@@ -723,7 +527,7 @@ def sweep_methods(device: str = "cpu", repeats: int = 9, log: Callable[[str], No
         c = Case("points-sweep", name, name, params)
         for m, f in fns.items():
             role = "fastvision" if m == "auto" else "variant"
-            c.impls.append(Impl(m, (lambda f=f: _timed(f, device)), None, "", role))
+            c.impls.append(Impl(m, (lambda f=f: timed(f, device)), None, "", role))
         return c
 
     cases = []
@@ -759,29 +563,3 @@ def _skip_setup(reason: str):
         raise Skip(reason)
 
     return setup
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fastvision.tasks.sampling.bench_points [--size small|full] [--device cpu|cuda] [--out DIR]``"""
-    from fastvision.benchmarks import run_family
-
-    ap = argparse.ArgumentParser(prog="python -m fastvision.tasks.sampling.bench_points", description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=sorted(CASES), default="full")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default="bench-results", help="directory for the table, JSON and PNG")
-    ap.add_argument("--no-competitors", action="store_true")
-    ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--only", nargs="*", default=None, help="case names, e.g. knn_self fps_8k")
-    ap.add_argument("--sweep", action="store_true",
-                    help="instead: time the forced CPU methods across sizes (auto thresholds)")
-    args = ap.parse_args(argv)
-    if args.sweep:
-        sweep_methods(args.device, log=print)
-        return 0
-    run_family("points", args.size, args.device, args.out, competitors=not args.no_competitors,
-               repeats=args.repeats, only=args.only)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

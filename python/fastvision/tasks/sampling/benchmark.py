@@ -14,8 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fastvision.benchmarks.harness import Case, Impl, measure_case
-from fastvision.tasks.sampling.bench_points import _timed, make_clouds
+from fastvision.benchmarks.harness import Case, Impl, make_clouds, measure_case, timed
 
 CASES: dict[str, list[tuple[str, str, dict]]] = {
     "full": [
@@ -119,9 +118,9 @@ def _soft_project_case(name, label, p, device) -> Case:
         worst = max(verdicts, key=lambda v: v[0] == "differs")
         return worst[0], "; ".join(v[1] for v in verdicts)
 
-    case.impls.append(Impl("fastvision", lambda: _timed(lambda: run(fv_fn), device), None, role="fastvision"))
+    case.impls.append(Impl("fastvision", lambda: timed(lambda: run(fv_fn), device), None, role="fastvision"))
     case.impls.append(Impl("official formulation (cdist+topk, gather, softmax)",
-                           lambda: _timed(lambda: run(off_fn), device), check))
+                           lambda: timed(lambda: run(off_fn), device), check))
     return case
 
 
@@ -141,9 +140,9 @@ def _nn_match_case(name, label, p, device) -> Case:
         same = torch.equal(out, fv_match())
         return ("exact" if same else "differs"), "matched coordinates"
 
-    case.impls.append(Impl("fastvision", lambda: _timed(fv_match, device), None, role="fastvision"))
+    case.impls.append(Impl("fastvision", lambda: timed(fv_match, device), None, role="fastvision"))
     case.impls.append(Impl("official numpy path (host loop)",
-                           lambda: _timed(lambda: official_nn_matching(points, generated, M), device), check))
+                           lambda: timed(lambda: official_nn_matching(points, generated, M), device), check))
     return case
 
 

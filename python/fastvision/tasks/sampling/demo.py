@@ -1,7 +1,7 @@
 """Demo section: learned point-cloud sampling (S-NET / SampleNet) on the embedded shapes.
 
 1. ``soft_project`` and ``nn_match`` against the official formulations (forward and gradients).
-2. The shipped embedded-data weights (``fastvision.weights``: a PointNet task network and S-NET /
+2. The shipped embedded-data weights (``fastvision/weights/``: a PointNet task network and S-NET /
    SampleNet trained for ratio 32) against random sampling and FPS on held-out procedural
    shapes, and a picture of one cloud sampled each way.
 """
@@ -56,11 +56,11 @@ def _gather(cloud, idx):
 def _accuracies(device: str) -> tuple[dict, dict, torch.Tensor]:
     from fastvision.data import ProceduralShapes
     from fastvision.tasks.sampling.recipe import classify, sample_points
-    from fastvision.weights import load_shipped
+    from fastvision.models import load_model, shipped_path
 
-    task_net, _ = load_shipped("sampling_task_net", device)
-    samplers = {"S-NET": load_shipped("sampling_snet_r32", device)[0],
-                "SampleNet": load_shipped("sampling_samplenet_r32", device)[0]}
+    task_net, _ = load_model(shipped_path("sampling_task_net"), device)
+    samplers = {"S-NET": load_model(shipped_path("sampling_snet_r32"), device)[0],
+                "SampleNet": load_model(shipped_path("sampling_samplenet_r32"), device)[0]}
     m = samplers["SampleNet"].num_out_points
     num_points = m * _RATIO
     test = ProceduralShapes("test", num_points=num_points, num_samples=256, seed=0)
@@ -99,13 +99,13 @@ def _plot(path: Path, examples: dict) -> None:
     plt.close(fig)
 
 
-def sampling_section(out_dir: Path, devices: list[str]) -> tuple[list[str], list[dict], bool]:
+def section(out_dir: Path, devices: list[str]) -> tuple[list[str], list[dict], bool]:
     """Run the section; returns (report lines, op-check rows, ok)."""
-    from fastvision.weights import available
+    from fastvision.models import shipped_weights
 
     rows = [r for d in devices for r in _op_checks(d)]
     lines = ["## Learned point-cloud sampling (S-NET, SampleNet)", ""]
-    if not {"sampling_task_net", "sampling_snet_r32", "sampling_samplenet_r32"} <= set(available()):
+    if not {"sampling_task_net", "sampling_snet_r32", "sampling_samplenet_r32"} <= set(shipped_weights()):
         lines.append("Shipped sampling weights are missing from this installation; only the op "
                      "checks ran.")
         return lines, rows, all(r["ok"] for r in rows)
@@ -114,7 +114,7 @@ def sampling_section(out_dir: Path, devices: list[str]) -> tuple[list[str], list
     _plot(out_dir / "sampling.png", examples)
     lines += [f"PointNet accuracy on 256 held-out embedded shapes, {sizes['num_sampled']} of "
               f"{sizes['num_points']} points kept (ratio {_RATIO}); samplers shipped in "
-              "`fastvision.weights` (recipe: `fastvision eval sampling`):", "",
+              "`fastvision/weights/` (recipe: `fastvision eval sampling`):", "",
               "| sampling | accuracy |", "|---|---:|"]
     lines += [f"| {name} | {100 * a:.1f}% |" for name, a in acc.items()]
     lines += ["", "![sampled points](sampling.png)", ""]

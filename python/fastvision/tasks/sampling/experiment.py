@@ -15,6 +15,7 @@ resumes interrupted ones. Independent trainings run ``jobs`` at a time, each in 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import multiprocessing as mp
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from fastvision.engine import CHECKPOINT, TrainConfig, fit, load_checkpoint_model
+from fastvision.engine import CHECKPOINT, TrainConfig, fit
+from fastvision.models import load_model
 from fastvision.tasks.sampling.recipe import (
     PointCloudData,
     PointNetTask,
@@ -158,7 +160,7 @@ def _evaluate(exp: SamplingExperiment, task_net_path: str) -> dict:
     from fastvision.ops import farthest_point_sample
 
     device = torch.device(exp.device)
-    task_net, _ = load_checkpoint_model(task_net_path, device)
+    task_net, _ = load_model(task_net_path, device)
     _, test = exp.data.load(augment_train=False)
     loader = torch.utils.data.DataLoader(test, batch_size=64, shuffle=False)
     n = exp.data.num_points
@@ -185,12 +187,12 @@ def _evaluate(exp: SamplingExperiment, task_net_path: str) -> dict:
                 acc["fps"][ratio].append(_accuracy(task_net, loader, fps, device))
             for method in LEARNED_PER_RATIO:
                 if method in exp.methods:
-                    sampler, _ = load_checkpoint_model(_run_dir(exp, method, ratio, seed) / CHECKPOINT,
+                    sampler, _ = load_model(_run_dir(exp, method, ratio, seed) / CHECKPOINT,
                                                        device)
                     acc[method][ratio].append(
                         _accuracy(task_net, loader, lambda c, s=sampler: sample_points(s, c), device))
         if "progressivenet" in exp.methods:
-            sampler, _ = load_checkpoint_model(_run_dir(exp, "progressivenet", None, seed) / CHECKPOINT,
+            sampler, _ = load_model(_run_dir(exp, "progressivenet", None, seed) / CHECKPOINT,
                                                device)
             # One matched ordering per cloud, prefixes for every ratio (infer_progressiveNet.py).
             orderings = [sample_points(sampler, c.to(device)) for c, _ in loader]
@@ -289,3 +291,56 @@ def run_sampling_experiment(exp: SamplingExperiment) -> dict:
         print(table)
         print(f"learned samplers above FPS at ratios >= 16: {verdict}")
     return results
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``fastvision eval sampling``."""
+    defaults = SamplingExperiment()  # one source for the experiment's defaults
+    parser.add_argument("--out", default="fastvision-eval/sampling", help="output (and cache) folder")
+    parser.add_argument("--data", default="embedded",
+                        help="'embedded' (procedural shapes) or a modelnet40_ply_hdf5_2048 folder")
+    parser.add_argument("--num-points", type=int, default=None,
+                        help=f"points per cloud (default: {defaults.data.num_points} on the embedded "
+                        "data to fit a 2-core CPU "
+                        "budget, 1024 on ModelNet40 as the papers)")
+    parser.add_argument("--train-samples", type=int, default=defaults.data.train_samples,
+                        help="embedded data: training clouds")
+    parser.add_argument("--test-samples", type=int, default=defaults.data.test_samples,
+                        help="embedded data: test clouds")
+    parser.add_argument("--ratios", type=int_list, default=list(defaults.ratios))
+    parser.add_argument("--seeds", type=int_list, default=list(defaults.seeds),
+                        help="training / sampling seeds")
+    parser.add_argument("--methods", type=lambda t: t.split(","), default=list(METHODS),
+                        help=f"comma-separated subset of {','.join(METHODS)}")
+    parser.add_argument("--task-net", default=None, help="task-network checkpoint (default: train one)")
+    parser.add_argument("--task-model", default=defaults.task_model,
+                        choices=["pointnet_cls", "pointnet_cls_vanilla"])
+    parser.add_argument("--task-epochs", type=int, default=defaults.task_epochs)
+    parser.add_argument("--sampler-epochs", type=int, default=defaults.sampler_epochs)
+    parser.add_argument("--progressive-epochs", type=int, default=defaults.progressive_epochs)
+    parser.add_argument("--jobs", type=int, default=defaults.jobs,
+                        help="trainings run in parallel processes (threads are split between them)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run(args) -> int:
+    exp = SamplingExperiment(
+        out_dir=args.out,
+        data=PointCloudData(
+            args.data,
+            args.num_points or (SamplingExperiment().data.num_points if args.data == "embedded" else 1024),
+            args.train_samples, args.test_samples),
+        ratios=tuple(args.ratios), seeds=tuple(args.seeds), methods=tuple(args.methods),
+        task_net=args.task_net, task_model=args.task_model, task_epochs=args.task_epochs,
+        sampler_epochs=args.sampler_epochs, progressive_epochs=args.progressive_epochs,
+        jobs=args.jobs, device="cuda" if args.device == "cuda" else "cpu", progress=not args.quiet)
+    run_sampling_experiment(exp)
+    return 0

@@ -40,14 +40,15 @@ from fastvision.engine import (
     StaircaseDecay,
     Task,
     TrainConfig,
-    load_checkpoint_model,
     set_bn_momentum,
     unwrap,
 )
 from fastvision.losses.sampling import sampling_loss
-from fastvision.models import get_model, pointnet_cls_loss
+from fastvision.models import get_model, load_model, pointnet_cls_loss
+from fastvision.tasks.family import Recipe
 
 __all__ = [
+    "RECIPES",
     "PointCloudData",
     "PointNetTask",
     "SamplerTask",
@@ -255,7 +256,7 @@ class SamplerTask(Task):
         self.temperature = temperature
         self.is_samplenet = kind.startswith("samplenet")
         self.task_net_path = str(task_net)
-        self.task_net, meta = load_checkpoint_model(task_net)
+        self.task_net, meta = load_model(task_net)
         self.task_net.requires_grad_(False)
         self.monitor = "val_acc_mean" if self.progressive else "val_acc"
         self.find_unused_parameters = self.is_samplenet and temperature.kind != "learned"
@@ -416,3 +417,14 @@ def build_sampler(kind: str, args, config: TrainConfig) -> SamplerTask:
             max(1, int(total * args.temperature_decay_fraction))))
     return SamplerTask(kind, data, args.task_net, getattr(args, "num_out_points", 32),
                        alpha=args.alpha, gamma=args.gamma, delta=args.delta, lr=args.lr, **kwargs)
+
+
+_SAMPLER_HELPS = {"snet": "S-NET sampler (Dovrat et al. 2019)",
+                  "progressivenet": "ProgressiveNet sampler (ordered points, all sizes)",
+                  "samplenet": "SampleNet sampler with soft projection (Lang et al. 2020)",
+                  "samplenet-progressive": "SampleNet-Progressive sampler"}
+RECIPES = {"pointnet": Recipe("PointNet task network (point-cloud classification)",
+                              add_pointnet_arguments, lambda a, c: build_pointnet(a), 12)}
+RECIPES.update({kind: Recipe(text, (lambda p, k=kind: add_sampler_arguments(p, k)),
+                             (lambda a, c, k=kind: build_sampler(k, a, c)), 8)
+                for kind, text in _SAMPLER_HELPS.items()})

@@ -31,8 +31,7 @@ from typing import Callable
 
 import torch
 
-from fastvision.benchmarks.harness import Case, Impl, measure_case
-from fastvision.tasks.sampling.bench_points import _timed
+from fastvision.benchmarks.harness import Case, Impl, measure_case, timed
 
 __all__ = ["CASES", "MODELS", "PAPER_FPS", "build_case", "run"]
 
@@ -85,7 +84,7 @@ def build_case(name: str, width: int, height: int, device: str, compile_model: b
             cpu.append(time.process_time() - start)
             return out
 
-        return _timed(fn, device)
+        return timed(fn, device)
 
     def eager_setup():
         fn = infer("eager", eager, image)

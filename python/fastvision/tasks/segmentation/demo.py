@@ -22,12 +22,12 @@ HEIGHT, WIDTH = 512, 1024
 
 
 @torch.no_grad()
-def segmentation_section(out_dir: Path, devices: list[str]) -> tuple[list[str], list[dict], bool]:
+def section(out_dir: Path, devices: list[str]) -> tuple[list[str], list[dict], bool]:
     """Run the section; returns (report lines, check rows, ok)."""
     from PIL import Image
 
     from fastvision.data.segmentation import ProceduralSegmentation, SegmentationAugment
-    from fastvision.tasks.segmentation.experiment import _overlay
+    from fastvision.tasks.segmentation.inference import overlay
     from fastvision.models import get_model
 
     scene = ProceduralSegmentation("test", num_samples=1, height=HEIGHT, width=WIDTH)
@@ -57,7 +57,7 @@ def segmentation_section(out_dir: Path, devices: list[str]) -> tuple[list[str], 
                 timings.append((name, device, seconds))
                 pred = logits.argmax(1)[0].cpu().numpy()
                 out_dir.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(_overlay(image, label, pred, 19)).save(
+                Image.fromarray(overlay(image, label, pred, 19)).save(
                     out_dir / f"segmentation-{name}-{device}.png")
     finally:
         torch.set_flush_denormal(flush)

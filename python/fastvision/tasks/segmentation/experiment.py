@@ -18,20 +18,20 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fastvision.engine import load_checkpoint_model
 from fastvision.metrics.segmentation import mean_iou
+from fastvision.models import load_model
 from fastvision.tasks.segmentation.recipe import (
     FAMILIES,
     MULTI_SCALES,
     add_data_arguments,
     data_from_args,
-    evaluate_segmentation,
     family_of,
 )
+
+from .inference import evaluate_segmentation, overlay
 
 __all__ = ["add_arguments", "run"]
 
@@ -65,21 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true")
 
 
-def _overlay(image: np.ndarray, label: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    from fastvision.data.segmentation import colorize
-
-    def blend(classes):
-        return (0.45 * image + 0.55 * colorize(classes, num_classes)).astype(np.uint8)
-
-    gap = np.full((image.shape[0], 4, 3), 255, dtype=np.uint8)
-    return np.concatenate([image, gap, blend(label), gap, blend(pred)], axis=1)
-
-
 def run(args) -> int:
     from PIL import Image
 
     t0 = time.perf_counter()
-    model, meta = load_checkpoint_model(args.checkpoint, args.device)
+    model, meta = load_model(args.checkpoint, args.device)
     name = meta["model_spec"]["name"]
     if args.model is not None and args.model != name:
         raise ValueError(f"--model {args.model!r} does not match the checkpoint's model {name!r}")
@@ -103,7 +93,7 @@ def run(args) -> int:
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     for i, pred in enumerate(preds):
         image, label = dataset.raw(i)
-        Image.fromarray(_overlay(image, label, pred.numpy(), num_classes)).save(out / "overlays" / f"{i:04d}.png")
+        Image.fromarray(overlay(image, label, pred.numpy(), num_classes)).save(out / "overlays" / f"{i:04d}.png")
     record = {
         "model": name, "family": family, "checkpoint": str(args.checkpoint), "data": args.data,
         "split": "val" if data.kind == "embedded" else args.split, "images": len(dataset),

@@ -28,15 +28,13 @@ upsampled bilinearly, softmax probabilities are summed over scales (and flips), 
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from fastvision.engine import PolyDecay, Task, TrainConfig, Warmup, unwrap
+from fastvision.engine import PolyDecay, Task, TrainConfig, Warmup
 from fastvision.losses.segmentation import (
     CITYSCAPES_CLASS_WEIGHTS,
     bootstrapped_cross_entropy,
@@ -44,12 +42,14 @@ from fastvision.losses.segmentation import (
     multi_output_loss,
     ohem_cross_entropy,
     ohem_cross_entropy_bisenet,
-    upsample_logits,
 )
-from fastvision.metrics.segmentation import SegmentationMetrics
 from fastvision.models import get_model
+from fastvision.tasks.family import Recipe
+
+from .inference import evaluate_segmentation
 
 __all__ = [
+    "RECIPES",
     "FAMILIES",
     "LOSSES",
     "MULTI_SCALES",
@@ -57,9 +57,6 @@ __all__ = [
     "SegmentationData",
     "SegmentationTask",
     "family_of",
-    "main_logits",
-    "predict_probs",
-    "evaluate_segmentation",
     "add_data_arguments",
     "data_from_args",
 ]
@@ -235,73 +232,6 @@ class SegmentationData:
         return rec.camvid_poly_power if self.kind == "camvid" and rec.camvid_poly_power else rec.poly_power
 
 
-def main_logits(outputs) -> torch.Tensor:
-    """The main logits of a model's output: the tensor itself or the first of a tuple / list."""
-    if isinstance(outputs, (list, tuple)):
-        outputs = outputs[0]
-    if not isinstance(outputs, torch.Tensor) or outputs.dim() != 4:
-        raise ValueError("a segmentation model must return (B, C, h, w) logits or a tuple / list "
-                         "with those first")
-    return outputs
-
-
-@torch.no_grad()
-def predict_probs(model: nn.Module, images: torch.Tensor, out_size, scales=(1.0,), flip: bool = False,
-                  align_corners: bool = False, divisor: int = 32) -> torch.Tensor:
-    """Softmax probabilities (B, C, *out_size) summed over ``scales`` (and horizontal flips):
-    inputs resized to ``scale * size`` rounded up to a multiple of ``divisor``, logits upsampled
-    bilinearly to ``out_size``."""
-    if not scales or min(scales) <= 0:
-        raise ValueError(f"scales must be positive numbers, got {scales}")
-    h, w = images.shape[-2:]
-    total = None
-    for scale in scales:
-        size = (math.ceil(h * scale / divisor) * divisor, math.ceil(w * scale / divisor) * divisor)
-        x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear",
-                                                        align_corners=align_corners)
-        for flipped in ((False, True) if flip else (False,)):
-            logits = main_logits(model(x.flip(-1) if flipped else x))
-            logits = logits.flip(-1) if flipped else logits
-            probs = F.softmax(upsample_logits(logits.float(), out_size, align_corners), dim=1)
-            total = probs if total is None else total + probs
-    return total
-
-
-class _BoostersOff:
-    """Evaluate BiSeNet V2 without its booster heads (the official ``aux_mode = 'eval'``)."""
-
-    def __init__(self, model: nn.Module):
-        self.model, self.saved = model, getattr(model, "aux_mode", None)
-
-    def __enter__(self):
-        if self.saved == "train":
-            self.model.aux_mode = "eval"
-
-    def __exit__(self, *exc):
-        if self.saved == "train":
-            self.model.aux_mode = self.saved
-
-
-@torch.no_grad()
-def evaluate_segmentation(model: nn.Module, loader, device, num_classes: int, scales=(1.0,),
-                          flip: bool = False, align_corners: bool = False, keep: int = 0):
-    """Dataset-level metrics of ``model`` (eval mode) over ``loader``; returns the
-    :class:`SegmentationMetrics` and the predicted label maps (uint8 CPU) of the first ``keep``
-    images."""
-    model = unwrap(model)
-    metrics = SegmentationMetrics(num_classes)
-    kept = []
-    with _BoostersOff(model):
-        for images, labels in loader:
-            images, labels = images.to(device), labels.to(device)
-            probs = predict_probs(model, images, labels.shape[-2:], scales, flip, align_corners)
-            pred = probs.argmax(1)
-            metrics.update(pred, labels)
-            if len(kept) < keep:
-                kept.extend(p.to(torch.uint8).cpu() for p in pred[:keep - len(kept)])
-    return metrics, kept
-
-
 class SegmentationTask(Task):
     """Training of a registered segmentation model with its family's official recipe."""
 
@@ -462,3 +392,7 @@ def build(args, config: TrainConfig) -> SegmentationTask:
     return SegmentationTask(args.model, data, total, config.batch_size, family=family,
                             loss=args.loss, class_weights=args.class_weights, lr=args.lr,
                             warmup_iters=args.warmup_iters, epoch_samples=max(1, steps) * config.batch_size)
+
+
+RECIPES = {"segmentation": Recipe("semantic segmentation: HRNetV2, BiSeNet V2, HyperSeg (--model)",
+                                  add_arguments, build, 8)}

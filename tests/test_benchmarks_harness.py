@@ -1,0 +1,49 @@
+"""fastvision.benchmarks.harness: the input factories and the timed callable that every family's
+benchmark and the op tests share, and the measurement of a case."""
+
+import os
+
+import torch
+
+from fastvision.benchmarks.harness import Case, Impl, device_tag, make_clouds, make_pair, measure_case, timed
+
+
+def test_make_clouds_is_reproducible_and_uniform_in_the_unit_cube():
+    a = make_clouds(3, 500, 4, seed=7)
+    assert a.shape == (3, 500, 4) and a.dtype == torch.float32
+    assert torch.equal(a, make_clouds(3, 500, 4, seed=7))
+    assert not torch.equal(a, make_clouds(3, 500, 4, seed=8))
+    assert 0 <= float(a.min()) and float(a.max()) < 1
+    assert abs(float(a.mean()) - 0.5) < 0.02
+    # the float64 draw is the float32 one before rounding: dtypes agree on the same seed
+    torch.testing.assert_close(make_clouds(3, 500, 4, seed=7, dtype=torch.float64).float(), a)
+
+
+def test_make_pair_draws_two_independent_batches():
+    p1, p2 = make_pair(2, 10, 30, seed=3)
+    assert p1.shape == (2, 10, 3) and p2.shape == (2, 30, 3)
+    assert torch.equal(p1, make_clouds(2, 10, 3, seed=3))
+    assert torch.equal(p2, make_clouds(2, 30, 3, seed=4))
+
+
+def test_timed_returns_the_result_and_measure_case_reports_each_impl():
+    calls = []
+
+    def work():
+        calls.append(1)
+        return torch.ones(3).sum()
+
+    fn = timed(work, "cpu")
+    assert float(fn()) == 3.0 and calls == [1]
+    case = Case("test", "sum", "sum", {})
+    case.impls.append(Impl("fastvision", lambda: fn, None, role="fastvision"))
+    rows = measure_case(case, "cpu", repeats=3, min_repeats=2, budget_s=0.01, memory=False)
+    assert [r["impl"] for r in rows] == ["fastvision"]
+    assert rows[0]["median_ms"] is not None and rows[0]["median_ms"] >= 0
+    assert len(calls) >= 3  # warm-up + the timed repeats
+
+
+def test_device_tag():
+    assert device_tag("cpu") == f"cpu-{os.cpu_count()}core"
+    if not torch.cuda.is_available():
+        assert device_tag("cuda") == "cuda-cuda"
