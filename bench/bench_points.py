@@ -1,7 +1,7 @@
 """pytest-benchmark suite of the point ops: fastvision against its pure-PyTorch reference.
 
 The cases, inputs and implementations are those of ``fastvision.tasks.sampling.bench_points`` (one source
-for the standalone runner, the CLI and this suite). Run from the repository root:
+for the CLI, the demo and this suite). Run from the repository root:
 
     .venv/bin/python -m pytest bench/bench_points.py --benchmark-only
     FASTVISION_BENCH_SIZE=small .venv/bin/python -m pytest bench/bench_points.py --benchmark-only

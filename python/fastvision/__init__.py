@@ -1,4 +1,4 @@
-"""fastvision: fast, faithful C++/CUDA operators and models for five vision papers."""
+"""fastvision: fast, faithful C++/CUDA operators and models for six vision papers."""
 
 import torch  # noqa: F401  (loads libtorch before the extension that links against it)
 
