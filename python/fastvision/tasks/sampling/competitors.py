@@ -46,14 +46,23 @@ def gather_points(p: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return p.gather(1, idx.reshape(B, P * K, 1).expand(B, P * K, D)).reshape(B, P, K, D)
 
 
-def knn_verdict(p1, p2, idx, ref_idx, rtol: float = 1e-5) -> tuple[str, str]:
-    """Compares kNN indices with fastvision's: exact, tie (same float64 distances) or differs."""
+def _same_indices(idx, ref_idx):
+    """``(idx, ref_idx)`` as int64 on the CPU, and the verdict when the shapes or the indices
+    alone decide it (None otherwise)."""
     idx = idx.to(device="cpu", dtype=torch.int64)
     ref_idx = ref_idx.cpu()
     if idx.shape != ref_idx.shape:
-        return "differs", f"shape {tuple(idx.shape)} vs {tuple(ref_idx.shape)}"
+        return idx, ref_idx, ("differs", f"shape {tuple(idx.shape)} vs {tuple(ref_idx.shape)}")
     if torch.equal(idx, ref_idx):
-        return "exact", ""
+        return idx, ref_idx, ("exact", "")
+    return idx, ref_idx, None
+
+
+def knn_verdict(p1, p2, idx, ref_idx, rtol: float = 1e-5) -> tuple[str, str]:
+    """Compares kNN indices with fastvision's: exact, tie (same float64 distances) or differs."""
+    idx, ref_idx, verdict = _same_indices(idx, ref_idx)
+    if verdict is not None:
+        return verdict
     a = p1.detach().cpu().double()
     b = p2.detach().cpu().double()
     d = ((a[:, :, None, :] - gather_points(b, idx)) ** 2).sum(-1).sort(-1).values
@@ -78,12 +87,9 @@ def fps_verdict(points, idx, ref_idx, rtol: float = 1e-5, restart=None) -> tuple
     ``tie``: a valid farthest point sequence in float64 up to ``rtol`` that took another branch
     at a near tie. ``differs``: otherwise.
     """
-    idx = idx.to(device="cpu", dtype=torch.int64)
-    ref_idx = ref_idx.cpu()
-    if idx.shape != ref_idx.shape:
-        return "differs", f"shape {tuple(idx.shape)} vs {tuple(ref_idx.shape)}"
-    if torch.equal(idx, ref_idx):
-        return "exact", ""
+    idx, ref_idx, verdict = _same_indices(idx, ref_idx)
+    if verdict is not None:
+        return verdict
     note = ""
     moved = idx[:, 0] != ref_idx[:, 0]
     if bool(moved.any()) and restart is not None:
