@@ -50,6 +50,7 @@ def test_bench_small_writes_table_json_and_plot(tmp_path, family):
     assert family in next(tmp_path.rglob("*.md")).name
 
 
+@pytest.mark.slow  # ~1-2 min; CI runs it, and the README's demo command, every time
 def test_demo_runs_checks_and_writes_report(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

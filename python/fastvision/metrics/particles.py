@@ -26,7 +26,6 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 __all__ = ["extract_peaks", "match_points", "ParticleMetrics", "DEFAULT_THRESHOLD",
            "DEFAULT_WINDOW", "DEFAULT_RADIUS"]
@@ -85,6 +84,8 @@ def _as_points(points, name: str) -> np.ndarray:
 
 def match_points(pred, true, radius: float = DEFAULT_RADIUS) -> np.ndarray:
     """One-to-one matches within ``radius``: an int (M, 2) array of (pred index, true index)."""
+    from scipy.optimize import linear_sum_assignment  # lazy: `import fastvision` needs no scipy
+
     if not radius > 0:
         raise ValueError(f"match_points: radius must be > 0, got {radius}")
     p = _as_points(pred, "pred")

@@ -342,8 +342,13 @@ def _pycocotools_keypoint_ap(ground_truth: dict, detections: list[dict]) -> dict
     import contextlib
     import io
 
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError as exc:
+        raise ImportError("keypoint_ap(backend='pycocotools') needs pycocotools "
+                          "(`pip install pycocotools`); backend='fastvision' (the default when it "
+                          "is missing) computes the same AP without it") from exc
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
