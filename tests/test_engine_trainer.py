@@ -21,6 +21,7 @@ from fastvision.engine import (
     Task,
     TrainConfig,
     fit,
+    run_finished,
     set_bn_momentum,
 )
 from fastvision.models import load_model
@@ -95,6 +96,14 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
     assert [h["val_mse"] for h in a["history"]] == [h["val_mse"] for h in b["history"]]
+
+
+def test_run_finished_reads_the_epochs_a_run_trained(tmp_path):
+    assert not run_finished(tmp_path / "none", 1)
+    fit(_RegressionTask(), _config(tmp_path, epochs=1))
+    assert run_finished(tmp_path, 1) and not run_finished(tmp_path, 2)
+    (tmp_path / "checkpoint_last.pt").unlink()
+    assert not run_finished(tmp_path, 1)
 
 
 def test_resume_refuses_another_tasks_checkpoint(tmp_path):

@@ -15,6 +15,7 @@ in ``metrics.json`` (``replica_max_abs_diff``; 0 when DDP works).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from fastvision.models.checkpoint import read_checkpoint
 from .distributed import DistContext, broadcast_object, init_distributed, shutdown_distributed
 from .reporting import plot_curves, write_metrics
 
-__all__ = ["TrainConfig", "Task", "fit", "unwrap", "CHECKPOINT", "BEST_WEIGHTS"]
+__all__ = ["TrainConfig", "Task", "fit", "unwrap", "run_finished", "CHECKPOINT", "BEST_WEIGHTS"]
 
 CHECKPOINT = "checkpoint_last.pt"
 BEST_WEIGHTS = "model_best.pt"
@@ -111,6 +112,16 @@ def unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or getattr(model, "_orig_mod")
     return model
+
+
+def run_finished(out_dir, epochs: int) -> bool:
+    """Whether the training run in ``out_dir`` has a checkpoint and has trained ``epochs`` epochs
+    (experiments reuse finished runs and resume the others)."""
+    out = Path(out_dir)
+    if not (out / CHECKPOINT).is_file() or not (out / METRICS).is_file():
+        return False
+    history = json.loads((out / METRICS).read_text()).get("history", [])
+    return bool(history) and history[-1]["epoch"] >= epochs
 
 
 def _move(batch, device):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from fastvision.engine import CHECKPOINT, TrainConfig, fit
+from fastvision.engine import CHECKPOINT, TrainConfig, fit, run_finished
 from fastvision.models import load_model
 from fastvision.tasks.padnet.recipe import (
     EMBEDDED_EPOCHS,
@@ -85,18 +85,10 @@ class PadNetExperiment:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def _finished(run: Path, epochs: int) -> bool:
-    metrics = run / "metrics.json"
-    if not (run / CHECKPOINT).is_file() or not metrics.is_file():
-        return False
-    history = json.loads(metrics.read_text()).get("history", [])
-    return bool(history) and history[-1]["epoch"] >= epochs
-
-
 def _train(exp: PadNetExperiment, key: str, teacher: str | None) -> Path:
     run = Path(exp.out_dir) / key
     epochs = exp.teacher_epochs if key == "teacher" else exp.student_epochs
-    if _finished(run, epochs):
+    if run_finished(run, epochs):
         return run
     _, model_name, distilled = MODELS[key]
     val_data = ParticleData(exp.data.source, exp.data.train_images,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from fastvision.engine import CHECKPOINT, TrainConfig, fit
+from fastvision.engine import CHECKPOINT, TrainConfig, fit, run_finished
 from fastvision.models import load_model
 from fastvision.tasks.sampling.recipe import (
     PointCloudData,
@@ -73,14 +73,6 @@ def _run_dir(exp: SamplingExperiment, method: str, ratio: int | None, seed: int)
     return Path(exp.out_dir) / f"seed{seed}" / name
 
 
-def _finished(run: Path, epochs: int) -> bool:
-    metrics = run / "metrics.json"
-    if not (run / CHECKPOINT).is_file() or not metrics.is_file():
-        return False
-    history = json.loads(metrics.read_text()).get("history", [])
-    return bool(history) and history[-1]["epoch"] >= epochs
-
-
 def _train_job(job: dict) -> str:
     """One training run (executed in a worker process)."""
     torch.set_num_threads(job["threads"])
@@ -120,7 +112,7 @@ def _train_all(exp: SamplingExperiment) -> str:
     task_net = exp.task_net
     if task_net is None:
         run = Path(exp.out_dir) / "task_net"
-        if not _finished(run, exp.task_epochs):
+        if not run_finished(run, exp.task_epochs):
             _run_jobs([{"exp": exp, "method": "pointnet", "ratio": None, "seed": 0,
                         "out": str(run), "epochs": exp.task_epochs,
                         "threads": torch.get_num_threads()}], 1, exp.progress)
@@ -129,7 +121,7 @@ def _train_all(exp: SamplingExperiment) -> str:
     for seed in exp.seeds:
         if "progressivenet" in exp.methods:
             run = _run_dir(exp, "progressivenet", None, seed)
-            if not _finished(run, exp.progressive_epochs):
+            if not run_finished(run, exp.progressive_epochs):
                 jobs.append({"method": "progressivenet", "ratio": None, "epochs": exp.progressive_epochs,
                              "out": str(run), "seed": seed})
         for method in LEARNED_PER_RATIO:
@@ -137,7 +129,7 @@ def _train_all(exp: SamplingExperiment) -> str:
                 continue
             for ratio in sorted(exp.ratios, reverse=True):
                 run = _run_dir(exp, method, ratio, seed)
-                if not _finished(run, exp.sampler_epochs):
+                if not run_finished(run, exp.sampler_epochs):
                     jobs.append({"method": method, "ratio": ratio, "epochs": exp.sampler_epochs,
                                  "out": str(run), "seed": seed})
     for job in jobs:
