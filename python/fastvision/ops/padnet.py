@@ -37,6 +37,8 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from fastvision.ops.folding import fold_batch_norm
+
 __all__ = ["FoldedPadnetEncoder", "fold_padnet_encoder", "padnet_bnecks", "padnet_encoder",
            "padnet_param_count"]
 
@@ -117,12 +119,12 @@ class FoldedPadnetEncoder(NamedTuple):
     width: int
 
 
+@torch.no_grad()
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    # In float64: w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps).
-    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    w = conv.weight.detach().double() * scale.view(-1, 1, 1, 1)
-    b = bn.bias.detach().double() - bn.running_mean.double() * scale
-    return w.reshape(w.shape[0], -1), b
+    # In float64: w' = w * scale, b' = shift (the BN's eval-mode scale and shift).
+    scale, shift = fold_batch_norm(bn, torch.float64)
+    w = conv.weight.double() * scale.view(-1, 1, 1, 1)
+    return w.reshape(w.shape[0], -1), shift
 
 
 def _structure_mismatch(encoder: nn.Module) -> tuple[int | None, str]:

@@ -44,6 +44,7 @@ import torch
 from torch.nn.modules.utils import _pair
 
 from fastvision.ops import _reference
+from fastvision.ops.folding import fold_batch_norm
 
 __all__ = ["PADDING_MODES", "fold_batch_norm", "patch_conv2d", "patch_inverted_residual"]
 
@@ -148,20 +149,6 @@ def _patch_conv2d_backward(ctx, grad_out):
 
 torch.library.register_autograd("fastvision::patch_conv2d", _patch_conv2d_backward,
                                 setup_context=_patch_conv2d_setup_context)
-
-
-def fold_batch_norm(bn: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, shift)`` of a BatchNorm in eval mode: ``bn(y) = y * scale + shift`` with
-    ``scale = weight / sqrt(running_var + eps)``, ``shift = bias - running_mean * scale`` (computed
-    in float64, returned in the BN's dtype). Differentiable in the BN's affine parameters."""
-    if bn.running_mean is None or bn.running_var is None:
-        raise ValueError("fold_batch_norm: the BatchNorm must track running statistics")
-    dtype = bn.running_mean.dtype
-    inv = torch.rsqrt(bn.running_var.double() + bn.eps)
-    weight = bn.weight.double() if bn.weight is not None else torch.ones_like(inv)
-    bias = bn.bias.double() if bn.bias is not None else torch.zeros_like(inv)
-    scale = weight * inv
-    return scale.to(dtype), (bias - bn.running_mean.double() * scale).to(dtype)
 
 
 def patch_inverted_residual(x: torch.Tensor, weight: torch.Tensor, hidden_channels: int, bn1, bn2, bn3,
