@@ -251,7 +251,8 @@ def test_knn_cosine_against_oracle(dtype):
     x = torch.randn(len(bx), 4).to(dtype)
     y = torch.randn(len(by), 4).to(dtype)
     for k in (1, 3, 8):
-        assert torch.equal(knn(x, y, k, bx, by, cosine=True), naive_knn(x, y, k, bx, by, cosine=True))
+        expected = naive_knn(x, y, k, bx, by, cosine=True)
+        assert torch.equal(knn(x, y, k, bx, by, cosine=True), expected)
     # Cosine ignores the scale of the rows; Euclidean does not.
     scaled = x * torch.rand(len(x), 1).to(dtype).add(0.5)
     assert torch.equal(knn(scaled, y, 3, bx, by, cosine=True), knn(x, y, 3, bx, by, cosine=True))
@@ -331,7 +332,8 @@ def test_fps_ragged_batch_against_oracle(dtype):
         assert torch.equal(fps(src, batch, ratio, False), expected)
         assert torch.equal(fps(src, batch, ratio, False, batch_size=7), expected)
         assert torch.equal(fps(src, ptr=ptr_of(sizes), ratio=ratio, random_start=False), expected)
-        assert torch.equal(fps(src, None, ratio, False, None, torch.tensor(ptr_of(sizes))), expected)
+        ptr = torch.tensor(ptr_of(sizes))
+        assert torch.equal(fps(src, None, ratio, False, None, ptr), expected)
 
 
 def test_fps_per_example_ratio_and_trailing_empty_examples():
@@ -449,71 +451,88 @@ def test_fps_property_against_oracle(sizes, ratio, seed):
 # Errors
 
 
-def test_knn_errors():
-    x, y = torch.randn(6, 3), torch.randn(2, 3)
-    bx, by = torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([0, 1])
-    cases = [
-        (lambda: knn(x, y, -1), ValueError, r"knn: k must be non-negative, got -1"),
-        (lambda: knn(x, torch.randn(2, 4), 2), ValueError, r"same number of features, got 3 and 4"),
-        (lambda: knn(x, y.double(), 2), TypeError, r"same dtype, got torch.float32 and torch.float64"),
-        (lambda: knn(x.long(), y.long(), 2), TypeError, r"knn: x must be a floating-point tensor"),
-        (lambda: knn(torch.randn(6, 3, 1), y, 2), ValueError, r"knn: x must have shape \(N, F\)"),
-        (lambda: knn(x, y, 2, bx[:5], by), ValueError, r"batch_x must be a 1-D vector with one entry per row \(6\)"),
-        (lambda: knn(x, y, 2, bx.float(), by), TypeError, r"batch_x must hold integer"),
-        (lambda: knn(x, y, 2, torch.tensor([0, 1, 0, 1, 0, 1]), by), ValueError, r"batch_x must be sorted"),
-        (lambda: knn(x, y, 2, bx, torch.tensor([1, 0])), ValueError, r"batch_y must be sorted"),
-        (lambda: knn(x, y, 2, bx - 1, by), ValueError, r"example indices >= 0, got -1"),
-        (lambda: knn(x, y, 2, bx, by, batch_size=1), ValueError, r"batch_size = 1, but the batch vectors hold example index 1"),
-        (lambda: knn(x, y, 2, bx, None), ValueError, r"knn: batch_y is None but batch_x holds 2 examples"),
-        (lambda: knn(x, y, 2, None, by), ValueError, r"knn: batch_x is None but batch_y holds 2 examples"),
-        (lambda: knn(x, y, 2, batch_size=2), ValueError, r"batch_size = 2 needs batch vectors"),
-        (lambda: knn(x, y, 2, batch_size=0), ValueError, r"batch_size must be at least 1, got 0"),
-        (lambda: knn(x, torch.tensor([[0.0, float("nan"), 0]]), 2), RuntimeError, r"knn: y contains NaN"),
-        (lambda: knn(x, torch.zeros(1, 3), 2, cosine=True), RuntimeError, r"non-zero vectors, but a row of y is zero"),
-    ]
-    for call, error, match in cases:
-        with pytest.raises(error, match=match):
-            call()
+X, Y = torch.randn(6, 3), torch.randn(2, 3)
+BX, BY = torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([0, 1])
+
+KNN_ERRORS = [
+    (lambda: knn(X, Y, -1), ValueError, r"knn: k must be non-negative, got -1"),
+    (lambda: knn(X, torch.randn(2, 4), 2), ValueError,
+     r"knn: x and y must have the same number of features, got 3 and 4"),
+    (lambda: knn(X, Y.double(), 2), TypeError,
+     r"knn: x and y must have the same dtype, got torch.float32 and torch.float64"),
+    (lambda: knn(X.long(), Y.long(), 2), TypeError,
+     r"knn: x must be a floating-point tensor, got torch.int64"),
+    (lambda: knn(torch.randn(6, 3, 1), Y, 2), ValueError,
+     r"knn: x must have shape \(N, F\) or \(N,\), got torch.Size\(\[6, 3, 1\]\)"),
+    (lambda: knn(X, Y, 2, BX[:5], BY), ValueError,
+     r"knn: batch_x must be a 1-D vector with one entry per row \(6\), got shape"),
+    (lambda: knn(X, Y, 2, BX.float(), BY), TypeError,
+     r"knn: batch_x must hold integer example indices, got torch.float32"),
+    (lambda: knn(X, Y, 2, torch.tensor([0, 1, 0, 1, 0, 1]), BY), ValueError,
+     r"knn: batch_x must be sorted"),
+    (lambda: knn(X, Y, 2, BX, torch.tensor([1, 0])), ValueError, r"knn: batch_y must be sorted"),
+    (lambda: knn(X, Y, 2, BX - 1, BY), ValueError,
+     r"knn: batch vectors must hold example indices >= 0, got -1"),
+    (lambda: knn(X, Y, 2, BX, BY, batch_size=1), ValueError,
+     r"knn: batch_size = 1, but the batch vectors hold example index 1"),
+    (lambda: knn(X, Y, 2, BX, None), ValueError,
+     r"knn: batch_y is None but batch_x holds 2 examples"),
+    (lambda: knn(X, Y, 2, None, BY), ValueError,
+     r"knn: batch_x is None but batch_y holds 2 examples"),
+    (lambda: knn(X, Y, 2, batch_size=2), ValueError,
+     r"knn: batch_size = 2 needs batch vectors, got none"),
+    (lambda: knn(X, Y, 2, batch_size=0), ValueError, r"knn: batch_size must be at least 1, got 0"),
+    (lambda: knn(X, torch.tensor([[0.0, float("nan"), 0]]), 2), RuntimeError,
+     r"knn: y contains NaN or infinite values"),
+    (lambda: knn(X, torch.zeros(1, 3), 2, cosine=True), RuntimeError,
+     r"knn: cosine=True needs non-zero vectors, but a row of y is zero"),
+    (lambda: knn_graph(X, 2, flow="up"), ValueError,
+     r"knn_graph: flow must be 'source_to_target' or 'target_to_source', got 'up'"),
+    (lambda: knn_graph(X, -1), ValueError, r"knn_graph: k must be non-negative, got -1"),
+    (lambda: knn_graph(X, 2, torch.tensor([1, 1, 0, 0, 0, 0])), ValueError,
+     r"knn_graph: batch_x must be sorted"),
+]
+
+FPS_ERRORS = [
+    (lambda: fps(X, ratio=0.0), ValueError, r"fps: ratio must lie in \(0, 1\], got 0.0"),
+    (lambda: fps(X, ratio=1.5), ValueError, r"fps: ratio must lie in \(0, 1\], got 1.5"),
+    (lambda: fps(X, ratio=float("nan")), ValueError, r"fps: ratio must lie in \(0, 1\], got nan"),
+    (lambda: fps(X, BX, torch.tensor([0.5, 2.0])), ValueError,
+     r"fps: ratio must lie in \(0, 1\], got values from 0.5 to 2.0"),
+    (lambda: fps(X, BX, torch.tensor([0.5, 0.5, 0.5])), ValueError,
+     r"fps: ratio must hold one value or one per example \(2\), got shape"),
+    (lambda: fps(X, ratio=torch.tensor([[0.5]])), ValueError,
+     r"fps: a ratio tensor must be floating-point, 0-dim or 1-D"),
+    (lambda: fps(X.long()), TypeError,
+     r"fps: src must be a floating-point tensor, got torch.int64"),
+    (lambda: fps(torch.tensor(1.0)), ValueError, r"fps: src must have shape \(N, \.\.\.\)"),
+    (lambda: fps(torch.zeros(4, 0)), ValueError,
+     r"fps: src must have at least one feature per row"),
+    (lambda: fps(X, BX[:4]), ValueError,
+     r"fps: batch must be a 1-D vector with one entry per row \(6\)"),
+    (lambda: fps(X, torch.tensor([1, 1, 1, 0, 0, 0])), ValueError,
+     r"fps: batch must be sorted example indices in \[0, 2\), got values from 0 to 1"),
+    (lambda: fps(X, BX, batch_size=1), ValueError,
+     r"fps: batch must be sorted example indices in \[0, 1\), got values from 0 to 1"),
+    (lambda: fps(X, BX - 1), ValueError, r"in \[0, 1\), got values from -1 to 0"),
+    (lambda: fps(X, BX - 2), ValueError, r"fps: batch must hold example indices >= 0, got -1"),
+    (lambda: fps(X, BX, batch_size=0), ValueError, r"fps: batch_size must be at least 1, got 0"),
+    (lambda: fps(X, ptr=[0, 4, 2]), ValueError,
+     r"fps: ptr must be non-decreasing offsets in \[0, 6\], got values from 0 to 4"),
+    (lambda: fps(X, ptr=[0, 7]), ValueError,
+     r"fps: ptr must be non-decreasing offsets in \[0, 6\], got values from 0 to 7"),
+    (lambda: fps(X, ptr=[0]), ValueError, r"fps: ptr must be 1-D with at least 2 entries"),
+    (lambda: fps(X, ptr=torch.tensor([0.0, 6.0])), TypeError,
+     r"fps: ptr must hold integer row offsets, got torch.float32"),
+    (lambda: fps(torch.tensor([[0.0, float("inf")]])), RuntimeError,
+     r"fps: src contains NaN or infinite values"),
+]
 
 
-def test_knn_graph_errors():
-    x = torch.randn(5, 2)
-    with pytest.raises(ValueError, match=r"knn_graph: flow must be 'source_to_target' or 'target_to_source', got 'up'"):
-        knn_graph(x, 2, flow="up")
-    with pytest.raises(ValueError, match=r"knn_graph: k must be non-negative, got -1"):
-        knn_graph(x, -1)
-    with pytest.raises(ValueError, match=r"knn_graph: batch_x must be sorted"):
-        knn_graph(x, 2, torch.tensor([1, 1, 0, 0, 0]))
-
-
-def test_fps_errors():
-    src = torch.randn(6, 3)
-    batch = torch.tensor([0, 0, 0, 1, 1, 1])
-    cases = [
-        (lambda: fps(src, ratio=0.0), ValueError, r"fps: ratio must lie in \(0, 1\], got 0.0"),
-        (lambda: fps(src, ratio=1.5), ValueError, r"fps: ratio must lie in \(0, 1\], got 1.5"),
-        (lambda: fps(src, ratio=float("nan")), ValueError, r"ratio must lie in \(0, 1\], got nan"),
-        (lambda: fps(src, batch, torch.tensor([0.5, 2.0])), ValueError, r"got values from 0.5 to 2.0"),
-        (lambda: fps(src, batch, torch.tensor([0.5, 0.5, 0.5])), ValueError, r"one value or one per example \(2\)"),
-        (lambda: fps(src, ratio=torch.tensor([[0.5]])), ValueError, r"0-dim or 1-D"),
-        (lambda: fps(src.long()), TypeError, r"fps: src must be a floating-point tensor"),
-        (lambda: fps(torch.tensor(1.0)), ValueError, r"fps: src must have shape \(N, \.\.\.\)"),
-        (lambda: fps(torch.zeros(4, 0)), ValueError, r"at least one feature per row"),
-        (lambda: fps(src, batch[:4]), ValueError, r"fps: batch must be a 1-D vector with one entry per row \(6\)"),
-        (lambda: fps(src, torch.tensor([1, 1, 1, 0, 0, 0])), ValueError, r"fps: batch must be sorted example indices in \[0, 2\), got values from 0 to 1"),
-        (lambda: fps(src, batch, batch_size=1), ValueError, r"in \[0, 1\), got values from 0 to 1"),
-        (lambda: fps(src, batch - 1), ValueError, r"got values from -1 to 0"),
-        (lambda: fps(src, batch - 2), ValueError, r"fps: batch must hold example indices >= 0, got -1"),
-        (lambda: fps(src, batch, batch_size=0), ValueError, r"batch_size must be at least 1, got 0"),
-        (lambda: fps(src, ptr=[0, 4, 2]), ValueError, r"fps: ptr must be non-decreasing offsets in \[0, 6\]"),
-        (lambda: fps(src, ptr=[0, 7]), ValueError, r"ptr must be non-decreasing offsets in \[0, 6\], got values from 0 to 7"),
-        (lambda: fps(src, ptr=[0]), ValueError, r"fps: ptr must be 1-D with at least 2 entries"),
-        (lambda: fps(src, ptr=torch.tensor([0.0, 6.0])), TypeError, r"fps: ptr must hold integer"),
-        (lambda: fps(torch.tensor([[0.0, float("inf")]])), RuntimeError, r"fps: src contains NaN"),
-    ]
-    for call, error, match in cases:
-        with pytest.raises(error, match=match):
-            call()
+@pytest.mark.parametrize("call,error,match", KNN_ERRORS + FPS_ERRORS)
+def test_errors_name_function_argument_and_value(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,7 +549,8 @@ def test_cuda_matches_cpu_and_knn_without_batch_does_not_sync():
         assert torch.equal(gpu.cpu(), cpu)
     assert torch.equal(knn_graph(x.cuda(), 6, bx.cuda()).cpu(), knn_graph(x, 6, bx))
     ratio = torch.tensor([0.5, 0.5, 0.25, 1.0])
-    assert torch.equal(fps(x.cuda(), bx.cuda(), ratio.cuda(), False).cpu(), fps(x, bx, ratio, False))
+    gpu = fps(x.cuda(), bx.cuda(), ratio.cuda(), False)
+    assert torch.equal(gpu.cpu(), fps(x, bx, ratio, False))
     out = fps(x.cuda(), bx.cuda(), 0.5)
     assert out.numel() == 150 + 9 + 75
     torch.cuda.synchronize()

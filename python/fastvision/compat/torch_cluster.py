@@ -10,11 +10,11 @@ with::
     from fastvision.compat.torch_cluster import knn, knn_graph, fps
 
 Signatures, defaults, return layouts and the ``batch`` / ``ptr`` conventions are those of
-torch_cluster 1.6 (checked against its ``test_knn.py`` and ``test_fps.py``, which pass against this
-module, ``torch.jit.script`` included). A ragged batch is turned into padded ``(B, P, F)`` clouds
-with lengths and handed to :func:`fastvision.ops.knn_points` /
-:func:`fastvision.ops.farthest_point_sample` in one call: no Python loop over the examples. The
-conventions, in full:
+torch_cluster 1.6.3 (its ``test_knn.py`` and ``test_fps.py`` pass against this module,
+``torch.jit.script`` included; ``tests/test_compat_torch_cluster.py`` repeats their checks). A
+ragged batch is turned into padded ``(B, P, F)`` clouds with lengths and handed to
+:func:`fastvision.ops.knn_points` / :func:`fastvision.ops.farthest_point_sample` in one call: no
+Python loop over the examples. The conventions, in full:
 
 ``knn(x, y, k, batch_x=None, batch_y=None, cosine=False, num_workers=1, batch_size=None)``
     For every row of ``y (M, F)`` its ``min(k, n)`` nearest rows of ``x (N, F)`` in the same
@@ -33,8 +33,8 @@ batch_size=None)``
     ``knn(x, x, k + 1 (k with loop), batch, batch, ...)``, its rows swapped for
     ``flow="source_to_target"`` (row 0 the neighbour/source, row 1 the centre/target;
     ``"target_to_source"`` keeps knn's order), then, without ``loop``, every edge ``i -> i``
-    dropped. As in torch_cluster, a point whose ``k + 1`` nearest are all other copies of itself
-    (duplicates at a lower index win ties) keeps ``k + 1`` edges.
+    dropped. As in torch_cluster, a point with more than ``k`` copies at lower indices is not
+    among its own ``k + 1`` nearest (ties go to the lower index), so it keeps ``k + 1`` edges.
 
 ``fps(src, batch=None, ratio=None, random_start=True, batch_size=None, ptr=None)``
     Farthest point sampling per example of ``src (N, ...)`` (flattened to ``(N, F)``): returns
@@ -56,8 +56,8 @@ What differs from torch_cluster (no result that torch_cluster defines changes):
 
 * Limits it has that these do not: ``cosine=True`` works on CPU (torch_cluster's CPU kernel
   raises); ``k`` is unbounded on CUDA (its CUDA kNN caps ``k`` at 100); its CUDA FPS starts the
-  distances at 5e4, so it misses points whose squared distance exceeds that, here the sequence is
-  exact; float64 everywhere.
+  distances at 5e4, so all points farther than ~224 from the chosen set look equally far, here
+  the sequence is exact; bfloat16 works on CUDA (its CUDA kernels take float16 but not bfloat16).
 * Ties: kNN ties go to the lower ``x`` index, as in torch_cluster's CUDA kernel; its CPU k-d tree
   (nanoflann) leaves their order to the tree. float16/bfloat16 distances are computed in float32
   (torch_cluster's CPU computes in float16), so near-ties may order differently. Cosine neighbours
@@ -69,12 +69,12 @@ What differs from torch_cluster (no result that torch_cluster defines changes):
 * Bad input raises ``ValueError``/``TypeError`` naming the function, the argument and the value
   where torch_cluster fails a bare ``assert``, raises from C++, crashes or silently answers
   something else: batch vectors unsorted, negative, of the wrong length, or holding an example
-  index ``>= batch_size`` (torch_cluster drops those rows, or with ``batch_size=1`` ignores the
-  batch vectors); one batch vector ``None`` while the other names several examples; ``x`` and
+  index ``>= batch_size`` (torch_cluster's knn drops those rows, or with ``batch_size=1`` ignores
+  the batch vectors); one batch vector ``None`` while the other names several examples; ``x`` and
   ``y`` of different widths, dtypes or devices; integer coordinates (its CPU kNN accepts them);
-  ``k < 0``; an unknown ``flow``; ``ratio`` outside ``(0, 1]`` (torch_cluster returns repeated or
-  out-of-example indices); an invalid ``ptr``; NaN or infinite coordinates and zero vectors with
-  ``cosine=True`` (its CUDA kernel silently drops them). Value checks use
+  ``k < 0``; an unknown ``flow``; ``ratio`` outside ``(0, 1]`` (torch_cluster returns repeated,
+  misplaced or out-of-example indices); an invalid ``ptr``; NaN or infinite coordinates, and zero
+  vectors with ``cosine=True`` (its CUDA kernel silently drops both). Value checks use
   ``torch._assert_async`` or the one host read below. An empty example in ``fps`` yields nothing
   (torch_cluster's CPU kernel still writes a start index for it, into the next example's slot or
   past the end, and divides by zero with ``random_start``).
@@ -116,7 +116,8 @@ def _check_floating(t: Tensor, fn: str, name: str) -> None:
 
 def _assert_finite(t: Tensor, fn: str, name: str) -> None:
     if t.numel() > 0:
-        torch._assert_async(torch.isfinite(t).all(), fn + ": " + name + " contains NaN or infinite values")
+        message = fn + ": " + name + " contains NaN or infinite values"
+        torch._assert_async(torch.isfinite(t).all(), message)
 
 
 def _as_rows(t: Tensor, fn: str, name: str) -> Tensor:
@@ -133,15 +134,17 @@ def _unit_rows(t: Tensor, fn: str, name: str) -> Tensor:
     Euclidean distance of unit vectors is 2 - 2 cos, so its order is the cosine distance's."""
     t = t.to(torch.promote_types(t.dtype, torch.float32))
     norm = torch.linalg.vector_norm(t, dim=1, keepdim=True)
-    torch._assert_async(
-        (norm > 0).all(), fn + ": cosine=True needs non-zero vectors, but a row of " + name + " is zero"
-    )
+    message = fn + ": cosine=True needs non-zero vectors, but a row of " + name + " is zero"
+    torch._assert_async((norm > 0).all(), message)
     return t / norm
 
 
 def _check_batch(batch: Tensor, rows: int, device: torch.device, fn: str, name: str) -> Tensor:
     if batch.dim() != 1 or batch.numel() != rows:
-        raise ValueError(f"{fn}: {name} must be a 1-D vector with one entry per row ({rows}), got shape {batch.shape}")
+        raise ValueError(
+            f"{fn}: {name} must be a 1-D vector with one entry per row ({rows}), "
+            f"got shape {batch.shape}"
+        )
     if batch.is_floating_point() or batch.is_complex() or batch.dtype == torch.bool:
         raise TypeError(f"{fn}: {name} must hold integer example indices, got {batch.dtype}")
     if batch.device != device:
@@ -229,12 +232,15 @@ def _knn_batched(
         raise ValueError(f"{fn}: batch_y must be sorted")
     if batch_size is not None and examples > batch_size:
         raise ValueError(
-            f"{fn}: batch_size = {batch_size}, but the batch vectors hold example index {examples - 1}"
+            f"{fn}: batch_size = {batch_size}, but the batch vectors hold example index "
+            f"{examples - 1}"
         )
     if examples > 1 and (batch_x is None or batch_y is None):
         given = "batch_y" if batch_x is None else "batch_x"
         missing = "batch_x" if batch_x is None else "batch_y"
-        raise ValueError(f"{fn}: {missing} is None but {given} holds {examples} examples; pass both")
+        raise ValueError(
+            f"{fn}: {missing} is None but {given} holds {examples} examples; pass both"
+        )
     if num_edges == 0:
         return _empty_edges(device)
 
@@ -280,7 +286,9 @@ def _knn(
     if y.device != x.device:
         raise ValueError(f"{fn}: x is on {x.device} but y is on {y.device}")
     if y.size(1) != x.size(1):
-        raise ValueError(f"{fn}: x and y must have the same number of features, got {x.size(1)} and {y.size(1)}")
+        raise ValueError(
+            f"{fn}: x and y must have the same number of features, got {x.size(1)} and {y.size(1)}"
+        )
     _assert_finite(x, fn, "x")
     _assert_finite(y, fn, "y")
     if cosine:
@@ -351,7 +359,9 @@ def knn_graph(
     """
     fn = "knn_graph"
     if flow != "source_to_target" and flow != "target_to_source":
-        raise ValueError(f"{fn}: flow must be 'source_to_target' or 'target_to_source', got '{flow}'")
+        raise ValueError(
+            f"{fn}: flow must be 'source_to_target' or 'target_to_source', got '{flow}'"
+        )
     if k < 0:
         raise ValueError(f"{fn}: k must be non-negative, got {k}")
     edge_index = _knn(x, x, k if loop else k + 1, batch, batch, cosine, batch_size, fn)
@@ -375,7 +385,8 @@ def _ratio_tensor(ratio: Optional[Union[Tensor, float]], src: Tensor, fn: str) -
     if isinstance(ratio, Tensor):
         if not ratio.is_floating_point() or ratio.dim() > 1:
             raise ValueError(
-                f"{fn}: a ratio tensor must be floating-point, 0-dim or 1-D, got {ratio.dtype} of shape {ratio.shape}"
+                f"{fn}: a ratio tensor must be floating-point, 0-dim or 1-D, got {ratio.dtype} "
+                f"of shape {ratio.shape}"
             )
         return ratio.to(src.device)
     value = float(ratio)
@@ -394,7 +405,9 @@ def _ptr_tensor(ptr: Union[Tensor, List[int]], device: torch.device, fn: str) ->
     else:
         p = torch.tensor(ptr, dtype=torch.long, device=device)
     if p.dim() != 1 or p.numel() < 2:
-        raise ValueError(f"{fn}: ptr must be 1-D with at least 2 entries (B + 1 boundaries), got shape {p.shape}")
+        raise ValueError(
+            f"{fn}: ptr must be 1-D with at least 2 entries (B + 1 boundaries), got shape {p.shape}"
+        )
     return p
 
 
@@ -427,7 +440,9 @@ def fps(
     points = points.contiguous()
     n = points.size(0)
     if n > 0 and points.size(1) == 0:
-        raise ValueError(f"{fn}: src must have at least one feature per row, got shape {src.shape}")
+        raise ValueError(
+            f"{fn}: src must have at least one feature per row, got shape {src.shape}"
+        )
     _assert_finite(points, fn, "src")
     r = _ratio_tensor(ratio, src, fn)
     if batch_size is not None and batch_size < 1:
@@ -447,7 +462,9 @@ def fps(
             return torch.empty(0, dtype=torch.long, device=device)
         examples = batch_size if batch_size is not None else int(layout.max()) + 1
         if examples < 1:
-            raise ValueError(f"{fn}: batch must hold example indices >= 0, got {int(layout.max())}")
+            raise ValueError(
+                f"{fn}: batch must hold example indices >= 0, got {int(layout.max())}"
+            )
         bounds = torch.searchsorted(layout, torch.arange(examples + 1, device=device))
         layout_ok = (layout.min() >= 0) & _is_sorted(layout) & (layout.max() < examples)
     else:
@@ -455,7 +472,8 @@ def fps(
     num_examples = bounds.numel() - 1
     if r.numel() != 1 and r.numel() != num_examples:
         raise ValueError(
-            f"{fn}: ratio must hold one value or one per example ({num_examples}), got shape {r.shape}"
+            f"{fn}: ratio must hold one value or one per example ({num_examples}), "
+            f"got shape {r.shape}"
         )
 
     sizes = bounds[1:] - bounds[:-1]
@@ -463,16 +481,21 @@ def fps(
     # above 2**24 can round up past the example, hence the minimum.
     sizes_as_float = sizes.to(r.dtype) if device.type == "cuda" else sizes.to(torch.float32)
     counts = torch.minimum(torch.ceil(sizes_as_float * r).long(), sizes)
+    ratio_ok = ((r > 0) & (r <= 1)).all()
     stats: List[int] = torch.stack(
-        [sizes.max(), counts.max(), counts.sum(), layout_ok.long(), ((r > 0) & (r <= 1)).all().long()]
+        [sizes.max(), counts.max(), counts.sum(), layout_ok.long(), ratio_ok.long()]
     ).tolist()
     width, most_samples, total = stats[0], stats[1], stats[2]
     if stats[3] == 0:
         low, high = int(layout.min()), int(layout.max())
         if ptr is not None:
-            raise ValueError(f"{fn}: ptr must be non-decreasing offsets in [0, {n}], got values from {low} to {high}")
+            raise ValueError(
+                f"{fn}: ptr must be non-decreasing offsets in [0, {n}], "
+                f"got values from {low} to {high}"
+            )
         raise ValueError(
-            f"{fn}: batch must be sorted example indices in [0, {num_examples}), got values from {low} to {high}"
+            f"{fn}: batch must be sorted example indices in [0, {num_examples}), "
+            f"got values from {low} to {high}"
         )
     if stats[4] == 0:
         raise ValueError(
