@@ -26,6 +26,7 @@
 #include <tuple>
 
 #include "../points/knn_cuda.cuh"
+#include "../points/points_common.h"
 #include "fastvision/soft_projection.h"
 #include "soft_project_common.h"
 

@@ -95,7 +95,9 @@ Deliberate differences (none changes a result PyTorch3D defines):
   lengths, ``lengths * torch.rand`` with them), clamped to a valid index.
 * ``point_reduction="max"`` with Pointclouds carrying normals raises the ``ValueError`` above
   (PyTorch3D fails an ``assert``). Lengths of any integer dtype are accepted (cast to int64);
-  floating-point lengths raise ``ValueError`` (PyTorch3D truncates 2.7 to 2).
+  floating-point lengths raise ``ValueError`` (PyTorch3D truncates 2.7 to 2). The two
+  too-long-lengths messages carry the function and argument name before PyTorch3D's text
+  (``"chamfer_distance: x_lengths: A length value was too long"``).
 * Points must be finite and within the overflow bound of fastvision's point ops (``|x| <=
   sqrt(max / D) / 4`` of float32, or float64 for float64 clouds: 2.66e18 for float32 3-D points):
   ``knn_points``, ``chamfer_distance`` and ``sample_farthest_points`` raise ``ValueError`` naming
@@ -135,6 +137,8 @@ def _as_lengths(lengths: Optional[torch.Tensor], device: torch.device, op: str =
     if not torch.is_tensor(lengths) or lengths.is_floating_point() or lengths.is_complex():
         got = lengths.dtype if torch.is_tensor(lengths) else type(lengths).__name__
         raise ValueError(f"{op}: {name} must be an integer tensor (a fraction is no length), got {got}")
+    if lengths.device.type == "meta" and torch.device(device).type != "meta":
+        raise ValueError(f"{op}: {name} is a meta tensor (no values) but the points are on {device}")
     return lengths.to(device=device, dtype=torch.int64)
 
 
@@ -170,6 +174,12 @@ def _knn_padded(p1, p2, lengths1, lengths2, K: int, norm: int):
         dists = torch.where(pad, dists.new_zeros(()), dists)
         idx = idx.masked_fill(pad, 0)
     else:
+        # Nothing to search (K = 0 or an empty p2), but the inputs still get the op's checks
+        # (devices, finite and bounded coordinates, lengths); an empty p2 costs O(P1).
+        if P2 > 0:
+            torch.ops.fastvision.knn_points(p1, p2, lengths1, lengths2, 1, norm, True, _AUTO)
+        else:
+            torch.ops.fastvision.nn_distance(p1, p2, lengths1, lengths2, norm, _AUTO)
         dists = _zeros_like_graph(p1, p2, (N, P1, 0))
         idx = torch.zeros((N, P1, 0), dtype=torch.int64, device=p1.device)
     if K > k_found:
@@ -294,7 +304,7 @@ def _cloud_input(points, lengths, normals, lengths_name: str = "lengths"):
             if lengths.ndim != 1 or lengths.shape[0] != X.shape[0]:
                 raise ValueError("Expected lengths to be of shape (N,)")
             if lengths.numel() > 0 and bool(lengths.max() > X.shape[1]):
-                raise ValueError("A length value was too long")
+                raise ValueError(f"chamfer_distance: {lengths_name}: A length value was too long")
         if normals is not None and normals.ndim != 3:
             raise ValueError("Expected normals to be of shape (N, P, 3")
     else:
@@ -492,7 +502,7 @@ def sample_farthest_points(
         if lengths.shape != (N,):
             raise ValueError("points and lengths must have same batch dimension.")
         if lengths.numel() > 0 and bool(lengths.max() > P):
-            raise ValueError("A value in lengths was too large.")
+            raise ValueError(f"{op}: lengths: A value in lengths was too large.")
         lengths = lengths.to(device=device, dtype=torch.int64)
 
     per_cloud = None
