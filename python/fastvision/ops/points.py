@@ -62,6 +62,7 @@ def _method_code(method: str, table: dict, op: str) -> int:
 def _check_pair(p1, p2, lengths1, lengths2, op: str) -> None:
     check_cloud(p1, op, "p1")
     check_cloud(p2, op, "p2")
+    check_same_device(op, "p1", p1, lengths1=lengths1, lengths2=lengths2)
     # Finite, bounded coordinates (the overflow contract) are checked by the op itself.
     assert_lengths(lengths1, p1.shape[1], op, "lengths1")
     assert_lengths(lengths2, p2.shape[1], op, "lengths2")
@@ -265,6 +266,7 @@ def farthest_point_sample(
     op = "farthest_point_sample"
     check_cloud(points, op, "points")
     check_int(K, op, "K", 0)
+    check_same_device(op, "points", points, lengths=lengths, start=start)
     B, P = points.shape[:2]
     assert_lengths(lengths, P, op, "lengths")
     if K > P:
