@@ -1,4 +1,4 @@
-"""Property-based fuzzing of ``patch_conv2d`` and ``soft_project`` (public wrappers and raw ops):
+"""Property-based fuzzing of ``patch_conv2d``, ``soft_project`` and ``padnet_encoder`` (public wrappers and raw ops):
 shapes (0 and 1 included), dtypes, geometry far out of range (2**62), strides of the hypernetwork
 weight (sliced, permuted), a ``meta`` tensor among CPU ones, NaN / inf / 1e19 values, bad
 temperatures. Each draw runs in a worker process (``fuzz_harness``), so a crash fails the test
@@ -220,3 +220,70 @@ def test_fuzz_soft_project_long(request, worker, drawn):
     long_run_only(request)
     case, invalid = drawn
     check(worker, "test_fuzz_ops:run_soft", case, "soft_project", invalid)
+
+
+# ---------------------------------------------------------------------------------------------
+# padnet_encoder
+
+
+@st.composite
+def padnet_cases(draw):
+    pick = lambda values: draw(st.sampled_from(values))  # noqa: E731
+    case = {"seed": draw(st.integers(0, 2**31 - 1)), "api": pick(["public", "raw"]),
+            "B": pick([0, 1, 2]), "C": pick([1, 1, 1, 2]), "H": pick([1, 2, 7, 12]), "W": pick([1, 3, 8]),
+            "width": pick([1, 2, 4, 4, 3]), "params": pick(["ok", "ok", "short", "meta"]),
+            "dtype": pick(["float32", "float64", "int64"]), "x_layout": pick(["contiguous", "transposed"]),
+            "x_scale": pick([1.0, 1.0, 1e-30, 1e3])}
+    invalid = []
+    if case["width"] not in (1, 2, 4):
+        invalid.append("width")
+    if case["C"] != 1 or case["dtype"] == "int64":
+        invalid.append("x")
+    if case["params"] != "ok":
+        invalid.append("params")
+    return case, invalid
+
+
+def run_padnet(case):
+    from fastvision.ops import _reference as ref
+    from fastvision.ops.padnet import padnet_encoder, padnet_param_count
+
+    g = torch.Generator().manual_seed(case["seed"])
+    B, C, H, W, width = case["B"], case["C"], case["H"], case["W"], case["width"]
+    float_dtype = torch.float32 if case["dtype"] == "int64" else getattr(torch, case["dtype"])
+    if case["x_layout"] == "transposed":
+        x = torch.rand(B, C, W, H, generator=g, dtype=torch.float64).transpose(2, 3)
+    else:
+        x = torch.rand(B, C, H, W, generator=g, dtype=torch.float64)
+    x = (x * case["x_scale"]).to(getattr(torch, case["dtype"]))
+    n = padnet_param_count(width if width in (1, 2, 4) else 1)
+    params = (torch.rand(n - (case["params"] == "short"), generator=g, dtype=torch.float64) - 0.5).to(float_dtype)
+    if case["params"] == "meta":
+        params = params.to("meta")
+    if case["api"] == "public":
+        taps = padnet_encoder(x, params, width)
+    else:
+        taps = torch.ops.fastvision.padnet_encoder(x, params, width)
+    # The oracle in float64: float32 results (FMA kernels, another summation order) are judged by
+    # their error, relative to the largest activation (random weights on 1e3 inputs cancel a lot).
+    want = ref.padnet_encoder(x.double(), params.double(), width)
+    tol = 1e-10 if case["dtype"] == "float64" else 1e-3
+    for a, b in zip(taps, want):
+        scale = max(1.0, float(b.abs().max()) if b.numel() else 1.0)
+        torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * scale)
+
+
+@given(padnet_cases())
+@SHORT
+def test_fuzz_padnet_encoder(worker, drawn):
+    case, invalid = drawn
+    check(worker, "test_fuzz_ops:run_padnet", case, "padnet_encoder", invalid)
+
+
+@pytest.mark.slow
+@given(padnet_cases())
+@LONG
+def test_fuzz_padnet_encoder_long(request, worker, drawn):
+    long_run_only(request)
+    case, invalid = drawn
+    check(worker, "test_fuzz_ops:run_padnet", case, "padnet_encoder", invalid)
