@@ -119,10 +119,9 @@ def load_checkpoint_model(path, device: str | torch.device = "cpu") -> tuple[nn.
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise RuntimeError(f"could not read checkpoint {str(path)!r} ({type(err).__name__}: {err})") from err
+    from fastvision.weights import read_weights_file
+
+    ckpt = read_weights_file(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_spec" not in ckpt:
         raise RuntimeError(f"{str(path)!r} is not a fastvision training checkpoint "
                            "(expected the keys 'model' and 'model_spec')")

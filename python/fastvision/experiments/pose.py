@@ -56,7 +56,9 @@ def _load(args) -> tuple[torch.nn.Module, str, tuple[int, int] | None]:
     path = Path(args.checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    from fastvision.weights import read_weights_file
+
+    ckpt = read_weights_file(path)
     if isinstance(ckpt, dict) and "model_spec" in ckpt:
         model, meta = load_checkpoint_model(path, args.device)
         name = meta["model_spec"]["name"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from typing import Callable, Dict, List
 
-import torch
 import torch.nn as nn
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
@@ -38,7 +37,19 @@ def get_model(name: str, **kwargs) -> nn.Module:
         raise ValueError(
             f"unknown model {name!r}; available models: {', '.join(list_models())}"
         ) from None
+    for key in _COUNT_KWARGS:
+        if key in kwargs:
+            value = kwargs[key]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"get_model({name!r}): {key} must be an int, got "
+                                f"{type(value).__name__} {value!r}")
+            if value < 1:
+                raise ValueError(f"get_model({name!r}): {key} must be at least 1, got {value}")
     return builder(**kwargs)
+
+
+# Counts every builder that takes them needs positive (0 would build an empty head).
+_COUNT_KWARGS = ("num_classes", "num_joints", "num_out_points")
 
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
@@ -53,13 +64,9 @@ def load_weights(model: nn.Module, weights) -> nn.Module:
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path!r}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt / truncated / not a torch file
-        raise RuntimeError(
-            f"could not read weights file {path!r} as a torch checkpoint "
-            f"({type(err).__name__}: {err})"
-        ) from err
+    from fastvision.weights import read_weights_file
+
+    ckpt = read_weights_file(path)
     if isinstance(ckpt, dict):
         for key in _STATE_DICT_KEYS:
             if key in ckpt and isinstance(ckpt[key], dict):

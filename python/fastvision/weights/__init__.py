@@ -22,6 +22,20 @@ def available() -> list[str]:
     return sorted(p.stem for p in _DIR.glob("*.pt"))
 
 
+def read_weights_file(path) -> object:
+    """``torch.load(path, weights_only=True)`` on CPU. A file that is not a weights-only torch file
+    (corrupt, truncated, or pickling arbitrary objects) raises ``RuntimeError`` naming it; the
+    message never suggests ``weights_only=False``, which would execute code from the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt / truncated / not a torch file / foreign pickled objects
+        raise RuntimeError(
+            f"could not read weights file {str(path)!r} as a weights-only torch checkpoint "
+            f"({type(err).__name__}); "
+            "fastvision reads tensors, numbers and containers only and never unpickles other objects"
+        ) from None
+
+
 def shipped_path(name: str) -> Path:
     path = _DIR / f"{name}.pt"
     if not path.is_file():
