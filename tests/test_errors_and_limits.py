@@ -309,3 +309,25 @@ def test_fps_of_empty_clouds_needs_no_start():
 def test_nn_match_with_an_empty_cloud_raises_clearly():
     with pytest.raises(RuntimeError, match="nn_match: every entry of lengths must be at least 1"):
         nn_match(torch.rand(2, 3, 3), torch.rand(2, 5, 3), 2, lengths=torch.tensor([0, 5]))
+
+
+def test_patch_inverted_residual_supports_double_backward():
+    """Its backward recomputes with the reference, so the second derivative is the reference's
+    (it used to fail with "element 0 of tensors does not require grad")."""
+    from fastvision.ops import patch_inverted_residual
+
+    g = torch.Generator().manual_seed(3)
+    C, hidden, k = 2, 4, 3
+    x = torch.randn(1, C, 6, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(1, C * hidden + hidden * k * k + hidden * C, 2, 2, dtype=torch.float64, generator=g,
+                    requires_grad=True)
+    bns = [(torch.rand(n, dtype=torch.float64, generator=g) + 0.5, torch.rand(n, dtype=torch.float64, generator=g))
+           for n in (hidden, hidden, C)]
+
+    def second(fn):
+        first, = torch.autograd.grad(fn(x, w).pow(2).sum(), w, create_graph=True)
+        return torch.autograd.grad(first.pow(2).sum(), x)[0]
+
+    got = second(lambda a, b: patch_inverted_residual(a, b, hidden, *bns))
+    want = second(lambda a, b: ref.patch_inverted_residual(a, b, hidden, *bns))
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9 * float(want.abs().max()))

@@ -222,17 +222,22 @@ def _ir_setup_context(ctx, inputs, output):
 
 def _ir_backward(ctx, grad_out):
     # Recompute with the unfused reference under autograd: a correct gradient for every input.
+    # With create_graph (grad mode on here) the recomputation stays attached to the inputs, so
+    # double backward is supported too.
     saved = ctx.saved_tensors
     hidden, k, mode, residual = ctx.args
+    needs = ctx.needs_input_grad[:8]
+    create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(need) for t, need in zip(saved, ctx.needs_input_grad)]
+        leaves = list(saved) if create_graph else [t.detach().requires_grad_(need) for t, need in zip(saved, needs)]
         x, weight, s1, b1, s2, b2, s3, b3 = leaves
         out = _reference.patch_inverted_residual(x, weight, hidden, (s1, b1), (s2, b2), (s3, b3),
                                                  kernel_size=k, padding_mode=_MODE_NAMES[mode],
                                                  residual=residual)
-        wanted = [t for t in leaves if t.requires_grad]
-        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True)) if wanted else iter(())
-    result = [next(grads) if t.requires_grad else None for t in leaves]
+        wanted = [t for t, need in zip(leaves, needs) if need]
+        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True,
+                                         create_graph=create_graph)) if wanted else iter(())
+    result = [next(grads) if need else None for need in needs]
     return (*result, None, None, None, None)
 
 
