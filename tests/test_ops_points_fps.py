@@ -151,7 +151,7 @@ def test_fps_no_gradient_warning_and_zero_k():
         (lambda: farthest_point_sample(torch.rand(2, 10, 3), 2, start=torch.zeros(3, 1, dtype=torch.int64)), ValueError, r"\(B, S\)"),
         (lambda: farthest_point_sample(torch.rand(2, 10, 3), 2, start=torch.tensor([[0], [10]])), ValueError, r"start_idx\[1, 0\] must be -1"),
         (lambda: farthest_point_sample(torch.rand(10, 3), 2), ValueError, r"points must have shape"),
-        (lambda: farthest_point_sample(torch.full((1, 4, 3), float("nan")), 2), RuntimeError, "points contains NaN"),
+        (lambda: farthest_point_sample(torch.full((1, 4, 3), float("nan")), 2), ValueError, "points contains NaN"),
         (lambda: farthest_point_sample(torch.rand(1, 40, 9), 2, method="buckets"), ValueError, "D <= 8"),
     ],
 )

@@ -191,7 +191,7 @@ def test_knn_non_contiguous_inputs():
         (lambda: knn_points(torch.rand(2, 5, 3), torch.rand(2, 4, 3), 1, lengths2=torch.tensor([4, 5])), RuntimeError, "lengths2 must lie in"),
         (lambda: knn_points(torch.rand(2, 5, 3), torch.rand(2, 4, 3), 1, lengths2=torch.tensor([4, 4], dtype=torch.int32)), ValueError, "int64"),
         (lambda: knn_points(torch.rand(2, 5, 3), torch.rand(2, 4, 3), 1, lengths2=torch.tensor([4])), RuntimeError, r"lengths2 must have shape \(B,\)"),
-        (lambda: knn_points(torch.full((2, 5, 3), float("nan")), torch.rand(2, 4, 3), 1), RuntimeError, "p1 contains NaN"),
+        (lambda: knn_points(torch.full((2, 5, 3), float("nan")), torch.rand(2, 4, 3), 1), ValueError, "p1 contains NaN"),
         (lambda: knn_points(torch.rand(2, 5, 3), torch.rand(2, 4, 3), 1, norm=3), ValueError, "norm must be 1 or 2"),
         (lambda: knn_points(torch.rand(2, 5, 3), torch.rand(2, 4, 3), 1, method="fast"), ValueError, "method must be one of"),
         (lambda: knn_points(torch.rand(2, 5, 9), torch.rand(2, 4, 9), 1, method="kdtree"), ValueError, "D <= 8"),

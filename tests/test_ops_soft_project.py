@@ -441,7 +441,7 @@ def _q(*shape):
         (lambda: soft_project(_q(2, 5, 3), _q(2, 4, 3), torch.tensor(1.0), 1, _q(2, 5, 2)), RuntimeError, r"features must have shape \(B, N, F\) = \(2, 4, F\)"),
         (lambda: soft_project(_q(2, 5, 3), _q(2, 4, 3), torch.tensor(1.0), 1, _q(2, 4)), ValueError, r"features must have shape \(B, N, F\)"),
         (lambda: soft_project(_q(2, 5, 3), _q(2, 4, 3), torch.tensor(1.0), 1, _q(2, 4, 2).double()), RuntimeError, "features must have the dtype of query"),
-        (lambda: soft_project(torch.full((2, 5, 3), float("nan")), _q(2, 4, 3), torch.tensor(1.0), 1), RuntimeError, "query contains NaN"),
+        (lambda: soft_project(torch.full((2, 5, 3), float("nan")), _q(2, 4, 3), torch.tensor(1.0), 1), ValueError, "query contains NaN"),
         (lambda: soft_project(_q(2, 5, 3), _q(2, 4, 3), torch.tensor(1.0), 1, hard=1), TypeError, "hard must be a bool"),
     ],
 )

@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     detect = sub.add_parser("detect", help="particle detection on pad images: counts, centres "
                                            "CSV, overlay PNG (PAD-Net)")
-    detect.add_argument("images", nargs="+", help="PNG / BMP / TIFF pads (8- or 16-bit grayscale)")
+    detect.add_argument("images", nargs="+",
+                        help="PNG / BMP / TIFF pads, 8- or 16-bit grayscale (colour is converted to "
+                             "grayscale with a warning), at most 2048 x 2048 pixels (4 Mpx)")
     detect.add_argument("--out", required=True, help="output folder")
     detect.add_argument("--model", default=None,
                         help="training checkpoint of a PAD-Net (default: the shipped padnet_x1, "
@@ -177,7 +179,21 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("fastvision: --device cuda was asked for but no CUDA GPU is available", file=sys.stderr)
             return 2
-    return args.func(args)
+    if args.command != "eval":
+        return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        # A bad checkpoint or argument: one line and exit code 2, as `detect` does.
+        print(f"fastvision eval {args.experiment}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    if lines[0].startswith("Error(s) in loading state_dict"):
+        return f"the checkpoint does not fit the model ({lines[0].rstrip(':')}: {len(lines) - 1} mismatch line(s))"
+    return lines[0]
 
 
 if __name__ == "__main__":

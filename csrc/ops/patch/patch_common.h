@@ -24,10 +24,16 @@ inline const char* mode_name(int64_t mode) {
   return mode == kZeros ? "zeros" : mode == kReflect ? "reflect" : "replicate";
 }
 
+// Kernel sizes, strides, paddings, dilations and the dilated kernel's span are at most this, so
+// that the geometry, held in int and multiplied in the kernels, cannot overflow.
+constexpr int64_t kMaxConvArg = int64_t{1} << 20;
+
 inline void check_pair(at::IntArrayRef v, const char* op, const char* name, int64_t minimum) {
   FV_CHECK_VALUE(v.size() == 2, op, name, " must have 2 entries, got ", v.size());
   FV_CHECK_VALUE(v[0] >= minimum && v[1] >= minimum, op, name, " must be at least ", minimum,
                  ", got ", v);
+  FV_CHECK_VALUE(v[0] <= kMaxConvArg && v[1] <= kMaxConvArg, op, name, " must be at most ",
+                 kMaxConvArg, " (2^20), got ", v);
 }
 
 inline void check_mode_and_padding(int64_t mode, int64_t pad, int64_t n, const char* op,
@@ -75,6 +81,7 @@ inline ConvGeometry conv_geometry(const at::Tensor& x, const at::Tensor& weight,
   g.fw = weight.size(3);
   FV_CHECK_VALUE(weight.size(0) == g.B, op, "weight must have the batch size of x (", g.B,
                  "), got ", weight.size(0));
+  FV_CHECK_VALUE(g.Cin >= 1, op, "x must have at least one channel, got shape ", x.sizes());
   FV_CHECK_VALUE(groups >= 1 && g.Cin % groups == 0, op, "groups must be >= 1 and divide the ",
                  g.Cin, " input channels, got ", groups);
   g.cin_g = g.Cin / groups;
@@ -97,6 +104,9 @@ inline ConvGeometry conv_geometry(const at::Tensor& x, const at::Tensor& weight,
   check_mode_and_padding(mode, g.ph, g.H, op, "height");
   check_mode_and_padding(mode, g.pw, g.W, op, "width");
   const int64_t span_h = int64_t{g.dh} * (g.kh - 1) + 1, span_w = int64_t{g.dw} * (g.kw - 1) + 1;
+  FV_CHECK_VALUE(span_h <= kMaxConvArg && span_w <= kMaxConvArg, op,
+                 "the dilated kernel (dilation * (kernel_size - 1) + 1 = ", span_h, " x ", span_w,
+                 ") must be at most ", kMaxConvArg, " (2^20) on each side");
   FV_CHECK_VALUE(g.H + 2 * g.ph >= span_h && g.W + 2 * g.pw >= span_w, op,
                  "the padded input (", g.H + 2 * g.ph, " x ", g.W + 2 * g.pw,
                  ") is smaller than the dilated kernel (", span_h, " x ", span_w, ")");
@@ -185,8 +195,9 @@ inline IrGeometry ir_geometry(const at::Tensor& x, const at::Tensor& weight,
   check_same_dtype(weight, x, op, "weight", "x");
   check_same_device(weight, x, op, "weight", "x");
   FV_CHECK_VALUE(hidden >= 1, op, "hidden_channels must be at least 1, got ", hidden);
-  FV_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1, op,
-                 "kernel_size must be a positive odd number, got ", kernel_size);
+  FV_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1 && kernel_size <= kMaxConvArg, op,
+                 "kernel_size must be a positive odd number at most ", kMaxConvArg, " (2^20), got ",
+                 kernel_size);
   static const char* names[6] = {"bn1_scale", "bn1_shift", "bn2_scale",
                                  "bn2_shift", "bn3_scale", "bn3_shift"};
   IrGeometry g{};

@@ -245,6 +245,7 @@ std::tuple<at::Tensor, at::Tensor> farthest_point_sample_cpu(
   }
   const at::ScalarType ct = cpu_compute_type(points.scalar_type());
   const at::Tensor pts = points.to(ct).contiguous();
+  check_coordinates_cpu(pts, op, "points");
   const int64_t B = pts.size(0);
   at::Tensor out_i = at::full({B, K}, -1, pts.options().dtype(at::kLong));
   at::Tensor out_d = at::zeros({B, K}, pts.options());

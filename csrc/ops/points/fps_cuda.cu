@@ -207,6 +207,7 @@ std::tuple<at::Tensor, at::Tensor> farthest_point_sample_cuda(
   constexpr const char* op = "farthest_point_sample";
   check_fps_args(points, K, start_idx, method, op);  // `method` selects a CPU algorithm only
   const c10::cuda::CUDAGuard guard(points.device());
+  assert_coordinates_async(points, op, "points");
   // Length and seed values are checked asynchronously by the Python wrapper.
   const at::Tensor len = lengths_or_full(lengths, points, op, "lengths");
   const at::Tensor pts = points.contiguous();

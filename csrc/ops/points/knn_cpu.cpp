@@ -195,6 +195,8 @@ std::tuple<at::Tensor, at::Tensor> knn_points_cpu(const at::Tensor& p1, const at
 
   const at::ScalarType ct = cpu_compute_type(p1.scalar_type());
   const at::Tensor a = p1.to(ct).contiguous(), b = p2.to(ct).contiguous();
+  check_coordinates_cpu(a, op, "p1");
+  check_coordinates_cpu(b, op, "p2");
   const int64_t B = a.size(0), P1 = a.size(1), P2 = b.size(1), D = a.size(2);
   at::Tensor dists = at::empty({B, P1, K}, a.options());
   at::Tensor idx = at::empty({B, P1, K}, a.options().dtype(at::kLong));

@@ -463,6 +463,8 @@ std::tuple<at::Tensor, at::Tensor> knn_points_cuda(const at::Tensor& p1, const a
   constexpr const char* op = "knn_points";
   check_knn_args(p1, p2, K, norm, method, op);  // `method` selects a CPU search only
   const c10::cuda::CUDAGuard guard(p1.device());
+  assert_coordinates_async(p1, op, "p1");
+  assert_coordinates_async(p2, op, "p2");
   // Length values are checked asynchronously by the Python wrapper; the kernels clamp them.
   const at::Tensor l1 = lengths_or_full(lengths1, p1, op, "lengths1");
   const at::Tensor l2 = lengths_or_full(lengths2, p2, op, "lengths2");

@@ -125,25 +125,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> nn_distance_cpu(
   const at::Tensor l2 = lengths_or_full(lengths2, p2, op, "lengths2");
   check_lengths_values(l1, p1.size(1), op, "lengths1");
   check_lengths_values(l2, p2.size(1), op, "lengths2");
+  const at::ScalarType ct = cpu_compute_type(p1.scalar_type());
+  const at::Tensor a = p1.to(ct).contiguous(), b = p2.to(ct).contiguous();
+  check_coordinates_cpu(a, op, "p1");
+  check_coordinates_cpu(b, op, "p2");
   const int64_t B = p1.size(0), P1 = p1.size(1), P2 = p2.size(1), D = p1.size(2);
 
   const bool use_tree = method == kKnnKdTree ||
                         (method == kKnnAuto && D <= kKdMaxDim && P1 >= kTreeMinPoints &&
                          P2 >= kTreeMinPoints && P1 * P2 >= kTreeMinPairs);
   if (use_tree && P1 > 0 && P2 > 0) {
-    auto [d12, i12] = knn_points_cpu(p1, p2, l1, l2, 1, norm, true, kKnnKdTree);
-    auto [d21, i21] = knn_points_cpu(p2, p1, l2, l1, 1, norm, true, kKnnKdTree);
+    auto [d12, i12] = knn_points_cpu(a, b, l1, l2, 1, norm, true, kKnnKdTree);
+    auto [d21, i21] = knn_points_cpu(b, a, l2, l1, 1, norm, true, kKnnKdTree);
     d12 = d12.squeeze(2);
     i12 = i12.squeeze(2);
     d21 = d21.squeeze(2);
     i21 = i21.squeeze(2);
     zero_padding(d12, i12, l1);
     zero_padding(d21, i21, l2);
-    return {d12, i12, d21, i21};
+    return {d12.to(p1.scalar_type()), i12, d21.to(p1.scalar_type()), i21};
   }
 
-  const at::ScalarType ct = cpu_compute_type(p1.scalar_type());
-  const at::Tensor a = p1.to(ct).contiguous(), b = p2.to(ct).contiguous();
   at::Tensor d12 = at::empty({B, P1}, a.options()), d21 = at::empty({B, P2}, a.options());
   at::Tensor i12 = at::empty({B, P1}, a.options().dtype(at::kLong));
   at::Tensor i21 = at::empty({B, P2}, a.options().dtype(at::kLong));

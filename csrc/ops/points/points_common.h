@@ -2,6 +2,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <cmath>
+#include <limits>
 #include <optional>
 
 #include "fastvision/checks.h"
@@ -65,6 +67,60 @@ inline void check_norm(int64_t norm, const char* op) {
 // CPU kernels compute half and bfloat16 in float32 (the contract allows the upcast).
 inline at::ScalarType cpu_compute_type(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+}
+
+// The overflow contract of the point ops. A distance is a sum of D terms (a - b)^2 (or |a - b|)
+// computed in float32 (float64 for float64 clouds; float16 and bfloat16 are computed in float32
+// on every device). With every coordinate within +-coordinate_bound no term and no sum can
+// overflow: D (2 bound)^2 = max / 4. Clouds beyond it are rejected rather than computed in a
+// wider type: their float32 distances would overflow the returned dists all the same.
+inline double coordinate_bound(at::ScalarType input_type, int64_t D) {
+  const double max = input_type == at::kDouble ? std::numeric_limits<double>::max()
+                                               : static_cast<double>(std::numeric_limits<float>::max());
+  const double exact = std::sqrt(max / static_cast<double>(D)) / 4.0;
+  // Rounded down to three significant digits, so that the number in the messages is the bound.
+  const double unit = std::pow(10.0, std::floor(std::log10(exact)) - 2.0);
+  return std::floor(exact / unit) * unit;
+}
+
+// CPU: raises a ValueError naming the first entry of the contiguous (B, P, D) cloud `p` (in its
+// compute type) that is NaN, infinite or beyond coordinate_bound.
+inline void check_coordinates_cpu(const at::Tensor& p, const char* op, const char* name) {
+  const int64_t n = p.numel(), P = p.size(1), D = p.size(2);
+  const double bound = coordinate_bound(p.scalar_type(), D);
+  AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "check_coordinates_cpu", [&] {
+    const scalar_t* x = p.const_data_ptr<scalar_t>();
+    const auto lim = static_cast<scalar_t>(bound);
+    bool ok = true;
+    for (int64_t i = 0; i < n; ++i) {  // branch-free, so that it vectorises; false for NaN
+      ok &= (x[i] <= lim) & (x[i] >= -lim);
+    }
+    for (int64_t i = 0; !ok && i < n; ++i) {
+      const scalar_t v = x[i];
+      if (v <= lim && v >= -lim) {
+        continue;
+      }
+      const int64_t b = i / (P * D), j = i / D % P, d = i % D;
+      FV_CHECK_VALUE(std::isfinite(v), op, name, " contains NaN or infinite values (", name, "[",
+                     b, ", ", j, ", ", d, "] = ", v, ")");
+      FV_CHECK_VALUE(false, op, name, "[", b, ", ", j, ", ", d, "] = ", v,
+                     " is too large: coordinates must lie within +-", bound, " (",
+                     p.scalar_type() == at::kDouble ? "float64" : "float32", " arithmetic, D = ", D,
+                     "), beyond which squared distances can overflow");
+    }
+  });
+}
+
+// CUDA (any device): the same contract as an asynchronous device-side assertion, no host sync.
+inline void assert_coordinates_async(const at::Tensor& p, const char* op, const char* name) {
+  if (p.numel() == 0) {
+    return;
+  }
+  const at::ScalarType ct = p.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const double bound = coordinate_bound(ct, p.size(2));
+  at::_assert_async((p.to(ct).abs() <= bound).all(),
+                    c10::str(op, ": ", name, " must hold finite coordinates within +-", bound,
+                             " (beyond it squared distances can overflow)"));
 }
 
 }  // namespace fastvision::points

@@ -104,6 +104,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_project_cpu(
   const int64_t F = features.has_value() ? features->size(2) : 0;
   const at::ScalarType ct = points::cpu_compute_type(query.scalar_type());
   const at::Tensor q = query.to(ct).contiguous(), p = points.to(ct).contiguous();
+  points::check_coordinates_cpu(q, op, "query");
+  points::check_coordinates_cpu(p, op, "points");
   const at::Tensor f =
       features.has_value() ? features->to(ct).contiguous() : at::empty({B, N, 0}, q.options());
   const at::Tensor sigma = soft_project_sigma(temperature, min_sigma, B, ct);

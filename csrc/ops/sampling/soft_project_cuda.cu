@@ -26,6 +26,7 @@
 #include <tuple>
 
 #include "../points/knn_cuda.cuh"
+#include "../points/points_common.h"
 #include "fastvision/soft_projection.h"
 #include "soft_project_common.h"
 
@@ -118,6 +119,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_project_cuda(
   constexpr const char* op = "soft_project";
   check_soft_project_args(query, points, temperature, k, features, min_sigma, op);
   const c10::cuda::CUDAGuard guard(query.device());
+  points::assert_coordinates_async(query, op, "query");
+  points::assert_coordinates_async(points, op, "points");
   const int64_t B = query.size(0), M = query.size(1), N = points.size(1);
   const int64_t F = features.has_value() ? features->size(2) : 0;
   const at::ScalarType ct = opmath_scalar_type(query.scalar_type());

@@ -94,7 +94,16 @@ Deliberate differences (none changes a result PyTorch3D defines):
   an empty cloud). Random starts use the same draws as PyTorch3D (``torch.randint`` without
   lengths, ``lengths * torch.rand`` with them), clamped to a valid index.
 * ``point_reduction="max"`` with Pointclouds carrying normals raises the ``ValueError`` above
-  (PyTorch3D fails an ``assert``). Lengths of any integer dtype are accepted (cast to int64).
+  (PyTorch3D fails an ``assert``). Lengths of any integer dtype are accepted (cast to int64);
+  floating-point lengths raise ``ValueError`` (PyTorch3D truncates 2.7 to 2). The two
+  too-long-lengths messages carry the function and argument name before PyTorch3D's text
+  (``"chamfer_distance: x_lengths: A length value was too long"``).
+* Points must be finite and within the overflow bound of fastvision's point ops (``|x| <=
+  sqrt(max / D) / 4`` of float32, or float64 for float64 clouds: 2.66e18 for float32 3-D points):
+  ``knn_points``, ``chamfer_distance`` and ``sample_farthest_points`` raise ``ValueError`` naming
+  the entry (on CUDA: a device-side assertion) where PyTorch3D returns overflowed or NaN results;
+  ``sample_farthest_points`` samples in float32, so float32's bound applies to it.
+  ``knn_gather`` raises for indices outside ``[-1, M)`` (PyTorch3D's ``gather`` raises too).
 """
 
 from __future__ import annotations
@@ -122,10 +131,29 @@ _KNN = KNN  # PyTorch3D's private name for the same namedtuple
 _AUTO = -1  # fastvision's method code: let the op pick its CPU algorithm
 
 
-def _as_lengths(lengths: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
+def _as_lengths(lengths: Optional[torch.Tensor], device: torch.device, op: str = "knn_points",
+                name: str = "lengths") -> Optional[torch.Tensor]:
     if lengths is None:
         return None
+    if not torch.is_tensor(lengths) or lengths.is_floating_point() or lengths.is_complex():
+        got = lengths.dtype if torch.is_tensor(lengths) else type(lengths).__name__
+        raise ValueError(f"{op}: {name} must be an integer tensor (a fraction is no length), got {got}")
+    if lengths.device.type == "meta" and torch.device(device).type != "meta":
+        raise ValueError(f"{op}: {name} is a meta tensor (no values) but the points are on {device}")
     return lengths.to(device=device, dtype=torch.int64)
+
+
+def _as_int(value, op: str, name: str) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}") from None
+
+
+def _check_rank3(t, op: str, name: str, shape: str) -> None:
+    if not torch.is_tensor(t) or t.dim() != 3:
+        got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+        raise ValueError(f"{op}: {name} must be a tensor of shape {shape}, got {got}")
 
 
 def _zeros_like_graph(p1: torch.Tensor, p2: torch.Tensor, shape) -> torch.Tensor:
@@ -147,6 +175,12 @@ def _knn_padded(p1, p2, lengths1, lengths2, K: int, norm: int):
         dists = torch.where(pad, dists.new_zeros(()), dists)
         idx = idx.masked_fill(pad, 0)
     else:
+        # Nothing to search (K = 0 or an empty p2), but the inputs still get the op's checks
+        # (devices, finite and bounded coordinates, lengths); an empty p2 costs O(P1).
+        if P2 > 0:
+            torch.ops.fastvision.knn_points(p1, p2, lengths1, lengths2, 1, norm, True, _AUTO)
+        else:
+            torch.ops.fastvision.nn_distance(p1, p2, lengths1, lengths2, norm, _AUTO)
         dists = _zeros_like_graph(p1, p2, (N, P1, 0))
         idx = torch.zeros((N, P1, 0), dtype=torch.int64, device=p1.device)
     if K > k_found:
@@ -182,19 +216,21 @@ def knn_points(
         ``KNN(dists (N, P1, K), idx (N, P1, K) int64, knn (N, P1, K, D) or None)``, padded with
         0 in slots ``k >= lengths2[n]`` and in rows ``i >= lengths1[n]``.
     """
+    _check_rank3(p1, "knn_points", "p1", "(N, P1, D)")
+    _check_rank3(p2, "knn_points", "p2", "(N, P2, D)")
     if p1.shape[0] != p2.shape[0]:
         raise ValueError("pts1 and pts2 must have the same batch dimension.")
     if p1.shape[2] != p2.shape[2]:
         raise ValueError("pts1 and pts2 must have the same point dimension.")
     if not ((norm == 1) or (norm == 2)):
         raise ValueError("Support for 1 or 2 norm.")
-    K = operator.index(K)
+    K = _as_int(K, "knn_points", "K")
     if K < 0:
         raise ValueError(f"K must be a non-negative integer, got {K}")
     p1 = p1.contiguous()
     p2 = p2.contiguous()
-    lengths1 = _as_lengths(lengths1, p1.device)
-    lengths2 = _as_lengths(lengths2, p1.device)
+    lengths1 = _as_lengths(lengths1, p1.device, "knn_points", "lengths1")
+    lengths2 = _as_lengths(lengths2, p1.device, "knn_points", "lengths2")
     dists, idx = _knn_padded(p1, p2, lengths1, lengths2, K, int(norm))
     knn = knn_gather(p2, idx, lengths2) if return_nn else None
     return KNN(dists=dists, idx=idx, knn=knn)
@@ -206,14 +242,26 @@ def knn_gather(
     """PyTorch3D's ``knn_gather``: ``out[n, l, k] = x[n, idx[n, l, k]]``, ``(N, L, K, U)``.
 
     Slots ``k >= lengths[n]`` (``lengths=None``: ``M``) are zero-filled, and so are ``idx == -1``
-    entries. Differentiable with respect to ``x``.
+    entries; other indices must lie in ``[0, M)`` (``0`` also when ``M = 0``: the padding of an
+    empty search). Differentiable with respect to ``x``.
     """
+    op = "knn_gather"
+    _check_rank3(x, op, "x", "(N, M, U)")
+    _check_rank3(idx, op, "idx", "(N, L, K)")
+    if idx.dtype != torch.int64:
+        raise ValueError(f"{op}: idx must be int64, got {idx.dtype}")
     N, M, U = x.shape
     _N, L, K = idx.shape
     if N != _N:
         raise ValueError("x and idx must have same batch dimension.")
+    if idx.numel() > 0:
+        torch._assert_async(
+            ((idx >= -1) & (idx < max(M, 1))).all(),
+            f"{op}: idx entries must be -1 (padding) or lie in [0, {M})",
+        )
+    lengths = _as_lengths(lengths, x.device, op, "lengths")
     slots = torch.arange(K, device=x.device)
-    limit = lengths.to(x.device)[:, None, None] if lengths is not None else M
+    limit = lengths[:, None, None] if lengths is not None else M
     keep = (slots[None, None, :] < limit) & (idx >= 0)
     if M == 0:
         return _zeros_like_graph(x, x, (N, L, K, U))
@@ -242,7 +290,7 @@ def _is_pointclouds(obj) -> bool:
     )
 
 
-def _cloud_input(points, lengths, normals):
+def _cloud_input(points, lengths, normals, lengths_name: str = "lengths"):
     """``(padded points, int64 lengths, normals or None)`` from a tensor or a Pointclouds-like."""
     if _is_pointclouds(points):
         X = points.points_padded()
@@ -253,10 +301,12 @@ def _cloud_input(points, lengths, normals):
             raise ValueError("Expected points to be of shape (N, P, D)")
         X = points
         if lengths is not None:
+            _as_lengths(lengths, X.device, "chamfer_distance", lengths_name)
             if lengths.ndim != 1 or lengths.shape[0] != X.shape[0]:
                 raise ValueError("Expected lengths to be of shape (N,)")
-            if lengths.numel() > 0 and bool(lengths.max() > X.shape[1]):
-                raise ValueError("A length value was too long")
+            # (a meta cloud has no values to check: its op call checks the devices)
+            if lengths.numel() > 0 and X.device.type != "meta" and bool(lengths.max() > X.shape[1]):
+                raise ValueError(f"chamfer_distance: {lengths_name}: A length value was too long")
         if normals is not None and normals.ndim != 3:
             raise ValueError("Expected normals to be of shape (N, P, 3")
     else:
@@ -347,8 +397,8 @@ def chamfer_distance(
     if point_reduction == "max" and (x_normals is not None or y_normals is not None):
         raise ValueError('Normals must be None if point_reduction is "max"')
 
-    x, x_lengths, x_normals = _cloud_input(x, x_lengths, x_normals)
-    y, y_lengths, y_normals = _cloud_input(y, y_lengths, y_normals)
+    x, x_lengths, x_normals = _cloud_input(x, x_lengths, x_normals, "x_lengths")
+    y, y_lengths, y_normals = _cloud_input(y, y_lengths, y_normals, "y_lengths")
     return_normals = x_normals is not None and y_normals is not None
     if point_reduction == "max" and return_normals:
         raise ValueError('Normals must be None if point_reduction is "max"')
@@ -442,25 +492,30 @@ def sample_farthest_points(
         ``selected_points (N, max(K), D)`` float32 (0.0 padding) and ``selected_indices
         (N, max(K))`` int64 (-1 padding where ``k >= min(K[n], lengths[n])``).
     """
+    op = "sample_farthest_points"
+    _check_rank3(points, op, "points", "(N, P, D)")
     N, P, D = points.shape
     device = points.device
     constant_length = lengths is None
     if lengths is None:
         lengths = torch.full((N,), P, dtype=torch.int64, device=device)
     else:
+        _as_lengths(lengths, device, op, "lengths")
         if lengths.shape != (N,):
             raise ValueError("points and lengths must have same batch dimension.")
         if lengths.numel() > 0 and bool(lengths.max() > P):
-            raise ValueError("A value in lengths was too large.")
+            raise ValueError(f"{op}: lengths: A value in lengths was too large.")
         lengths = lengths.to(device=device, dtype=torch.int64)
 
     per_cloud = None
     if isinstance(K, (list, tuple)):
-        per_cloud = torch.tensor(K, dtype=torch.int64, device=device)
+        per_cloud = torch.tensor([_as_int(k, op, "K") for k in K], dtype=torch.int64, device=device)
     elif torch.is_tensor(K):
+        if K.is_floating_point() or K.is_complex():
+            raise ValueError(f"{op}: K must be an int, a list of ints or an integer tensor, got {K.dtype}")
         per_cloud = K.to(device=device, dtype=torch.int64)
     else:
-        K = operator.index(K)
+        K = _as_int(K, op, "K")
     if per_cloud is not None:
         if per_cloud.ndim != 1 or per_cloud.shape[0] != N:
             raise ValueError("K and points must have the same batch dimension")

@@ -9,8 +9,9 @@ The paper refers to former works for the definitions; used here:
   maxima are resolved greedily by score (ties by raster order): a kept peak suppresses every
   other candidate within ``window // 2`` pixels (Chebyshev distance).
 * Matching (:func:`match_points`): one-to-one, Hungarian assignment (scipy
-  ``linear_sum_assignment``) that first maximises the number of pairs closer than ``radius``
-  (default 3 pixels, Euclidean) and then minimises their total distance. Matched predictions are
+  ``linear_sum_assignment``) that first maximises the number of pairs at most ``radius`` apart
+  (default 3 pixels, Euclidean; a pair exactly ``radius`` apart matches) and then minimises their
+  total distance. Matched predictions are
   true positives, other predictions false positives, other true centres false negatives.
 * Precision = TP / (TP + FP), Recall = TP / (TP + FN), summed over all images (1.0 when the
   denominator is 0: no prediction / no true particle, nothing wrong).
@@ -83,7 +84,8 @@ def _as_points(points, name: str) -> np.ndarray:
 
 
 def match_points(pred, true, radius: float = DEFAULT_RADIUS) -> np.ndarray:
-    """One-to-one matches within ``radius``: an int (M, 2) array of (pred index, true index)."""
+    """One-to-one matches at distance ``<= radius`` (inclusive): an int (M, 2) array of
+    (pred index, true index)."""
     from scipy.optimize import linear_sum_assignment  # lazy: `import fastvision` needs no scipy
 
     if not radius > 0:

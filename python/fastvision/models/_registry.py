@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List
 
-import torch
 import torch.nn as nn
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
@@ -45,7 +44,19 @@ def get_model(name: str, **kwargs) -> nn.Module:
         raise ValueError(
             f"unknown model {name!r}; available models: {', '.join(list_models())}"
         ) from None
+    for key in _COUNT_KWARGS:
+        if key in kwargs:
+            value = kwargs[key]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"get_model({name!r}): {key} must be an int, got "
+                                f"{type(value).__name__} {value!r}")
+            if value < 1:
+                raise ValueError(f"get_model({name!r}): {key} must be at least 1, got {value}")
     return builder(**kwargs)
+
+
+# Counts every builder that takes them needs positive (0 would build an empty head).
+_COUNT_KWARGS = ("num_classes", "num_joints", "num_out_points")
 
 
 def convert_official_state_dict(name: str, sd, **kwargs) -> dict:

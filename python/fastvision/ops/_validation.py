@@ -18,12 +18,19 @@ def assert_finite(x: torch.Tensor, op: str, name: str) -> None:
 
 
 def assert_lengths(lengths: torch.Tensor | None, size: int, op: str, name: str) -> None:
-    if lengths is None or lengths.numel() == 0:
+    if lengths is None:
         return
-    if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1:
-        raise ValueError(f"{op}: {name} must be a 1-D int64 tensor of cloud lengths, got {lengths!r}")
+    if not isinstance(lengths, torch.Tensor):
+        raise TypeError(
+            f"{op}: {name} must be a 1-D int64 tensor of cloud lengths, got {type(lengths).__name__} "
+            f"{lengths!r}"
+        )
+    if lengths.dim() != 1:
+        raise ValueError(f"{op}: {name} must be a 1-D int64 tensor of cloud lengths, got shape {tuple(lengths.shape)}")
     if lengths.dtype != torch.int64:
         raise ValueError(f"{op}: {name} must be int64, got {lengths.dtype}")
+    if lengths.numel() == 0:
+        return
     torch._assert_async(
         ((lengths >= 0) & (lengths <= size)).all(),
         f"{op}: every entry of {name} must lie in [0, {size}]",
@@ -45,3 +52,14 @@ def check_cloud(x, op: str, name: str) -> None:
         raise ValueError(f"{op}: {name} must have shape (B, P, D), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{op}: {name} must be a floating-point tensor, got {x.dtype}")
+
+
+def check_same_device(op: str, ref_name: str, ref: torch.Tensor, **others) -> None:
+    """Every tensor in ``others`` (None skipped) on the device of ``ref``. Also called by the fake
+    kernels: a ``meta`` tensor among CPU ones dispatches to them, and they must not hand back
+    uninitialised CPU memory."""
+    for name, t in others.items():
+        if isinstance(t, torch.Tensor) and t.device != ref.device:
+            raise RuntimeError(
+                f"{op}: {name} must be on the device of {ref_name} ({ref.device}), got {t.device}"
+            )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from fastvision.ops._validation import check_cloud, check_int
+from fastvision.ops._validation import assert_lengths, check_cloud, check_int
 from fastvision.ops.points import farthest_point_sample, knn_points
 
 __all__ = ["nn_match"]
@@ -58,6 +58,11 @@ def nn_match(
     N = points.shape[1]
     if N == 0:
         raise ValueError(f"{op}: points holds no points (N = 0)")
+    assert_lengths(lengths, N, op, "lengths")
+    if lengths is not None and lengths.numel() > 0:
+        torch._assert_async(
+            (lengths >= 1).all(), f"{op}: every entry of lengths must be at least 1 (an empty cloud has no point to match)"
+        )
     if complete is None and num_out > M:
         raise ValueError(
             f"{op}: without completion num_out = {num_out} cannot exceed the generated points (M = {M})"

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from fastvision.ops._validation import check_same_device
 from fastvision.ops.folding import fold_batch_norm
 
 __all__ = ["FoldedPadnetEncoder", "fold_padnet_encoder", "padnet_bnecks", "padnet_encoder",
@@ -248,11 +249,12 @@ def fused_encoder_taps(encoder: nn.Module, x: torch.Tensor):
 
 
 # ---------------------------------------------------------------------------------------------
-# Fake (meta) kernel. No autograd registration: the op is inference only.
+# Fake (meta) kernel and an autograd registration whose backward raises: the op is inference only.
 
 
 @torch.library.register_fake("fastvision::padnet_encoder")
 def _padnet_encoder_fake(x, params, width):
+    check_same_device("padnet_encoder", "x", x, params=params)
     torch._check(width in PADNET_WIDTHS, lambda: f"padnet_encoder: width must be 1, 2 or 4, got {width}")
     torch._check(x.dim() == 4 and x.shape[1] == 1, lambda: "padnet_encoder: x must be (B, 1, H, W)")
     B, _, H, W = x.shape
@@ -260,3 +262,17 @@ def _padnet_encoder_fake(x, params, width):
     H4, W4 = (H2 - 1) // 2 + 1, (W2 - 1) // 2 + 1
     return (x.new_empty((B, 4 * width, H, W)), x.new_empty((B, 8 * width, H2, W2)),
             x.new_empty((B, 16 * width, H4, W4)))
+
+
+def _padnet_encoder_no_backward(ctx, *grads):
+    # Without this registration a raw call on inputs that require grad would return outputs that
+    # silently drop the graph (backward() runs and x.grad stays None).
+    raise RuntimeError(
+        "padnet_encoder: inference only (no backward); run the encoder modules "
+        "(model.encoder with use_fused=False) to train"
+    )
+
+
+torch.library.register_autograd(
+    "fastvision::padnet_encoder", _padnet_encoder_no_backward, setup_context=lambda ctx, inputs, output: None
+)

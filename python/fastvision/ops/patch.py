@@ -44,7 +44,9 @@ import torch
 from torch.nn.modules.utils import _pair
 
 from fastvision.ops import _reference
+from fastvision.ops._validation import check_same_device
 from fastvision.ops.folding import fold_batch_norm
+from fastvision.ops.points import register_no_double_backward
 
 __all__ = ["PADDING_MODES", "fold_batch_norm", "patch_conv2d", "patch_inverted_residual"]
 
@@ -115,6 +117,7 @@ def _conv_out(n: int, k: int, s: int, p: int, d: int) -> int:
 @torch.library.register_fake("fastvision::patch_conv2d")
 def _patch_conv2d_fake(x, weight, bias, kernel_size, stride, padding, dilation, groups, padding_mode):
     torch._check(x.dim() == 4 and weight.dim() == 4, lambda: "patch_conv2d: x and weight must be 4-D")
+    check_same_device("patch_conv2d", "x", x, weight=weight, bias=bias)
     per_out = x.shape[1] // groups * kernel_size[0] * kernel_size[1]
     cout = weight.shape[1] // per_out
     ho = _conv_out(x.shape[2], kernel_size[0], stride[0], padding[0], dilation[0])
@@ -125,6 +128,7 @@ def _patch_conv2d_fake(x, weight, bias, kernel_size, stride, padding, dilation, 
 @torch.library.register_fake("fastvision::_patch_conv2d_backward")
 def _patch_conv2d_backward_fake(grad_out, x, weight, kernel_size, stride, padding, dilation, groups,
                                 padding_mode, need_x, need_weight, need_bias):
+    check_same_device("_patch_conv2d_backward", "x", x, grad_out=grad_out, weight=weight)
     # Gradients not asked for come back with 0 elements.
     return (torch.empty_like(x) if need_x else x.new_empty((0,)),
             torch.empty_like(weight) if need_weight else x.new_empty((0,)),
@@ -149,6 +153,7 @@ def _patch_conv2d_backward(ctx, grad_out):
 
 torch.library.register_autograd("fastvision::patch_conv2d", _patch_conv2d_backward,
                                 setup_context=_patch_conv2d_setup_context)
+register_no_double_backward("fastvision::_patch_conv2d_backward", "patch_conv2d")
 
 
 def patch_inverted_residual(x: torch.Tensor, weight: torch.Tensor, hidden_channels: int, bn1, bn2, bn3,
@@ -191,6 +196,8 @@ def patch_inverted_residual(x: torch.Tensor, weight: torch.Tensor, hidden_channe
 def _patch_inverted_residual_fake(x, weight, s1, b1, s2, b2, s3, b3, hidden_channels, kernel_size,
                                   padding_mode, residual):
     torch._check(x.dim() == 4, lambda: "patch_inverted_residual: x must be 4-D")
+    check_same_device("patch_inverted_residual", "x", x, weight=weight, scale1=s1, shift1=b1,
+                      scale2=s2, shift2=b2, scale3=s3, shift3=b3)
     return x.new_empty((x.shape[0], s3.shape[0], x.shape[2], x.shape[3]))
 
 
@@ -202,17 +209,22 @@ def _ir_setup_context(ctx, inputs, output):
 
 def _ir_backward(ctx, grad_out):
     # Recompute with the unfused reference under autograd: a correct gradient for every input.
+    # With create_graph (grad mode on here) the recomputation stays attached to the inputs, so
+    # double backward is supported too.
     saved = ctx.saved_tensors
     hidden, k, mode, residual = ctx.args
+    needs = ctx.needs_input_grad[:8]
+    create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(need) for t, need in zip(saved, ctx.needs_input_grad)]
+        leaves = list(saved) if create_graph else [t.detach().requires_grad_(need) for t, need in zip(saved, needs)]
         x, weight, s1, b1, s2, b2, s3, b3 = leaves
         out = _reference.patch_inverted_residual(x, weight, hidden, (s1, b1), (s2, b2), (s3, b3),
                                                  kernel_size=k, padding_mode=_MODE_NAMES[mode],
                                                  residual=residual)
-        wanted = [t for t in leaves if t.requires_grad]
-        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True)) if wanted else iter(())
-    result = [next(grads) if t.requires_grad else None for t in leaves]
+        wanted = [t for t, need in zip(leaves, needs) if need]
+        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True,
+                                         create_graph=create_graph)) if wanted else iter(())
+    result = [next(grads) if need else None for need in needs]
     return (*result, None, None, None, None)
 
 

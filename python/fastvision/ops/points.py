@@ -21,10 +21,10 @@ from typing import NamedTuple
 import torch
 
 from fastvision.ops._validation import (
-    assert_finite,
     assert_lengths,
     check_cloud,
     check_int,
+    check_same_device,
 )
 
 __all__ = [
@@ -62,8 +62,8 @@ def _method_code(method: str, table: dict, op: str) -> int:
 def _check_pair(p1, p2, lengths1, lengths2, op: str) -> None:
     check_cloud(p1, op, "p1")
     check_cloud(p2, op, "p2")
-    assert_finite(p1, op, "p1")
-    assert_finite(p2, op, "p2")
+    check_same_device(op, "p1", p1, lengths1=lengths1, lengths2=lengths2)
+    # Finite, bounded coordinates (the overflow contract) are checked by the op itself.
     assert_lengths(lengths1, p1.shape[1], op, "lengths1")
     assert_lengths(lengths2, p2.shape[1], op, "lengths2")
 
@@ -117,12 +117,17 @@ def knn_gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
     Args:
         x: ``(B, N, F)`` features (or points) of the searched clouds.
-        idx: int64 ``(B, P, K)`` indices into ``x``; ``-1`` (padding) gathers zeros.
+        idx: int64 ``(B, P, K)`` indices into ``x``; ``-1`` (padding) gathers zeros (exact zeros,
+            whatever ``x`` holds, even with ``N = 0``); other entries must lie in ``[0, N)``.
 
     Returns:
         ``(B, P, K, F)``, differentiable with respect to ``x``.
     """
     op = "knn_gather"
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: x must be a tensor of shape (B, N, F), got {type(x).__name__}")
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(f"{op}: idx must be an int64 tensor of shape (B, P, K), got {type(idx).__name__}")
     if x.dim() != 3:
         raise ValueError(f"{op}: x must have shape (B, N, F), got {tuple(x.shape)}")
     if idx.dim() != 3 or idx.shape[0] != x.shape[0]:
@@ -139,10 +144,13 @@ def knn_gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             ((idx >= -1) & (idx < x.shape[1])).all(),
             f"{op}: idx entries must be -1 or lie in [0, {x.shape[1]})",
         )
+    if x.shape[1] == 0:  # only padding can index an empty cloud
+        return x.new_zeros((B, P, K, x.shape[2])) + x.sum() * 0
     valid = idx >= 0
     flat = idx.clamp(min=0).reshape(B, P * K, 1).expand(B, P * K, x.shape[2])
     out = x.gather(1, flat).reshape(B, P, K, x.shape[2])
-    return out * valid.unsqueeze(-1).to(out.dtype)
+    # where, not a multiplication by the mask: padding must give 0 even where x holds inf or NaN.
+    return torch.where(valid.unsqueeze(-1), out, out.new_zeros(()))
 
 
 def nn_distance(
@@ -206,14 +214,15 @@ def chamfer_distance(
     over each cloud's valid points.
 
     Args:
-        reduction: ``"mean"`` over the batch (default), ``"sum"``, or ``"none"`` for ``(B,)``.
+        reduction: ``"mean"`` over the batch (default; 0 for an empty batch, as ``"sum"``),
+            ``"sum"``, or ``"none"`` for ``(B,)``.
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"chamfer_distance: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     d12, _, d21, _ = nn_distance(p1, p2, lengths1, lengths2, norm=norm)
     per_cloud = masked_mean(d12, lengths1) + masked_mean(d21, lengths2)
     if reduction == "mean":
-        return per_cloud.mean()
+        return per_cloud.sum() / max(per_cloud.shape[0], 1)
     if reduction == "sum":
         return per_cloud.sum()
     return per_cloud
@@ -257,7 +266,7 @@ def farthest_point_sample(
     op = "farthest_point_sample"
     check_cloud(points, op, "points")
     check_int(K, op, "K", 0)
-    assert_finite(points, op, "points")
+    check_same_device(op, "points", points, lengths=lengths, start=start)
     B, P = points.shape[:2]
     assert_lengths(lengths, P, op, "lengths")
     if K > P:
@@ -279,9 +288,10 @@ def farthest_point_sample(
         seeds = start
     else:
         check_int(start, op, "start", 0)
-        if start >= P:
+        if P > 0 and start >= P:
             raise ValueError(f"{op}: start = {start} is not a point index (P = {P})")
-        seeds = torch.full((B, 1), start, dtype=torch.int64, device=points.device)
+        # Clouds without points (P = 0, hence K = 0) have no start.
+        seeds = torch.full((B, 1), start if P > 0 else -1, dtype=torch.int64, device=points.device)
     if not isinstance(start, torch.Tensor) and lengths is not None:
         seeds = torch.where(lengths.unsqueeze(1) > 0, seeds, -1)  # an empty cloud has no start
     if seeds.device.type != "cpu" and seeds.numel() > 0:
@@ -304,6 +314,7 @@ def farthest_point_sample(
 
 @torch.library.register_fake("fastvision::knn_points")
 def _knn_points_fake(p1, p2, lengths1=None, lengths2=None, K=1, norm=2, return_sorted=True, method=-1):
+    check_same_device("knn_points", "p1", p1, p2=p2, lengths1=lengths1, lengths2=lengths2)
     torch._check(p1.dim() == 3 and p2.dim() == 3, lambda: "knn_points: p1 and p2 must be (B, P, D)")
     torch._check(p1.shape[0] == p2.shape[0] and p1.shape[2] == p2.shape[2])
     torch._check(1 <= K, lambda: f"knn_points: K must be at least 1, got {K}")
@@ -313,11 +324,13 @@ def _knn_points_fake(p1, p2, lengths1=None, lengths2=None, K=1, norm=2, return_s
 
 @torch.library.register_fake("fastvision::_knn_points_backward")
 def _knn_points_backward_fake(p1, p2, idx, grad_dists, norm):
+    check_same_device("_knn_points_backward", "p1", p1, p2=p2, idx=idx, grad_dists=grad_dists)
     return torch.empty_like(p1), torch.empty_like(p2)
 
 
 @torch.library.register_fake("fastvision::nn_distance")
 def _nn_distance_fake(p1, p2, lengths1=None, lengths2=None, norm=2, method=-1):
+    check_same_device("nn_distance", "p1", p1, p2=p2, lengths1=lengths1, lengths2=lengths2)
     torch._check(p1.dim() == 3 and p2.dim() == 3, lambda: "nn_distance: p1 and p2 must be (B, P, D)")
     B, P1, P2 = p1.shape[0], p1.shape[1], p2.shape[1]
     return (
@@ -330,6 +343,7 @@ def _nn_distance_fake(p1, p2, lengths1=None, lengths2=None, norm=2, method=-1):
 
 @torch.library.register_fake("fastvision::farthest_point_sample")
 def _fps_fake(points, lengths, K, start_idx, method=-1):
+    check_same_device("farthest_point_sample", "points", points, lengths=lengths, start_idx=start_idx)
     B = points.shape[0]
     return points.new_empty((B, K), dtype=torch.int64), points.new_empty((B, K))
 
@@ -374,4 +388,22 @@ def _nn_backward(ctx, g12, gi12, g21, gi21):
 
 torch.library.register_autograd(
     "fastvision::nn_distance", _nn_backward, setup_context=_nn_setup_context
+)
+
+
+def register_no_double_backward(backward_op: str, op: str) -> None:
+    """Registers autograd for a backward op so that differentiating it raises (the semantics of
+    ``torch.autograd.function.once_differentiable``) instead of giving ``None`` or zeros."""
+
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"{op}: double backward (differentiating the gradient, e.g. with create_graph=True) "
+            "is not supported"
+        )
+
+    torch.library.register_autograd(backward_op, backward, setup_context=lambda ctx, inputs, output: None)
+
+
+register_no_double_backward(
+    "fastvision::_knn_points_backward", "knn_points / nn_distance / chamfer_distance"
 )

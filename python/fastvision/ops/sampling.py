@@ -18,7 +18,8 @@ import numbers
 
 import torch
 
-from fastvision.ops._validation import assert_finite, check_int
+from fastvision.ops._validation import check_int, check_same_device
+from fastvision.ops.points import register_no_double_backward
 
 __all__ = ["soft_project"]
 
@@ -126,8 +127,7 @@ def soft_project(
             shape = "(B, F, N)" if layout == "bcn" else "(B, N, F)"
             got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
             raise ValueError(f"{op}: features must have shape {shape}, got {got}")
-    assert_finite(query, op, "query")
-    assert_finite(points, op, "points")
+    # Finite, bounded coordinates (the overflow contract) are checked by the op itself.
     if temperature.device.type != "cpu" and temperature.numel() > 0:
         # The CPU kernel checks sigma itself (with the offending value in the message).
         t = temperature.to(torch.float32 if temperature.dtype in (torch.float16, torch.bfloat16) else temperature.dtype)
@@ -154,6 +154,8 @@ def soft_project(
 
 @torch.library.register_fake("fastvision::soft_project")
 def _soft_project_fake(query, points, temperature, k, features=None, min_sigma=None, hard=False):
+    check_same_device("soft_project", "query", query, points=points, temperature=temperature,
+                      features=features)
     torch._check(query.dim() == 3 and points.dim() == 3, lambda: "soft_project: query and points must be 3-D")
     torch._check(1 <= k, lambda: f"soft_project: k must be at least 1, got {k}")
     B, M = query.shape[0], query.shape[1]
@@ -169,6 +171,9 @@ def _soft_project_fake(query, points, temperature, k, features=None, min_sigma=N
 def _soft_project_backward_fake(
     grad_projected, grad_projected_features, query, points, temperature, idx, features, min_sigma, hard
 ):
+    check_same_device("_soft_project_backward", "query", query, grad_projected=grad_projected,
+                      grad_projected_features=grad_projected_features, points=points,
+                      temperature=temperature, idx=idx, features=features)
     B, N = points.shape[0], points.shape[1]
     grad_f = points.new_empty((B, N, 0)) if features is None else torch.empty_like(features)
     return torch.empty_like(query), torch.empty_like(points), torch.empty_like(temperature), grad_f
@@ -205,3 +210,5 @@ def _soft_project_backward(ctx, grad_projected, grad_projected_features, grad_id
 torch.library.register_autograd(
     "fastvision::soft_project", _soft_project_backward, setup_context=_soft_project_setup_context
 )
+
+register_no_double_backward("fastvision::_soft_project_backward", "soft_project")

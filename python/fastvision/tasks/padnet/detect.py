@@ -4,8 +4,11 @@ For every image: the number of particles, a CSV of their centres (``x,y,score``:
 pixels, origin at the centre of the top-left pixel, score = the probability at the peak) and an
 overlay PNG (the image, enlarged, with a circle on every detection); plus ``counts.csv`` and
 ``detections.json`` for all images. Images are read as :class:`fastvision.data.ParticleFolder`
-reads them (PNG, BMP, TIFF; 8- or 16-bit grayscale, colour converted to grayscale) and
-standardised per image as in training. The default model is the PAD-Net shipped with the package
+reads them (PNG, BMP, TIFF; 8- or 16-bit grayscale) and standardised per image as in training.
+Colour images (RGB, RGBA, palette, grayscale + alpha) are converted to grayscale (PIL's ITU-R
+601-2 luma) with a warning naming the file. Images larger than ``MAX_PIXELS`` (4,194,304 pixels,
+e.g. 2048 x 2048) are refused up front, before decoding (PAD-Net's full-resolution activations
+would take tens of GB): crop or tile them. The default model is the PAD-Net shipped with the package
 (``fastvision/weights/``: ``padnet_x1``, trained on the embedded procedural pads, which are only a
 stand-in for real line-scan pads: train on your own data for real use).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +28,10 @@ from fastvision.data.particles import read_image, standardize
 from fastvision.metrics.particles import DEFAULT_THRESHOLD, extract_peaks
 from fastvision.models import load_model, shipped_path
 
-__all__ = ["load_detector", "read_pad", "detect_images", "draw_overlay", "SHIPPED_DETECTOR"]
+__all__ = ["load_detector", "read_pad", "detect_images", "draw_overlay", "SHIPPED_DETECTOR", "MAX_PIXELS"]
+
+MAX_PIXELS = 2048 * 2048
+_GRAYSCALE_MODES = ("L", "1", "I", "I;16", "I;16B", "I;16L")
 
 SHIPPED_DETECTOR = "padnet_x1"
 
@@ -45,9 +52,22 @@ def load_detector(model: str | None = None,
 
 def read_pad(path: str | Path) -> torch.Tensor:
     """Raw intensities (1, H, W) in [0, 1]; ``ValueError`` naming the file when unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"image {str(path)!r} does not exist or is not a file")
+    try:
+        with Image.open(path) as img:  # reads the header only: size and mode before decoding
+            (w, h), mode = img.size, img.mode
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"could not read image {str(path)!r}: {err}") from err
+    if w * h > MAX_PIXELS:
+        raise ValueError(f"image {str(path)!r} is {w} x {h} pixels; detect supports up to "
+                         f"{MAX_PIXELS} pixels (e.g. 2048 x 2048): crop or tile it")
+    if mode not in _GRAYSCALE_MODES:
+        warnings.warn(f"image {str(path)!r} is {mode}, not grayscale: converted to grayscale "
+                      "(luma); PAD-Net was trained on grayscale pads", stacklevel=2)
     image = read_image(path)
     if min(image.shape[1:]) < 4:
         raise ValueError(f"image {str(path)!r} is {image.shape[2]} x {image.shape[1]} pixels; "

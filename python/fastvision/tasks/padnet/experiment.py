@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from fastvision.engine import CHECKPOINT, TrainConfig, fit, run_finished
-from fastvision.models import load_model
+from fastvision.models import load_model, read_checkpoint
 from fastvision.tasks.padnet.recipe import (
     EMBEDDED_EPOCHS,
     EMBEDDED_TEACHER_EPOCHS,
@@ -105,9 +105,22 @@ def _train(exp: PadNetExperiment, key: str, teacher: str | None) -> Path:
     return run
 
 
+def _check_teacher_checkpoint(path: str) -> None:
+    """Before any training: the teacher checkpoint must be a training checkpoint of the teacher."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"teacher checkpoint not found: {path!r}")
+    ckpt = read_checkpoint(path)
+    name = ckpt.get("model_spec", {}).get("name") if isinstance(ckpt, dict) else None
+    if name != TEACHER_MODEL:
+        raise ValueError(f"--teacher {path!r} holds {name!r}, not a training checkpoint of "
+                         f"{TEACHER_MODEL!r}")
+
+
 def _train_all(exp: PadNetExperiment) -> dict[str, Path]:
     runs: dict[str, Path] = {}
     teacher = exp.teacher
+    if teacher is not None:
+        _check_teacher_checkpoint(teacher)
     if "teacher" in exp.models:
         if teacher is None:
             runs["teacher"] = _train(exp, "teacher", None)
