@@ -180,16 +180,18 @@ def test_cli_train_resume_and_eval(tmp_path):
     assert "| **mIoU** |" in (out / "results.md").read_text()
 
 
-def test_cli_eval_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        main(["eval", "segmentation", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)])
+def test_cli_eval_errors(tmp_path, capsys):
+    # Each bad call: one error line on stderr and exit code 2 (issue 15).
+    assert main(["eval", "segmentation", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
     assert _train(tmp_path / "run", 1, "--max-steps-per-epoch", "1") == 0
-    with pytest.raises(ValueError, match=r"the checkpoint predicts 5 classes, the data 'embedded' has 19"):
-        main(["eval", "segmentation", "--checkpoint", str(tmp_path / "run" / "model_best.pt"),
-              "--family", "bisenetv2", "--image-size", "32x64", "--val-samples", "2", "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match=f"--model 'bisenetv2' does not match the checkpoint's model '{TINY_AUX}'"):
-        main(["eval", "segmentation", "--checkpoint", str(tmp_path / "run" / "model_best.pt"),
-              "--model", "bisenetv2", "--out", str(tmp_path)])
+    capsys.readouterr()
+    assert main(["eval", "segmentation", "--checkpoint", str(tmp_path / "run" / "model_best.pt"),
+                 "--family", "bisenetv2", "--image-size", "32x64", "--val-samples", "2", "--out", str(tmp_path)]) == 2
+    assert "the checkpoint predicts 5 classes, the data 'embedded' has 19" in capsys.readouterr().err
+    assert main(["eval", "segmentation", "--checkpoint", str(tmp_path / "run" / "model_best.pt"),
+                 "--model", "bisenetv2", "--out", str(tmp_path)]) == 2
+    assert f"--model 'bisenetv2' does not match the checkpoint's model '{TINY_AUX}'" in capsys.readouterr().err
 
 
 def _tiny_cityscapes(root):
