@@ -76,7 +76,7 @@ inline void write_array(FILE* f, const std::string& name, const char* dtype,
     n *= s;
   }
   std::fprintf(f, "\n");
-  std::fwrite(data, elem_bytes, static_cast<size_t>(n), f);
+  if (n > 0) std::fwrite(data, elem_bytes, static_cast<size_t>(n), f);  // data may be null when empty
 }
 
 template <typename T>
