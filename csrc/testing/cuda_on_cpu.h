@@ -326,6 +326,11 @@ FVEMU_RUNTIME T& static_shared(const void* site, const std::source_location& loc
   self();
   for (int k = 0; k < l.static_count; ++k) {
     if (l.statics[k].site == site) {
+#if defined(FVEMU_TSAN)
+      // The allocation by the first thread (which TSan sees as its write) precedes every use,
+      // as a real block's shared memory exists before its threads start.
+      __tsan_acquire(l.statics[k].data);
+#endif
       return *reinterpret_cast<T*>(l.statics[k].data);
     }
   }
@@ -343,6 +348,9 @@ FVEMU_RUNTIME T& static_shared(const void* site, const std::source_location& loc
       fail("more than " + std::to_string(kMaxSharedDeclarations) + " FV_SHARED declarations in a kernel");
     }
     l.statics[l.static_count++] = SharedBuffer{site, data};
+#if defined(FVEMU_TSAN)
+    __tsan_release(data);
+#endif
     return *reinterpret_cast<T*>(data);
   }
 }
