@@ -144,7 +144,7 @@ FV_GLOBAL void patch_conv2d_grad_input_kernel(const A* __restrict__ go, const A*
 template <typename A>
 FV_GLOBAL void patch_conv2d_grad_bias_kernel(const A* __restrict__ go, A* __restrict__ gb,
                                              ConvGeometry g) {
-  __shared__ A partial[kPatchThreads];
+  FV_SHARED(A[kPatchThreads], partial);
   const int64_t co = blockIdx.x;
   const int64_t plane = g.Ho * g.Wo;
   A s = A(0);
@@ -154,7 +154,7 @@ FV_GLOBAL void patch_conv2d_grad_bias_kernel(const A* __restrict__ go, A* __rest
   }
   partial[threadIdx.x] = s;
   __syncthreads();
-  for (int half = kPatchThreads / 2; half > 0; half /= 2) {
+  for (unsigned half = kPatchThreads / 2; half > 0; half /= 2) {
     if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
     __syncthreads();
   }
