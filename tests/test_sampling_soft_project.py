@@ -568,3 +568,17 @@ def test_soft_project_backward_rejects_out_of_range_indices(bad):
     idx[0, 1, 1] = -1
     gq, gp, _, _ = torch.ops.fastvision._soft_project_backward(torch.ones(1, 2, 3), None, q, p, torch.tensor(1.0), idx, None, None, False)
     assert gp[0, 2].tolist() == [1.0, 1.0, 1.0] and gq[0, 1].tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.cuda
+def test_soft_project_cuda_backward_alerts_in_deterministic_mode():
+    # Issue 13, 4.5: the CUDA backward scatters with atomicAdd (run-to-run float differences).
+    q = torch.rand(1, 8, 3, device="cuda", requires_grad=True)
+    p = torch.rand(1, 12, 3, device="cuda", requires_grad=True)
+    y = soft_project(q, p, torch.tensor(0.5, device="cuda"), 3)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match="_soft_project_backward.*does not have a deterministic"):
+            y.sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(False)
