@@ -52,11 +52,13 @@ std::tuple<at::Tensor, at::Tensor> farthest_point_sample_cuda(
       scratch = at::empty({B, P}, pts.options().dtype(c10::CppTypeToScalarType<A>::value));
     }
     auto run = [&](auto ds_c) {
-      C10_CUDA_CHECK(fps_device::launch_fps<scalar_t, decltype(ds_c)::value>(
+      constexpr int DS = decltype(ds_c)::value;
+      const cudaError_t err = fps_device::launch_fps<scalar_t, DS>(
           plan, pts.const_data_ptr<scalar_t>(), len.const_data_ptr<int64_t>(),
           seeds.const_data_ptr<int64_t>(), P, static_cast<int>(D), K, seeds.size(1),
           scratch.defined() ? scratch.mutable_data_ptr<A>() : nullptr,
-          out_i.mutable_data_ptr<int64_t>(), out_d.mutable_data_ptr<scalar_t>(), stream));
+          out_i.mutable_data_ptr<int64_t>(), out_d.mutable_data_ptr<scalar_t>(), stream);
+      C10_CUDA_CHECK(err);
     };
     if (D == 3) {
       run(std::integral_constant<int, 3>{});
