@@ -49,7 +49,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> padnet_encoder_cuda(const at::Ten
             scratch.mutable_data_ptr<scalar_t>(), t1.mutable_data_ptr<scalar_t>(),
             t2.mutable_data_ptr<scalar_t>(), t3.mutable_data_ptr<scalar_t>(), stream);
         C10_CUDA_CHECK(err);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
   }

@@ -46,7 +46,6 @@ at::Tensor patch_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weight_in
       C10_CUDA_CHECK(launch_patch_conv2d_forward<scalar_t>(
           x.const_data_ptr<scalar_t>(), strides4(x), weight.const_data_ptr<scalar_t>(), strides4(weight),
           bias ? bias->const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(), g, stream));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   return out.to(x_in.scalar_type());
@@ -71,7 +70,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cuda(
         C10_CUDA_CHECK(launch_patch_conv2d_grad_input<scalar_t>(
             go.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), strides4(weight),
             t.mutable_data_ptr<scalar_t>(), g, stream));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       gx = t.to(x_in.scalar_type());
     }
@@ -81,7 +79,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cuda(
         C10_CUDA_CHECK(launch_patch_conv2d_grad_weight<scalar_t>(
             go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), strides4(x),
             t.mutable_data_ptr<scalar_t>(), g, stream));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       gw = t.to(x_in.scalar_type());
     }
@@ -90,7 +87,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cuda(
       if (g.Cout > 0) {
         C10_CUDA_CHECK(launch_patch_conv2d_grad_bias<scalar_t>(
             go.const_data_ptr<scalar_t>(), t.mutable_data_ptr<scalar_t>(), g, stream));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       gb = t.to(x_in.scalar_type());
     }
@@ -120,7 +116,6 @@ at::Tensor patch_inverted_residual_cuda(const at::Tensor& x_in, const at::Tensor
           bn[0].const_data_ptr<scalar_t>(), bn[1].const_data_ptr<scalar_t>(), bn[2].const_data_ptr<scalar_t>(),
           bn[3].const_data_ptr<scalar_t>(), bn[4].const_data_ptr<scalar_t>(), bn[5].const_data_ptr<scalar_t>(),
           out.mutable_data_ptr<scalar_t>(), g, stream));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   return out.to(x_in.scalar_type());

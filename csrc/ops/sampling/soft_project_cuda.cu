@@ -63,7 +63,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_project_cuda(
           f.const_data_ptr<scalar_t>(), idx.const_data_ptr<int64_t>(), sigma.const_data_ptr<A>(),
           B, M, N, F, static_cast<int>(k), hard, out.mutable_data_ptr<A>(),
           out_f.mutable_data_ptr<A>(), stream));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   return {out.to(query.scalar_type()), out_f.to(query.scalar_type()), idx};
@@ -109,7 +108,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_project_backward
           ix.const_data_ptr<int64_t>(), sigma.const_data_ptr<A>(), B, M, N, F,
           static_cast<int>(k), hard, gq.mutable_data_ptr<A>(), gp.mutable_data_ptr<A>(),
           gf.mutable_data_ptr<A>(), gsig.mutable_data_ptr<A>(), stream));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   const at::Tensor gt = soft_project_temperature_grad(gsig, temperature, min_sigma);
