@@ -1,5 +1,6 @@
 """The package's build information and its import-time checks of the compiled extension."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,10 @@ def test_build_info():
     assert info["built_with_torch"].split(".")[:2] == torch.__version__.split(".")[:2]
     assert isinstance(info["cuda_compiled"], bool)
     if info["cuda_compiled"]:
-        assert info["cuda_archs"]
+        # The default list (CMakeLists.txt) or TORCH_CUDA_ARCH_LIST: architectures like "7.5",
+        # the newest possibly with "+PTX".
+        archs = info["cuda_archs"].split()
+        assert archs and all(re.fullmatch(r"\d+\.\d+(\+PTX)?", a) for a in archs), archs
     else:
         assert info["cuda_archs"] is None
 

@@ -19,6 +19,7 @@ def test_info_json(capsys):
             "patch_conv2d", "patch_inverted_residual"} <= set(info["operators"])
     assert not any(name.startswith("_") for name in info["operators"])
     assert info["cpu_kernels"] in ("avx2+fma", "baseline")
+    assert info["cuda_ptx_embedded"] == ("+PTX" in (info["cuda_archs"] or ""))
 
 
 def test_python_dash_m_and_console_script():

@@ -489,3 +489,19 @@ def test_patch_conv2d_device_mismatch():
     x, w, b = _conv_inputs()
     with pytest.raises(RuntimeError, match="weight must be on the same device as x"):
         patch_conv2d(x.cuda(), w, 3)
+
+
+@pytest.mark.parametrize("axis", ["height", "width"])
+def test_patch_conv2d_replicate_padding_of_an_empty_axis_is_an_error(axis):
+    # Issue 13: it used to read out of bounds (a segfault on the CPU). Replicating nothing is
+    # undefined, as in torch.nn.functional.pad; zeros padding of an empty axis stays valid.
+    shape, padding = ((1, 1, 0, 4), (1, 0)) if axis == "height" else ((1, 1, 4, 0), (0, 1))
+    x, w = torch.rand(shape), torch.rand(1, 1, 2, 1) if axis == "height" else torch.rand(1, 1, 1, 2)
+    with pytest.raises(ValueError, match=f"patch_conv2d: replicate padding needs a non-empty input {axis}, got {axis} 0 with padding 1"):
+        patch_conv2d(x, w, 1, padding=padding, padding_mode="replicate")
+    with pytest.raises(ValueError, match="replicate padding needs a non-empty input"):
+        torch.ops.fastvision._patch_conv2d_backward(
+            torch.rand(1, 1, 2, 4) if axis == "height" else torch.rand(1, 1, 4, 2), x, w, [1, 1], [1, 1],
+            list(padding), [1, 1], 1, 2, True, True, True)
+    zeros = patch_conv2d(x, w, 1, padding=padding, padding_mode="zeros", bias=torch.tensor([0.5]))
+    assert zeros.shape == ((1, 1, 2, 4) if axis == "height" else (1, 1, 4, 2)) and (zeros == 0.5).all()

@@ -246,3 +246,26 @@ def test_knn_property_against_reference(B, P1, P2, D, data):
     rd, ri = ref.knn_points(p1, p2, K, None, l2, norm=norm)
     assert torch.equal(i, ri)
     assert torch.equal(d, rd)
+
+
+@pytest.mark.parametrize("bad", [3, -2, 1 << 40])
+def test_knn_backward_rejects_indices_outside_the_cloud(bad):
+    # Issue 13, section 4 item 4: the private backward op is callable through torch.ops.
+    p1, p2 = torch.randn(1, 2, 3), torch.randn(1, 3, 3)
+    idx = torch.tensor([[[0, 1], [2, bad]]])
+    with pytest.raises(ValueError, match=r"_knn_points_backward: idx\[0, 1, 1\] must be -1"):
+        torch.ops.fastvision._knn_points_backward(p1, p2, idx, torch.ones(1, 2, 2), 2)
+
+
+@pytest.mark.cuda
+def test_knn_backward_cuda_alerts_in_deterministic_mode():
+    # Issue 13, section 4 item 5: grad_p2 is scattered with atomicAdd on CUDA.
+    p1, p2 = torch.randn(1, 4, 3, device="cuda"), torch.randn(1, 5, 3, device="cuda")
+    idx = torch.zeros(1, 4, 2, dtype=torch.long, device="cuda")
+    grad = torch.ones(1, 4, 2, device="cuda")
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match="_knn_points_backward"):
+            torch.ops.fastvision._knn_points_backward(p1, p2, idx, grad, 2)
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -519,3 +519,66 @@ def test_soft_project_cuda_equals_cpu(dtype, k, hard):
     else:
         for a, b in zip(cuda, cpu):
             torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 13: neighbours at infinite distance (kNN index -1) and the backward's index validation.
+
+
+@pytest.mark.parametrize("with_features", [False, True])
+def test_soft_project_neighbours_at_infinite_distance_get_zero_weight(with_features):
+    # |3e19|^2 overflows float32: kNN returns idx -1 for those neighbours; they must weigh 0
+    # (before the fix they were read at index -1: a wrong output, then a crash in backward).
+    q = torch.zeros(1, 2, 3, requires_grad=True)
+    p = torch.tensor([[[0.5, 0, 0], [3e19, 0, 0], [-3e19, 0, 0]]], requires_grad=True)
+    f = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]], requires_grad=True)
+    t = torch.tensor(1.0, requires_grad=True)
+    _, _, idx = torch.ops.fastvision.soft_project(q.detach(), p.detach(), t.detach(), 2, None, None, False)
+    assert idx.tolist() == [[[0, -1], [0, -1]]]
+    out = soft_project(q, p, t, 2, f if with_features else None)
+    y, yf = out if with_features else (out, None)
+    assert y.tolist() == [[[0.5, 0.0, 0.0], [0.5, 0.0, 0.0]]]
+    if with_features:
+        assert yf.tolist() == [[[1.0, 2.0], [1.0, 2.0]]]
+    loss = y.sum() + (yf.sum() if with_features else 0)
+    loss.backward()
+    # Only point 0 gets a gradient: weight 1 for both queries, d y / d p_0 = 1 per coordinate.
+    assert p.grad.tolist() == [[[2.0, 2.0, 2.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
+    assert q.grad.abs().sum().item() == 0.0  # a single neighbour: y does not move with q
+    if with_features:
+        assert f.grad.tolist() == [[[2.0, 2.0], [0.0, 0.0], [0.0, 0.0]]]
+
+
+def test_soft_project_query_without_finite_neighbour_is_nan_with_zero_gradients():
+    q = torch.zeros(1, 1, 3)
+    p = torch.tensor([[[3e19, 0, 0], [-3e19, 0, 0]]], requires_grad=True)
+    y = soft_project(q, p, torch.tensor(1.0), 2)
+    assert torch.isnan(y).all()
+    y.sum().backward()
+    assert p.grad.abs().sum().item() == 0.0
+
+
+@pytest.mark.parametrize("bad", [3, 7, -2])
+def test_soft_project_backward_rejects_out_of_range_indices(bad):
+    q, p = torch.rand(1, 2, 3), torch.rand(1, 3, 3)
+    idx = torch.tensor([[[0, 1], [2, bad]]])
+    with pytest.raises(ValueError, match=rf"_soft_project_backward: idx must hold -1 or indices in \[0, N = 3\), got {bad} at flat position 3"):
+        torch.ops.fastvision._soft_project_backward(torch.rand(1, 2, 3), None, q, p, torch.tensor(1.0), idx, None, None, False)
+    # -1 (no neighbour) is accepted and contributes nothing.
+    idx[0, 1, 1] = -1
+    gq, gp, _, _ = torch.ops.fastvision._soft_project_backward(torch.ones(1, 2, 3), None, q, p, torch.tensor(1.0), idx, None, None, False)
+    assert gp[0, 2].tolist() == [1.0, 1.0, 1.0] and gq[0, 1].tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.cuda
+def test_soft_project_cuda_backward_alerts_in_deterministic_mode():
+    # Issue 13, 4.5: the CUDA backward scatters with atomicAdd (run-to-run float differences).
+    q = torch.rand(1, 8, 3, device="cuda", requires_grad=True)
+    p = torch.rand(1, 12, 3, device="cuda", requires_grad=True)
+    y = soft_project(q, p, torch.tensor(0.5, device="cuda"), 3)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match="_soft_project_backward.*does not have a deterministic"):
+            y.sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -17,6 +17,8 @@ def _info(args) -> int:
     info = fastvision.build_info()
     info.update(
         {
+            # PTX of the newest architecture lets GPUs newer than the list JIT-compile the kernels.
+            "cuda_ptx_embedded": "+PTX" in (info["cuda_archs"] or ""),
             "torch": torch.__version__,
             "torch_cuda": torch.version.cuda,
             "cuda_available": torch.cuda.is_available(),

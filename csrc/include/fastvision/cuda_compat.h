@@ -7,10 +7,15 @@
 //   FV_DEVICE                         a device function (__device__ __forceinline__)
 //   FV_HOST_DEVICE                    from macros.h
 //   FV_DYNAMIC_SHARED(T, name)        `T* name` pointing at the block's dynamic shared memory
+//   FV_SHARED(T, name)                static shared memory: `FV_SHARED(float[2][32], red);`
+//                                     declares the block's `red` (`__shared__ float red[2][32]`
+//                                     under nvcc; allocated per block, poisoned and counted
+//                                     against the launch's shared-memory limit when emulated)
 //   fastvision::opmath_t<T>, ceil_div from common.h (shared with the CPU kernels)
 //   fastvision::cuda::Stream          cudaStream_t under nvcc, an opaque handle when emulated
 //   fastvision::cuda::DeviceLimits    what launch planning may ask of the device
-//   fastvision::cuda::launch(kernel, LaunchConfig, stream, args...)
+//   fastvision::cuda::Error, kSuccess  cudaError_t / cudaSuccess under nvcc
+//   fastvision::cuda::launch(kernel, LaunchConfig, stream, args...) -> Error
 //       under nvcc: opts in to more than 48 KiB of shared memory when config.opt_in_smem, then
 //       kernel<<<grid, block, smem, stream>>>(args...) and the launch check; when emulated: runs
 //       the grid on the CPU, validating the launch against the emulated GPU's limits.
@@ -39,6 +44,7 @@
 #define FV_DYNAMIC_SHARED(T, name)                               \
   extern __shared__ __align__(16) unsigned char fv_dyn_smem_[]; \
   T* name = reinterpret_cast<T*>(fv_dyn_smem_)
+#define FV_SHARED(T, name) __shared__ std::type_identity_t<T> name
 #elif !defined(FV_CUDA_EMULATION)
 #error "cuda_compat.h is for nvcc or the CUDA-on-CPU emulator (define FV_CUDA_EMULATION)"
 #endif
@@ -65,6 +71,8 @@ struct LaunchConfig {
 
 #if defined(__CUDACC__)
 using Stream = cudaStream_t;
+using Error = cudaError_t;
+constexpr Error kSuccess = cudaSuccess;
 
 // Raises the kernel's dynamic shared memory limit when asked, launches, and reports a launch
 // error as a C++ exception via the glue's check (the glue calls C10_CUDA_KERNEL_LAUNCH_CHECK()).
@@ -83,6 +91,8 @@ inline cudaError_t launch(void (*kernel)(KArgs...), const LaunchConfig& cfg, Str
 }
 #else
 using Stream = ::fvemu::Stream;
+using Error = ::fvemu::Error;
+constexpr Error kSuccess = ::fvemu::kSuccess;
 using ::fvemu::launch;
 #endif
 

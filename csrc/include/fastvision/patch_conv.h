@@ -21,6 +21,25 @@ namespace fastvision::patch {
 
 enum PaddingMode : int { kZeros = 0, kReflect = 1, kReplicate = 2 };
 
+// The checked geometry of a patch_conv2d call (built by conv_geometry on the host).
+struct ConvGeometry {
+  int64_t B, Cin, H, W, Cout, Ho, Wo, fh, fw, groups, cin_g, cout_g;
+  int64_t K;  // weights per patch: Cout * cin_g * kh * kw
+  int kh, kw, sh, sw, ph, pw, dh, dw, mode;
+};
+
+// The checked geometry of a patch_inverted_residual call (built by ir_geometry on the host).
+struct IrGeometry {
+  int64_t B, Cin, H, W, hidden, Cout, fh, fw, K;
+  int k, mode;
+  bool residual;
+};
+
+// Element strides of a 4-D tensor, for kernels that read inputs through strides.
+struct Strides4 {
+  int64_t b, c, h, w;
+};
+
 // The input coordinate that padded coordinate c reads from an axis of n pixels; -1 for a zero.
 // Reflect needs |c| < n and c < 2n - 1 (padding < n, checked on the host).
 FV_HOST_DEVICE FV_INLINE int64_t map_coord(int64_t c, int64_t n, int mode) {

@@ -18,6 +18,12 @@
 //   dL/dsigma = sum_j dL/dl_j d_j / sigma^2 = sum_j dL/dl_j (d_j - d_min) / sigma^2
 // (the last equality because sum_j dL/dl_j = 0; the shifted form keeps it finite for tiny sigma).
 // Nothing per neighbour is stored: each pass recomputes the distances from the gathered points.
+//
+// A neighbour index outside [0, N) is "no neighbour": knn_points returns -1 for neighbours at
+// +inf distance (squared distances overflow float32 for finite coordinates near 2e19), whose
+// softmax weight is exactly 0, so they are skipped. A query without any neighbour at finite
+// distance has an empty softmax: its outputs are NaN (as 0/0), its gradients 0. The CPU backward
+// rejects indices >= N or < -1 before calling these functions; on CUDA they are skipped.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -48,13 +54,19 @@ FV_HOST_DEVICE FV_INLINE A sp_dist(const T* q, const T* p) {
   return point_dist<2, A, 3>(q, 1, p, 1, 3);
 }
 
-// Smallest neighbour distance of a query (idx[0] for sorted neighbours, recomputed to be safe).
+FV_HOST_DEVICE FV_INLINE bool sp_is_neighbour(int64_t j, int64_t N) { return j >= 0 && j < N; }
+
+// Smallest distance over the query's neighbours (idx[0] for sorted neighbours, recomputed to be
+// safe); +inf when it has none.
 template <typename A, typename T>
-FV_HOST_DEVICE FV_INLINE A sp_min_dist(const T* q, const T* cloud, const int64_t* idx, int k) {
-  A d_min = sp_dist<A>(q, cloud + idx[0] * 3);
-  for (int j = 1; j < k; ++j) {
-    const A d = sp_dist<A>(q, cloud + idx[j] * 3);
-    d_min = d < d_min ? d : d_min;
+FV_HOST_DEVICE FV_INLINE A sp_min_dist(const T* q, const T* cloud, int64_t N, const int64_t* idx,
+                                       int k) {
+  A d_min = A(INFINITY);
+  for (int j = 0; j < k; ++j) {
+    if (sp_is_neighbour(idx[j], N)) {
+      const A d = sp_dist<A>(q, cloud + idx[j] * 3);
+      d_min = d < d_min ? d : d_min;
+    }
   }
   return d_min;
 }
@@ -62,16 +74,19 @@ FV_HOST_DEVICE FV_INLINE A sp_min_dist(const T* q, const T* cloud, const int64_t
 // Forward of one query: y (3 values) and, when F > 0, yF (F values), both written in type A.
 // cloud is (N, 3), feats (N, F) of the query's cloud; idx holds the k neighbour indices.
 template <typename A, typename T>
-FV_HOST_DEVICE FV_INLINE void sp_forward_query(const T* q, const T* cloud, const T* feats,
-                                               int64_t F, const int64_t* idx, int k, A sigma,
-                                               bool hard, A* y, A* yF) {
+FV_HOST_DEVICE FV_INLINE void sp_forward_query(const T* q, const T* cloud, int64_t N,
+                                               const T* feats, int64_t F, const int64_t* idx,
+                                               int k, A sigma, bool hard, A* y, A* yF) {
   const int n = hard ? 1 : k;  // hard: the nearest neighbour with weight 1
-  const A d_min = hard ? A(0) : sp_min_dist<A>(q, cloud, idx, k);
+  const A d_min = hard ? A(0) : sp_min_dist<A>(q, cloud, N, idx, k);
   A s = A(0), y0 = A(0), y1 = A(0), y2 = A(0);
   for (int64_t c = 0; c < F; ++c) {
     yF[c] = A(0);
   }
   for (int j = 0; j < n; ++j) {
+    if (!sp_is_neighbour(idx[j], N)) {
+      continue;
+    }
     const T* p = cloud + idx[j] * 3;
     const A e = hard ? A(1) : sp_unnormalised_weight(sp_dist<A>(q, p), d_min, sigma);
     s = s + e;
@@ -97,15 +112,18 @@ FV_HOST_DEVICE FV_INLINE void sp_forward_query(const T* q, const T* cloud, const
 // scatter.point(j, d, value) and scatter.feature(j, c, value) (plain adds on the CPU, atomics on
 // the GPU).
 template <typename A, typename T, typename Scatter>
-FV_HOST_DEVICE FV_INLINE A sp_backward_query(const T* q, const T* cloud, const T* feats,
-                                             int64_t F, const int64_t* idx, int k, A sigma,
-                                             bool hard, const A* g, const A* gF, A* gq,
+FV_HOST_DEVICE FV_INLINE A sp_backward_query(const T* q, const T* cloud, int64_t N,
+                                             const T* feats, int64_t F, const int64_t* idx, int k,
+                                             A sigma, bool hard, const A* g, const A* gF, A* gq,
                                              Scatter& scatter) {
   gq[0] = A(0);
   gq[1] = A(0);
   gq[2] = A(0);
   if (hard) {  // y = p_0, yF = f_0: only the nearest neighbour receives a gradient
     const int64_t j = idx[0];
+    if (!sp_is_neighbour(j, N)) {
+      return A(0);
+    }
     for (int d = 0; d < 3; ++d) {
       scatter.point(j, d, g[d]);
     }
@@ -115,10 +133,13 @@ FV_HOST_DEVICE FV_INLINE A sp_backward_query(const T* q, const T* cloud, const T
     return A(0);
   }
   const A q0 = static_cast<A>(q[0]), q1 = static_cast<A>(q[1]), q2 = static_cast<A>(q[2]);
-  const A d_min = sp_min_dist<A>(q, cloud, idx, k);
+  const A d_min = sp_min_dist<A>(q, cloud, N, idx, k);
   // Pass 1: normaliser, y and gF.yF.
   A s = A(0), y0 = A(0), y1 = A(0), y2 = A(0), gfy = A(0);
   for (int j = 0; j < k; ++j) {
+    if (!sp_is_neighbour(idx[j], N)) {
+      continue;
+    }
     const T* p = cloud + idx[j] * 3;
     const A e = sp_unnormalised_weight(sp_dist<A>(q, p), d_min, sigma);
     s = s + e;
@@ -143,6 +164,9 @@ FV_HOST_DEVICE FV_INLINE A sp_backward_query(const T* q, const T* cloud, const T
   A gsigma = A(0);
   for (int j = 0; j < k; ++j) {
     const int64_t jj = idx[j];
+    if (!sp_is_neighbour(jj, N)) {
+      continue;
+    }
     const T* p = cloud + jj * 3;
     const A p0 = static_cast<A>(p[0]), p1 = static_cast<A>(p[1]), p2 = static_cast<A>(p[2]);
     const A dist = sp_dist<A>(q, p);

@@ -14,12 +14,6 @@
 
 namespace fastvision::patch {
 
-struct ConvGeometry {
-  int64_t B, Cin, H, W, Cout, Ho, Wo, fh, fw, groups, cin_g, cout_g;
-  int64_t K;  // weights per patch: Cout * cin_g * kh * kw
-  int kh, kw, sh, sw, ph, pw, dh, dw, mode;
-};
-
 inline const char* mode_name(int64_t mode) {
   return mode == kZeros ? "zeros" : mode == kReflect ? "reflect" : "replicate";
 }
@@ -42,6 +36,10 @@ inline void check_mode_and_padding(int64_t mode, int64_t pad, int64_t n, const c
                  "padding_mode must be 0 (zeros), 1 (reflect) or 2 (replicate), got ", mode);
   FV_CHECK_VALUE(mode != kReflect || pad < n, op, "reflect padding must be smaller than the input ",
                  axis, " (", n, "), got padding ", pad);
+  // Replicating an empty axis has nothing to copy (it used to read out of bounds).
+  FV_CHECK_VALUE(mode != kReplicate || pad == 0 || n > 0, op,
+                 "replicate padding needs a non-empty input ", axis, ", got ", axis, " 0 with padding ",
+                 pad);
 }
 
 // Checks x (B, Cin, H, W), weight (B, K, fh, fw), bias (Cout) and the conv arguments; returns the
@@ -179,12 +177,6 @@ inline int64_t independent_stride(int64_t n_out, int64_t f, int64_t n_in, int s,
 
 // patch_inverted_residual: x (B, Cin, H, W), weight (B, Cin*hidden + hidden*k*k + hidden*Cout,
 // fh, fw), six folded-BN vectors; stride 1, padding k / 2.
-struct IrGeometry {
-  int64_t B, Cin, H, W, hidden, Cout, fh, fw, K;
-  int k, mode;
-  bool residual;
-};
-
 inline IrGeometry ir_geometry(const at::Tensor& x, const at::Tensor& weight,
                               const std::array<const at::Tensor*, 6>& bn, int64_t hidden,
                               int64_t kernel_size, int64_t mode, bool residual) {

@@ -233,6 +233,15 @@ std::tuple<at::Tensor, at::Tensor> knn_points_backward_cpu(const at::Tensor& p1,
   const at::ScalarType ct = cpu_compute_type(p1.scalar_type());
   const at::Tensor a = p1.to(ct).contiguous(), b = p2.to(ct).contiguous();
   const at::Tensor g = grad_dists.to(ct).contiguous(), ix = idx.contiguous();
+  // The op is public through torch.ops: an index past the cloud would write out of bounds.
+  const int64_t P2 = p2.size(1), K = ix.size(2), rows = ix.size(0) * ix.size(1);
+  const int64_t* iv = ix.const_data_ptr<int64_t>();
+  for (int64_t r = 0; r < rows * K; ++r) {
+    FV_CHECK_VALUE(iv[r] >= -1 && iv[r] < P2, op, "idx[", r / K / ix.size(1), ", ",
+                   r / K % ix.size(1), ", ", r % K,
+                   "] must be -1 (no neighbour) or a point index in [0, P2 = ", P2, "), got ",
+                   iv[r]);
+  }
   at::Tensor g1 = at::zeros_like(a), g2 = at::zeros_like(b);
   AT_DISPATCH_FLOATING_TYPES(ct, "knn_points_backward_cpu", [&] {
     norm == 2 ? knn_backward_impl<scalar_t, 2>(a, b, ix, g, g1, g2)

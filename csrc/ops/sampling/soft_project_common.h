@@ -72,6 +72,16 @@ inline void check_sigma_values(const at::Tensor& sigma, const at::Tensor& temper
   }
 }
 
+// CPU only (the values are on the host): every saved neighbour index is -1 (no neighbour, as
+// knn_points returns for neighbours at infinite distance) or in [0, N).
+inline void check_soft_project_indices(const at::Tensor& idx, int64_t N, const char* op) {
+  const int64_t* v = idx.const_data_ptr<int64_t>();
+  for (int64_t e = 0; e < idx.numel(); ++e) {
+    FV_CHECK_VALUE(v[e] >= -1 && v[e] < N, op, "idx must hold -1 or indices in [0, N = ", N,
+                   "), got ", v[e], " at flat position ", e);
+  }
+}
+
 // dL/dt from the per-query dL/dsigma (B, M): 2 t sum dL/dsigma over the queries of the clouds
 // that t serves, where sigma = t^2 (zero where the min_sigma clamp is active: sigma does not
 // depend on t there), in the dtype and shape of the temperature.

@@ -46,8 +46,8 @@ void forward_impl(const at::Tensor& q, const at::Tensor& p, const at::Tensor& fe
       const int64_t i1 = std::min(M, (c + 1) * kQueryGrain);
       for (int64_t i = c * kQueryGrain; i < i1; ++i) {
         const int64_t r = b * M + i;
-        sp_forward_query<T>(qd + r * 3, pd + b * N * 3, fd + b * N * F, F, ix + r * k, k, sg[b],
-                            hard, od + r * 3, ofd + r * F);
+        sp_forward_query<T>(qd + r * 3, pd + b * N * 3, N, fd + b * N * F, F, ix + r * k, k,
+                            sg[b], hard, od + r * 3, ofd + r * F);
       }
     }
   });
@@ -85,9 +85,9 @@ void backward_impl(const at::Tensor& g, const at::Tensor& gF, const at::Tensor& 
       CpuScatter<T> scatter{gpd + b * N * 3, gfd + b * N * F, F};
       for (int64_t i = 0; i < M; ++i) {
         const int64_t r = b * M + i;
-        gsd[r] = sp_backward_query<T>(qd + r * 3, pd + b * N * 3, fd + b * N * F, F, ix + r * k,
-                                      k, sg[b], hard, gd + r * 3, gFd + r * F, gqd + r * 3,
-                                      scatter);
+        gsd[r] = sp_backward_query<T>(qd + r * 3, pd + b * N * 3, N, fd + b * N * F, F,
+                                      ix + r * k, k, sg[b], hard, gd + r * 3, gFd + r * F,
+                                      gqd + r * 3, scatter);
       }
     }
   });
@@ -142,6 +142,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_project_backward
                             ? grad_projected_features->to(ct).contiguous()
                             : at::zeros({B, M, F}, q.options());
   const at::Tensor ix = idx.contiguous();
+  check_soft_project_indices(ix, N, op);
   const at::Tensor sigma = soft_project_sigma(temperature, min_sigma, B, ct);
   check_sigma_values(sigma, temperature, op);
   at::Tensor gq = at::zeros_like(q), gp = at::zeros_like(p), gf = at::zeros_like(f);

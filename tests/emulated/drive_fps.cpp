@@ -1,0 +1,58 @@
+// Emulated driver of farthest_point_sample (fps_kernels.cuh): for every case file named on the
+// command line, plans the launch for the emulated GPU (FVEMU_GPU), runs it and writes
+// <case>.out with idx (B, K), dists (B, K) and path (the planned shared-memory path, 0..2).
+// Inputs: points (B, P, D) f4/f8, lengths (B,) i8, seeds (B, S) i8, K () i8.
+#include <type_traits>
+
+#include "array_io.h"
+#include "fps_kernels.cuh"
+
+namespace fd = fastvision::points::fps_device;
+
+template <typename T>
+void run_case(fvtest::Arrays& in, FILE* out) {
+  using A = fastvision::opmath_t<T>;
+  fvtest::Array& pts = in.at("points");
+  const int64_t B = pts.shape[0], P = pts.shape[1], D = pts.shape[2];
+  const int64_t K = in.at("K").scalar_int();
+  fvtest::Array& seeds = in.at("seeds");
+  const fvemu::Gpu& gpu = fvemu::gpu();
+  fastvision::cuda::DeviceLimits limits;
+  limits.sm_count = gpu.sm_count;
+  limits.smem_per_block_default = gpu.smem_per_block_default;
+  limits.smem_per_block_optin = gpu.smem_per_block_optin;
+  limits.max_threads_per_block = gpu.max_threads_per_block;
+  const fd::FpsPlan plan = fd::plan_fps(B, P, D, sizeof(T), sizeof(A), fd::static_smem_bytes<A>(), limits);
+  std::vector<A> scratch(plan.path == fd::FpsPath::kGlobalDistances ? B * P : 0);
+  std::vector<int64_t> idx(B * K);
+  std::vector<T> dists(B * K);
+  auto launch = [&](auto ds_c) {
+    fd::launch_fps<T, decltype(ds_c)::value>(
+        plan, pts.data<T>(), in.at("lengths").data<int64_t>(), seeds.data<int64_t>(), P,
+        static_cast<int>(D), K, seeds.shape[1], scratch.data(), idx.data(), dists.data(),
+        fastvision::cuda::Stream{});
+  };
+  if (D == 3) {
+    launch(std::integral_constant<int, 3>{});
+  } else {
+    launch(std::integral_constant<int, 0>{});
+  }
+  const int64_t path = static_cast<int64_t>(plan.path);
+  fvtest::write_array(out, "idx", "i8", {B, K}, idx.data(), 8);
+  fvtest::write_array(out, "dists", fvtest::dtype_of<T>(), {B, K}, dists.data(), sizeof(T));
+  fvtest::write_array(out, "path", "i8", {}, &path, 8);
+}
+
+int main(int argc, char** argv) {
+  for (int c = 1; c < argc; ++c) {
+    fvtest::Arrays in = fvtest::read_arrays(argv[c]);
+    FILE* out = std::fopen((std::string(argv[c]) + ".out").c_str(), "wb");
+    if (in.at("points").dtype == "f4") {
+      run_case<float>(in, out);
+    } else {
+      run_case<double>(in, out);
+    }
+    std::fclose(out);
+  }
+  return 0;
+}

@@ -1,0 +1,124 @@
+// Emulated driver of the patch-wise convolution kernels (patch_conv2d_kernels.cuh and
+// patch_inverted_residual_kernels.cuh): for every case file named on the command line, runs the
+// op the case names and writes <case>.out.
+//
+// op 0, patch_conv2d: inputs x (B, Cin, H, W), weight (B, K, fh, fw) (stored as (B, fh, fw, K)
+// when weight_channels_last is 1, to read it through strides as the hypernetwork layout does),
+// bias (Cout) (or (0,): none), grad_out (B, Cout, Ho, Wo); conv (10,) i8
+// [kh, kw, sh, sw, ph, pw, dh, dw, groups, mode]. Writes out, grad_x, grad_weight, grad_bias.
+// op 1, patch_inverted_residual: x, weight, the folded BN vectors s1, b1, s2, b2 (hidden) and
+// s3, b3 (Cout), ir (4,) i8 [hidden, kernel_size, mode, residual]. Writes out.
+#include <vector>
+
+#include "array_io.h"
+#include "patch_conv2d_kernels.cuh"
+#include "patch_inverted_residual_kernels.cuh"
+
+namespace fp = fastvision::patch;
+
+// A (B, C, H, W) array as the kernels see it: its logical sizes and element strides, stored
+// contiguously or, when channels_last, as (B, H, W, C).
+struct View4 {
+  int64_t B, C, H, W;
+  fp::Strides4 strides;
+};
+
+View4 view_of(const std::vector<int64_t>& s, bool channels_last) {
+  if (channels_last) return {s[0], s[3], s[1], s[2], {s[1] * s[2] * s[3], 1, s[2] * s[3], s[3]}};
+  return {s[0], s[1], s[2], s[3], {s[1] * s[2] * s[3], s[2] * s[3], s[3], 1}};
+}
+
+template <typename T>
+void run_conv(fvtest::Arrays& in, FILE* out) {
+  fvtest::Array& x = in.at("x");
+  fvtest::Array& w = in.at("weight");
+  fvtest::Array& go = in.at("grad_out");
+  const int64_t* c = in.at("conv").data<int64_t>();
+  fp::ConvGeometry g{};
+  g.B = x.shape[0];
+  g.Cin = x.shape[1];
+  g.H = x.shape[2];
+  g.W = x.shape[3];
+  g.Cout = go.shape[1];
+  g.Ho = go.shape[2];
+  g.Wo = go.shape[3];
+  const View4 wv = view_of(w.shape, in.at("weight_channels_last").scalar_int() != 0);
+  g.fh = wv.H;
+  g.fw = wv.W;
+  g.K = wv.C;
+  g.kh = static_cast<int>(c[0]);
+  g.kw = static_cast<int>(c[1]);
+  g.sh = static_cast<int>(c[2]);
+  g.sw = static_cast<int>(c[3]);
+  g.ph = static_cast<int>(c[4]);
+  g.pw = static_cast<int>(c[5]);
+  g.dh = static_cast<int>(c[6]);
+  g.dw = static_cast<int>(c[7]);
+  g.groups = c[8];
+  g.mode = static_cast<int>(c[9]);
+  g.cin_g = g.Cin / g.groups;
+  g.cout_g = g.Cout / g.groups;
+  const fp::Strides4 ws = wv.strides;
+  const fp::Strides4 xs = view_of(x.shape, false).strides;
+  fvtest::Array& bias = in.at("bias");
+  std::vector<T> y(go.numel()), gx(x.numel()), gw(w.numel()), gb(g.Cout);
+  const fastvision::cuda::Stream stream{};
+  if (!y.empty()) {
+    fp::launch_patch_conv2d_forward<T>(x.data<T>(), xs, w.data<T>(), ws,
+                                       bias.numel() > 0 ? bias.data<T>() : nullptr, y.data(), g,
+                                       stream);
+  }
+  if (!gx.empty()) fp::launch_patch_conv2d_grad_input<T>(go.data<T>(), w.data<T>(), ws, gx.data(), g, stream);
+  if (!gw.empty()) fp::launch_patch_conv2d_grad_weight<T>(go.data<T>(), x.data<T>(), xs, gw.data(), g, stream);
+  if (!gb.empty()) fp::launch_patch_conv2d_grad_bias<T>(go.data<T>(), gb.data(), g, stream);
+  const char* dt = fvtest::dtype_of<T>();
+  fvtest::write_array(out, "out", dt, go.shape, y.data(), sizeof(T));
+  fvtest::write_array(out, "grad_x", dt, x.shape, gx.data(), sizeof(T));
+  fvtest::write_array(out, "grad_weight", dt, {g.B, g.K, g.fh, g.fw}, gw.data(), sizeof(T));
+  fvtest::write_array(out, "grad_bias", dt, {g.Cout}, gb.data(), sizeof(T));
+}
+
+template <typename T>
+void run_inverted_residual(fvtest::Arrays& in, FILE* out) {
+  fvtest::Array& x = in.at("x");
+  fvtest::Array& w = in.at("weight");
+  const int64_t* c = in.at("ir").data<int64_t>();
+  fp::IrGeometry g{};
+  g.B = x.shape[0];
+  g.Cin = x.shape[1];
+  g.H = x.shape[2];
+  g.W = x.shape[3];
+  g.hidden = c[0];
+  g.k = static_cast<int>(c[1]);
+  g.mode = static_cast<int>(c[2]);
+  g.residual = c[3] != 0;
+  g.Cout = in.at("s3").shape[0];
+  g.fh = w.shape[2];
+  g.fw = w.shape[3];
+  g.K = w.shape[1];
+  std::vector<T> y(g.B * g.Cout * g.H * g.W);
+  if (!y.empty()) {
+    fp::launch_patch_inverted_residual<T>(x.data<T>(), view_of(x.shape, false).strides, w.data<T>(),
+                                          view_of(w.shape, false).strides, in.at("s1").data<T>(),
+                                          in.at("b1").data<T>(), in.at("s2").data<T>(),
+                                          in.at("b2").data<T>(), in.at("s3").data<T>(),
+                                          in.at("b3").data<T>(), y.data(), g,
+                                          fastvision::cuda::Stream{});
+  }
+  fvtest::write_array(out, "out", fvtest::dtype_of<T>(), {g.B, g.Cout, g.H, g.W}, y.data(), sizeof(T));
+}
+
+int main(int argc, char** argv) {
+  for (int c = 1; c < argc; ++c) {
+    fvtest::Arrays in = fvtest::read_arrays(argv[c]);
+    FILE* out = std::fopen((std::string(argv[c]) + ".out").c_str(), "wb");
+    const bool f32 = in.at("x").dtype == "f4";
+    if (in.at("op").scalar_int() == 0) {
+      f32 ? run_conv<float>(in, out) : run_conv<double>(in, out);
+    } else {
+      f32 ? run_inverted_residual<float>(in, out) : run_inverted_residual<double>(in, out);
+    }
+    std::fclose(out);
+  }
+  return 0;
+}

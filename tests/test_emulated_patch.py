@@ -1,0 +1,144 @@
+"""The CUDA patch-wise convolution kernels (patch_conv2d_kernels.cuh: forward, input, weight and
+bias gradients; patch_inverted_residual_kernels.cuh), run on the CPU by the emulator and compared
+with the CPU kernels on the same inputs.
+
+Not bit-exact with the CPU: the CPU kernels sum in tiles (and with AVX2 FMAs in float32), the CUDA
+kernels one output at a time in index order; compared within 1e-5 (float32) / 1e-12 (float64) of
+the largest magnitude of each output. The CUDA backward is deterministic (no atomics): the same
+inputs give bitwise the same gradients under every thread schedule and block order."""
+
+import numpy as np
+import pytest
+import torch
+
+import fastvision  # noqa: F401  (registers torch.ops.fastvision)
+from emulated_harness import run
+
+pytestmark = pytest.mark.emulated
+
+RUNS = [
+    ("plain", "forward", "forward"),
+    ("plain", "random:7", "shuffle:3"),
+    ("asan", "reverse", "reverse"),
+    ("tsan", "random:11", "forward"),
+]
+EPS = {torch.float32: 1e-5, torch.float64: 1e-12}
+MODES = {"zeros": 0, "reflect": 1, "replicate": 2}
+
+
+def conv_case(dtype, *, B=2, C=4, H=9, W=7, cout=4, k=(3, 3), stride=(1, 1), padding=(1, 1),
+              dilation=(1, 1), groups=1, fh=2, fw=3, mode="reflect", bias=True, channels_last=False,
+              seed=0):
+    g = torch.Generator().manual_seed(seed)
+    Ho = (H + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) // stride[0] + 1
+    Wo = (W + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) // stride[1] + 1
+    K = cout * C // groups * k[0] * k[1]
+    w = torch.randn(B, K, fh, fw, generator=g, dtype=dtype)
+    return {
+        "op": np.array(0), "x": torch.randn(B, C, H, W, generator=g, dtype=dtype).numpy(),
+        # The weight as the hypernetwork writes it, (B, fh, fw, K) in memory, when channels_last.
+        "weight": (w.permute(0, 2, 3, 1) if channels_last else w).contiguous().numpy(),
+        "weight_channels_last": np.array(int(channels_last)),
+        "bias": (torch.randn(cout, generator=g, dtype=dtype) if bias else torch.zeros(0, dtype=dtype)).numpy(),
+        "grad_out": torch.randn(B, cout, Ho, Wo, generator=g, dtype=dtype).numpy(),
+        "conv": np.array([*k, *stride, *padding, *dilation, groups, MODES[mode]], dtype=np.int64),
+    }
+
+
+def conv_weight(case):
+    w = torch.from_numpy(case["weight"])
+    return w.permute(0, 3, 1, 2) if case["weight_channels_last"] else w
+
+
+def conv_cpu(case):
+    kh, kw, sh, sw, ph, pw, dh, dw, groups, mode = (int(v) for v in case["conv"])
+    x, w = torch.from_numpy(case["x"]), conv_weight(case)
+    bias = torch.from_numpy(case["bias"]) if case["bias"].size else None
+    args = ([kh, kw], [sh, sw], [ph, pw], [dh, dw], groups, mode)
+    out = torch.ops.fastvision.patch_conv2d(x, w, bias, *args)
+    gx, gw, gb = torch.ops.fastvision._patch_conv2d_backward(
+        torch.from_numpy(case["grad_out"]), x, w, *args, True, True, True)
+    return {"out": out, "grad_x": gx, "grad_weight": gw, "grad_bias": gb}
+
+
+def conv_cases(dtype, small):
+    cases = [
+        conv_case(dtype, mode="reflect", channels_last=True),  # ragged 2 x 3 grid over 9 x 7
+        conv_case(dtype, mode="zeros", k=(3, 2), stride=(2, 1), dilation=(1, 2), padding=(2, 1),
+                  groups=2, cout=6, fh=3, fw=2, seed=1),
+        conv_case(dtype, mode="replicate", padding=(2, 3), fh=4, fw=3, bias=False, seed=2),
+    ]
+    if not small:
+        cases += [
+            conv_case(dtype, mode="reflect", C=6, cout=6, groups=6, H=13, W=11, fh=3, fw=4, seed=3),  # depthwise
+            conv_case(dtype, mode="replicate", k=(1, 1), padding=(0, 0), H=1, W=5, fh=1, fw=5, seed=4),
+            conv_case(dtype, mode="zeros", B=1, C=3, cout=5, H=20, W=18, stride=(2, 3), dilation=(2, 1),
+                      padding=(3, 2), fh=5, fw=3, seed=5),  # > 256 outputs per plane: several blocks
+        ]
+    return cases
+
+
+def ir_case(dtype, *, B=2, C=5, H=12, W=8, hidden=6, cout=5, k=3, fh=3, fw=2, mode="reflect",
+            residual=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    K = C * hidden + hidden * k * k + hidden * cout
+    case = {"op": np.array(1), "x": torch.randn(B, C, H, W, generator=g, dtype=dtype).numpy(),
+            "weight": (torch.randn(B, K, fh, fw, generator=g, dtype=dtype) * 0.5).numpy(),
+            "ir": np.array([hidden, k, MODES[mode], int(residual)], dtype=np.int64)}
+    for n, size in (("1", hidden), ("2", hidden), ("3", cout)):
+        case["s" + n] = (torch.rand(size, generator=g, dtype=dtype) + 0.5).numpy()
+        case["b" + n] = torch.randn(size, generator=g, dtype=dtype).numpy()
+    return case
+
+
+def ir_cpu(case):
+    hidden, k, mode, residual = (int(v) for v in case["ir"])
+    t = {n: torch.from_numpy(v) for n, v in case.items()}
+    return torch.ops.fastvision.patch_inverted_residual(
+        t["x"], t["weight"], t["s1"], t["b1"], t["s2"], t["b2"], t["s3"], t["b3"], hidden, k, mode,
+        bool(residual))
+
+
+def ir_cases(dtype, small):
+    cases = [ir_case(dtype, mode="reflect"), ir_case(dtype, mode="zeros", residual=True, seed=1)]
+    if not small:
+        cases += [ir_case(dtype, mode="replicate", cout=3, k=5, H=9, W=11, fh=2, fw=3, seed=2),
+                  ir_case(dtype, mode="reflect", residual=True, H=17, W=19, fh=4, fw=5, seed=3)]
+    return cases
+
+
+def assert_close_scaled(actual, expected, dtype, what):
+    eps = EPS[dtype]
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    torch.testing.assert_close(torch.from_numpy(actual), expected, rtol=eps, atol=eps * scale,
+                               msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("variant,schedule,block_order", RUNS)
+def test_patch_kernels_match_cpu(variant, schedule, block_order, dtype):
+    small = variant != "plain"
+    convs, irs = conv_cases(dtype, small), ir_cases(dtype, small)
+    outs = run("drive_patch", convs + irs, variant=variant, schedule=schedule, block_order=block_order)
+    for n, (case, out) in enumerate(zip(convs, outs)):
+        cpu = conv_cpu(case)
+        for name, want in cpu.items():
+            got = out[name]  # grad_weight: contiguous (B, K, fh, fw) whatever the weight's layout
+            if name == "grad_bias" and not case["bias"].size:
+                want = torch.from_numpy(case["grad_out"]).sum((0, 2, 3))
+            assert_close_scaled(got, want, dtype, f"conv case {n}: {name}")
+    for n, (case, out) in enumerate(zip(irs, outs[len(convs):])):
+        assert_close_scaled(out["out"], ir_cpu(case), dtype, f"inverted residual case {n}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_patch_conv2d_backward_is_deterministic(dtype):
+    # Issue 13, 4.5: the documented deterministic backward, bitwise across thread schedules and
+    # block orders (an atomicAdd scatter would change the float sums between these runs).
+    cases = conv_cases(dtype, small=False)
+    first = run("drive_patch", cases, schedule="forward", block_order="forward")
+    for schedule, order in (("reverse", "reverse"), ("random:5", "shuffle:9")):
+        again = run("drive_patch", cases, schedule=schedule, block_order=order)
+        for n, (a, b) in enumerate(zip(first, again)):
+            for name in ("out", "grad_x", "grad_weight", "grad_bias"):
+                np.testing.assert_array_equal(a[name], b[name], err_msg=f"case {n}: {name} ({schedule}, {order})")
