@@ -257,6 +257,7 @@ struct Launch {
   dim3 grid, block;
   std::size_t dyn_bytes = 0;
   bool opt_in = false;
+  std::size_t opt_in_limit = 0;  // the dynamic limit the opt-in attribute sets (>= dyn_bytes)
   std::function<void()> body;
   std::vector<Thread> threads;
   uint3 block_idx;
@@ -308,11 +309,14 @@ inline std::size_t align_up(std::size_t n, std::size_t a) { return (n + a - 1) /
 inline std::string smem_limit_text(const Launch& l, std::size_t static_bytes) {
   const Gpu& g = gpu();
   std::ostringstream s;
-  const std::size_t total = static_bytes + l.dyn_bytes;
+  // With the opt-in, a GPU refuses the attribute itself when it leaves no room for the static
+  // part: attribute + static must fit the opt-in maximum.
+  const std::size_t dynamic = l.opt_in ? l.opt_in_limit : l.dyn_bytes;
+  const std::size_t total = static_bytes + dynamic;
   const std::size_t limit = l.opt_in ? g.smem_per_block_optin : g.smem_per_block_default;
   if (total > limit) {
     s << "launch refused on the emulated " << g.name << " (sm_" << g.sm << "): " << static_bytes
-      << " B static + " << l.dyn_bytes << " B dynamic shared memory = " << total << " B > "
+      << " B static + " << dynamic << " B dynamic shared memory = " << total << " B > "
       << limit << " B " << (l.opt_in ? "(the opt-in maximum)" : "(48 KiB: the kernel did not opt in)");
   }
   return s.str();
@@ -695,7 +699,7 @@ inline void check_launch(const Launch& l) {
 
 template <typename... KArgs, typename... Args>
 FVEMU_RUNTIME Error launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, bool opt_in,
-                    Args&&... args) {
+                    std::size_t opt_in_limit, Args&&... args) {
   if (active() != nullptr) {
     fail("a kernel launched another kernel (dynamic parallelism is not emulated)");
   }
@@ -705,6 +709,7 @@ FVEMU_RUNTIME Error launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 bloc
   l.block = block;
   l.dyn_bytes = smem;
   l.opt_in = opt_in;
+  l.opt_in_limit = opt_in_limit > smem ? opt_in_limit : smem;
   check_launch(l);
   auto packed = std::make_tuple(static_cast<KArgs>(std::forward<Args>(args))...);
   l.body = [&packed, kernel] { std::apply(kernel, packed); };
@@ -780,10 +785,10 @@ FVEMU_RUNTIME Error launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 bloc
 }
 
 // The launcher behind fastvision::cuda::launch (cuda_compat.h): LaunchConfig has grid, block,
-// smem and opt_in_smem.
+// smem, opt_in_smem and opt_in_limit.
 template <typename Config, typename... KArgs, typename... Args>
 Error launch(void (*kernel)(KArgs...), const Config& cfg, Stream, Args&&... args) {
-  return launch_kernel(kernel, cfg.grid, cfg.block, cfg.smem, cfg.opt_in_smem,
+  return launch_kernel(kernel, cfg.grid, cfg.block, cfg.smem, cfg.opt_in_smem, cfg.opt_in_limit,
                        std::forward<Args>(args)...);
 }
 

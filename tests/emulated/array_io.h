@@ -8,6 +8,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace fvtest {
@@ -81,8 +82,12 @@ inline void write_array(FILE* f, const std::string& name, const char* dtype,
 
 template <typename T>
 const char* dtype_of() {
-  if constexpr (sizeof(T) == 4) return "f4";
-  return std::is_integral_v<T> ? "i8" : "f8";
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                    std::is_same_v<T, int64_t>,
+                "array files hold float, double or int64");
+  if constexpr (std::is_same_v<T, float>) return "f4";
+  if constexpr (std::is_same_v<T, double>) return "f8";
+  return "i8";
 }
 
 }  // namespace fvtest

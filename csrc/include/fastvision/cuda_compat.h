@@ -16,7 +16,8 @@
 //   fastvision::cuda::DeviceLimits    what launch planning may ask of the device
 //   fastvision::cuda::Error, kSuccess  cudaError_t / cudaSuccess under nvcc
 //   fastvision::cuda::launch(kernel, LaunchConfig, stream, args...) -> Error
-//       under nvcc: opts in to more than 48 KiB of shared memory when config.opt_in_smem, then
+//       under nvcc: opts in to more than 48 KiB of shared memory when config.opt_in_smem (to
+//       max(smem, opt_in_limit)), then
 //       kernel<<<grid, block, smem, stream>>>(args...) and the launch check; when emulated: runs
 //       the grid on the CPU, validating the launch against the emulated GPU's limits.
 // __syncthreads, __shfl_*_sync, __ballot_sync, atomics, __fmul_rn-style intrinsics, threadIdx
@@ -66,7 +67,11 @@ struct LaunchConfig {
   dim3 grid;
   dim3 block;
   std::size_t smem = 0;       // dynamic shared memory in bytes
-  bool opt_in_smem = false;   // raise the kernel's dynamic shared-memory limit to `smem`
+  bool opt_in_smem = false;   // raise the kernel's dynamic shared-memory limit
+  // The limit the opt-in sets, when larger than `smem`. The attribute is per kernel, not per
+  // launch: planning that always sets the device's whole budget keeps concurrent launches of one
+  // kernel with different sizes from lowering each other's limit.
+  std::size_t opt_in_limit = 0;
 };
 
 #if defined(__CUDACC__)
@@ -80,8 +85,9 @@ template <typename... KArgs, typename... Args>
 inline cudaError_t launch(void (*kernel)(KArgs...), const LaunchConfig& cfg, Stream stream,
                           Args&&... args) {
   if (cfg.opt_in_smem) {
+    const std::size_t limit = cfg.opt_in_limit > cfg.smem ? cfg.opt_in_limit : cfg.smem;
     const cudaError_t err = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(cfg.smem));
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limit));
     if (err != cudaSuccess) {
       return err;
     }

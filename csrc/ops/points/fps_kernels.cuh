@@ -213,6 +213,8 @@ inline FpsPlan plan_fps(int64_t B, int64_t P, int64_t D, int64_t elem_bytes, int
   // A real GPU refuses static + dynamic above the default limit unless the kernel opts in.
   plan.config.opt_in_smem =
       static_bytes + dynamic > static_cast<int64_t>(limits.smem_per_block_default);
+  // Always the whole budget: the same attribute value from every launch of the kernel.
+  plan.config.opt_in_limit = static_cast<std::size_t>(budget);
   return plan;
 }
 
