@@ -1,13 +1,10 @@
 """Property-based fuzzing of ``patch_conv2d``, ``soft_project`` and ``padnet_encoder`` (public wrappers and raw ops):
 shapes (0 and 1 included), dtypes, geometry far out of range (2**62), strides of the hypernetwork
 weight (sliced, permuted), a ``meta`` tensor among CPU ones, NaN / inf / 1e19 values, bad
-temperatures. Each draw runs in a worker process (``fuzz_harness``), so a crash fails the test
-with its input. A valid draw must equal the oracle of ``fastvision.ops._reference``; an invalid
-one must raise a ValueError/RuntimeError/TypeError naming the op and the argument.
-
-Not drawn here: images with an empty spatial axis (``H = 0`` or ``W = 0``), whose replicate
-padding crashes ``patch_conv2d`` today; that fix belongs to issue 13 (see the lead's merge notes),
-after which ``SIDES`` should include 0."""
+temperatures, images with an empty spatial axis. Each draw runs in a worker process
+(``fuzz_harness``), so a crash fails the test with its input. A valid draw must equal the oracle
+of ``fastvision.ops._reference``; an invalid one must raise a ValueError/RuntimeError/TypeError
+naming the op and the argument."""
 
 import pytest
 import torch
@@ -19,7 +16,7 @@ from fuzz_harness import Worker, check, long_run_only
 SHORT = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck),
                  derandomize=True)
 LONG = settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
-SIDES = [1, 2, 5, 8]
+SIDES = [0, 1, 2, 5, 8]
 HUGE = 2**62
 
 
@@ -66,6 +63,8 @@ def patch_cases(draw):
     if not invalid:
         if case["mode"] == "reflect" and (p >= case["H"] or p >= case["W"]):
             invalid.append("padding")
+        if case["mode"] == "replicate" and p > 0 and 0 in (case["H"], case["W"]):
+            invalid.append("replicate padding")  # nothing to replicate on an empty axis
         span = d * (k - 1) + 1
         if span > case["H"] + 2 * p or span > case["W"] + 2 * p:
             invalid += ["padded input", "kernel"]

@@ -286,9 +286,9 @@ def test_size_not_divisible_by_32_raises(request, fixture):
 
 
 def test_bad_constructor_arguments():
-    with pytest.raises(ValueError, match="num_classes must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_classes must be at least 1, got 0"):
         get_model("hrnetv2_w18_small_v1", num_classes=0)
-    with pytest.raises(ValueError, match="num_joints must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_joints must be at least 1, got 0"):
         get_model("hrnetv1_w32_pose", num_joints=0)
     with pytest.raises(ValueError, match="upsample_mode"):
         HighResolutionModule([1], [4], [4], upsample_mode="bicubic")
