@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import logging
 import math
 import os
 import sys
@@ -105,11 +104,13 @@ def build_mmseg_model(name: str) -> nn.Module:
     install_shims()
     import mmseg
     from mmengine.config import Config
+    from mmengine.logging import MMLogger
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
     register_all_modules()
-    logging.getLogger("mmengine").setLevel(logging.WARNING)  # one INFO line per initialised tensor
+    # init_weights logs one INFO line per tensor to the current MMLogger: make a quiet one current
+    MMLogger.get_instance("gen_mmseg_keys", log_level="WARNING")
     config_dir = Path(mmseg.__file__).parent / ".mim" / "configs"
     cfg = Config.fromfile(str(config_dir / CONFIGS[name][0]))
     model_cfg = _sync_bn_to_bn(cfg.model.to_dict())
