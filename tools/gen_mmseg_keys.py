@@ -110,7 +110,8 @@ def build_mmseg_model(name: str) -> nn.Module:
 
     register_all_modules()
     # init_weights logs one INFO line per tensor to the current MMLogger: make a quiet one current
-    MMLogger.get_instance("gen_mmseg_keys", log_level="WARNING")
+    if not MMLogger.check_instance_created("gen_mmseg_keys"):
+        MMLogger.get_instance("gen_mmseg_keys", log_level="WARNING")
     config_dir = Path(mmseg.__file__).parent / ".mim" / "configs"
     cfg = Config.fromfile(str(config_dir / CONFIGS[name][0]))
     model_cfg = _sync_bn_to_bn(cfg.model.to_dict())
