@@ -56,8 +56,11 @@ def test_unknown_or_foreign_names():
     with pytest.raises(ValueError, match="weights 'padnet.embedded' are for model 'padnet', not 'snet'"):
         load_model("padnet.embedded", model="snet")
     # not a name: a path, and a missing one
-    with pytest.raises(FileNotFoundError, match="checkpoint not found: 'embedded'"):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: 'embedded' .nor is it the "
+                                                "name of shipped weights"):
         load_model("embedded")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: 'embedded' .nor"):
+        get_model("snet", weights="embedded")  # not a tag of snet
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -84,7 +84,10 @@ def read_checkpoint(path) -> object:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path!r}")
+        # A bare word may have been meant as a weights name: say where the names are.
+        hint = ("" if os.sep in path else
+                " (nor is it the name of shipped weights: `fastvision weights` lists them)")
+        raise FileNotFoundError(f"checkpoint not found: {path!r}{hint}")
     with open(path, "rb") as f:
         head = f.read(9)
     if _looks_like_safetensors(head):
