@@ -1,7 +1,10 @@
 // Emulated driver of farthest_point_sample (fps_kernels.cuh): for every case file named on the
-// command line, plans the launch for the emulated GPU (FVEMU_GPU), runs it and writes
-// <case>.out with idx (B, K), dists (B, K) and path (the planned shared-memory path, 0..2).
-// Inputs: points (B, P, D) f4/f8, lengths (B,) i8, seeds (B, S) i8, K () i8.
+// command line, plans the launch for the emulated GPU (FVEMU_GPU) exactly as fps_cuda.cu does,
+// runs it and writes <case>.out with idx (B, K), dists (B, K), path (the planned shared-memory
+// path, 0..2) and blocks_per_cloud (> 1: the multi-block cooperative path).
+// Inputs: points (B, P, D) f4/f8, lengths (B,) i8, seeds (B, S) i8, K () i8; optional planning
+// overrides (FpsTuning) multi_block_min_points, min_points_per_block, max_dynamic_smem () i8 and
+// sms () i8 (the SM count the plan sees), which let small clouds take the multi-block path.
 #include <type_traits>
 
 #include "array_io.h"
@@ -18,18 +21,34 @@ void run_case(fvtest::Arrays& in, FILE* out) {
   fvtest::Array& seeds = in.at("seeds");
   const fvemu::Gpu& gpu = fvemu::gpu();
   fastvision::cuda::DeviceLimits limits;
-  limits.sm_count = gpu.sm_count;
+  limits.sm_count = in.count("sms") ? static_cast<int>(in.at("sms").scalar_int()) : gpu.sm_count;
   limits.smem_per_block_default = gpu.smem_per_block_default;
   limits.smem_per_block_optin = gpu.smem_per_block_optin;
   limits.max_threads_per_block = gpu.max_threads_per_block;
-  const fd::FpsPlan plan = fd::plan_fps(B, P, D, sizeof(T), sizeof(A), fd::static_smem_bytes<A>(), limits);
+  fd::FpsTuning tuning;
+  if (in.count("multi_block_min_points")) {
+    tuning.multi_block_min_points = in.at("multi_block_min_points").scalar_int();
+  }
+  if (in.count("min_points_per_block")) {
+    tuning.min_points_per_block = in.at("min_points_per_block").scalar_int();
+  }
+  if (in.count("max_dynamic_smem")) {
+    tuning.max_dynamic_smem = in.at("max_dynamic_smem").scalar_int();
+  }
+  const fd::FpsPlan plan =
+      fd::plan_fps(B, P, D, sizeof(T), sizeof(A), fd::static_smem_bytes<T>(), limits, tuning);
   std::vector<A> scratch(plan.path == fd::FpsPath::kGlobalDistances ? B * P : 0);
+  const int64_t blocks = B * plan.blocks_per_cloud;
+  std::vector<A> slot_d(plan.multi_block() ? 2 * blocks : 0);
+  std::vector<int64_t> slot_i(slot_d.size());
+  std::vector<T> slot_c(slot_d.size() * 3);
+  const fd::FpsSlots<T> slots{slot_d.data(), slot_i.data(), slot_c.data()};
   std::vector<int64_t> idx(B * K);
   std::vector<T> dists(B * K);
   auto launch = [&](auto ds_c) {
     fd::launch_fps<T, decltype(ds_c)::value>(
-        plan, pts.data<T>(), in.at("lengths").data<int64_t>(), seeds.data<int64_t>(), P,
-        static_cast<int>(D), K, seeds.shape[1], scratch.data(), idx.data(), dists.data(),
+        plan, pts.data<T>(), in.at("lengths").data<int64_t>(), seeds.data<int64_t>(), B, P,
+        static_cast<int>(D), K, seeds.shape[1], scratch.data(), slots, idx.data(), dists.data(),
         fastvision::cuda::Stream{});
   };
   if (D == 3) {
@@ -41,6 +60,7 @@ void run_case(fvtest::Arrays& in, FILE* out) {
   fvtest::write_array(out, "idx", "i8", {B, K}, idx.data(), 8);
   fvtest::write_array(out, "dists", fvtest::dtype_of<T>(), {B, K}, dists.data(), sizeof(T));
   fvtest::write_array(out, "path", "i8", {}, &path, 8);
+  fvtest::write_array(out, "blocks_per_cloud", "i8", {}, &plan.blocks_per_cloud, 8);
 }
 
 int main(int argc, char** argv) {
