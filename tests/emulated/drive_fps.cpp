@@ -5,12 +5,37 @@
 // Inputs: points (B, P, D) f4/f8, lengths (B,) i8, seeds (B, S) i8, K () i8; optional planning
 // overrides (FpsTuning) multi_block_min_points, min_points_per_block, max_dynamic_smem () i8 and
 // sms () i8 (the SM count the plan sees), which let small clouds take the multi-block path.
+// A case with plan_shape (3,) i8 = (B, P, D) instead of points only plans (float32, default
+// tuning) and writes path, blocks_per_cloud, threads and chunk: the production choice at sizes
+// too large to emulate.
 #include <type_traits>
 
 #include "array_io.h"
 #include "fps_kernels.cuh"
 
 namespace fd = fastvision::points::fps_device;
+
+fastvision::cuda::DeviceLimits emulated_limits(fvtest::Arrays& in) {
+  const fvemu::Gpu& gpu = fvemu::gpu();
+  fastvision::cuda::DeviceLimits limits;
+  limits.sm_count = in.count("sms") ? static_cast<int>(in.at("sms").scalar_int()) : gpu.sm_count;
+  limits.smem_per_block_default = gpu.smem_per_block_default;
+  limits.smem_per_block_optin = gpu.smem_per_block_optin;
+  limits.max_threads_per_block = gpu.max_threads_per_block;
+  return limits;
+}
+
+void plan_only(fvtest::Arrays& in, FILE* out) {
+  const int64_t* shape = in.at("plan_shape").data<int64_t>();
+  const fd::FpsPlan plan = fd::plan_fps(shape[0], shape[1], shape[2], sizeof(float),
+                                        sizeof(float), fd::static_smem_bytes<float>(),
+                                        emulated_limits(in));
+  const int64_t path = static_cast<int64_t>(plan.path), threads = plan.threads;
+  fvtest::write_array(out, "path", "i8", {}, &path, 8);
+  fvtest::write_array(out, "blocks_per_cloud", "i8", {}, &plan.blocks_per_cloud, 8);
+  fvtest::write_array(out, "threads", "i8", {}, &threads, 8);
+  fvtest::write_array(out, "chunk", "i8", {}, &plan.chunk, 8);
+}
 
 template <typename T>
 void run_case(fvtest::Arrays& in, FILE* out) {
@@ -19,12 +44,7 @@ void run_case(fvtest::Arrays& in, FILE* out) {
   const int64_t B = pts.shape[0], P = pts.shape[1], D = pts.shape[2];
   const int64_t K = in.at("K").scalar_int();
   fvtest::Array& seeds = in.at("seeds");
-  const fvemu::Gpu& gpu = fvemu::gpu();
-  fastvision::cuda::DeviceLimits limits;
-  limits.sm_count = in.count("sms") ? static_cast<int>(in.at("sms").scalar_int()) : gpu.sm_count;
-  limits.smem_per_block_default = gpu.smem_per_block_default;
-  limits.smem_per_block_optin = gpu.smem_per_block_optin;
-  limits.max_threads_per_block = gpu.max_threads_per_block;
+  const fastvision::cuda::DeviceLimits limits = emulated_limits(in);
   fd::FpsTuning tuning;
   if (in.count("multi_block_min_points")) {
     tuning.multi_block_min_points = in.at("multi_block_min_points").scalar_int();
@@ -67,7 +87,9 @@ int main(int argc, char** argv) {
   for (int c = 1; c < argc; ++c) {
     fvtest::Arrays in = fvtest::read_arrays(argv[c]);
     FILE* out = std::fopen((std::string(argv[c]) + ".out").c_str(), "wb");
-    if (in.at("points").dtype == "f4") {
+    if (in.count("plan_shape")) {
+      plan_only(in, out);
+    } else if (in.at("points").dtype == "f4") {
       run_case<float>(in, out);
     } else {
       run_case<double>(in, out);
