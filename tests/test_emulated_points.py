@@ -40,6 +40,8 @@ def fps_case(B, P, D, K, dtype, *, lengths=None, seeds=None, seed=0, grid=False,
 # Planning overrides that send clouds of a few hundred points down the multi-block path (the
 # production threshold is 16384 points per cloud), in blocks of 64-128 threads.
 MULTI = {"multi_block_min_points": 64, "min_points_per_block": 100}
+# Blocks of 64 threads, for the sanitizer builds.
+MULTI_SMALL = {"multi_block_min_points": 64, "min_points_per_block": 50}
 # The one-block-per-cloud path at any size.
 SINGLE = {"multi_block_min_points": 2**62}
 
@@ -69,14 +71,20 @@ def fps_cases(dtype, small):
     # The multi-block path: one cloud over 5 blocks; ragged clouds (one shorter than a chunk,
     # one empty) with seeds over 4 blocks each, K past a cloud's length; ties on a lattice
     # (the lowest index must win across blocks); generic D.
-    cases += [
-        fps_case(1, 450, 3, 30, dtype, seed=10, **MULTI),
-        fps_case(3, 380, 3, 90, dtype, lengths=[380, 70, 0], seeds=[[5, 300], [-1, 69], [-1, -1]],
-                 seed=11, sms=12, **MULTI),
-        fps_case(1, 400, 3, 40, dtype, seed=12, grid=True, **MULTI),
-    ]
-    if not small:
+    # (Smaller in the sanitizer builds, where every fiber switch is slow.)
+    if small:
         cases += [
+            fps_case(1, 150, 3, 12, dtype, seed=10, **MULTI_SMALL),
+            fps_case(3, 100, 3, 35, dtype, lengths=[100, 30, 0], seeds=[[5, 70], [-1, 29], [-1, -1]],
+                     seed=11, sms=6, **MULTI_SMALL),
+            fps_case(1, 120, 3, 15, dtype, seed=12, grid=True, **MULTI_SMALL),
+        ]
+    else:
+        cases += [
+            fps_case(1, 450, 3, 30, dtype, seed=10, **MULTI),
+            fps_case(3, 380, 3, 90, dtype, lengths=[380, 70, 0],
+                     seeds=[[5, 300], [-1, 69], [-1, -1]], seed=11, sms=12, **MULTI),
+            fps_case(1, 400, 3, 40, dtype, seed=12, grid=True, **MULTI),
             fps_case(2, 350, 5, 25, dtype, lengths=[350, 340], seeds=[[-1], [339]], seed=13,
                      **MULTI),
             # Multi-block with the min-distances only in shared memory (path 1), and in global
