@@ -500,16 +500,29 @@ inline std::string state_of(const Thread& t) {
   return "?";
 }
 
+// Where the threads wait: one line per run of consecutive threads of a block in the same state
+// (the message stays short enough to read whole, however many blocks are resident).
 inline std::string block_states(const Launch& l) {
   std::ostringstream s;
   int shown = 0;
-  for (const Thread& t : l.threads) {
-    if (t.wait == Wait::kExited && l.resident.size() > 1) continue;  // the waiting ones matter
+  for (std::size_t i = 0; i < l.threads.size();) {
+    const Thread& t = l.threads[i];
+    const std::string state = state_of(t);
+    std::size_t j = i + 1;
+    while (j < l.threads.size() && l.threads[j].block == t.block && state_of(l.threads[j]) == state) {
+      ++j;
+    }
     if (shown++ == 64) {
       s << "\n  ...";
       break;
     }
-    s << "\n  " << thread_name(l, t) << ": " << state_of(t);
+    const Thread& last = l.threads[j - 1];
+    s << "\n  " << thread_name(l, t);
+    if (j - i > 1) {
+      s << " to (" << last.idx.x << "," << last.idx.y << "," << last.idx.z << ")";
+    }
+    s << ": " << state;
+    i = j;
   }
   return s.str();
 }
