@@ -7,6 +7,7 @@
 // Inputs: q (B, M, 3), p (B, N, 3), feats (B, N, F) f4/f8; idx (B, M, k) i8 (the kNN indices,
 // -1 for none); sigma (B,) in the dtype of q; g (B, M, 3), gF (B, M, F); hard () i8.
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -23,8 +24,11 @@ void run_case(fvtest::Arrays& in, FILE* out) {
   const int64_t B = q.shape[0], M = q.shape[1], N = in.at("p").shape[1], F = feats.shape[2];
   const int k = static_cast<int>(idx.shape[2]);
   const bool hard = in.at("hard").scalar_int() != 0;
-  std::vector<T> y(B * M * 3), yf(B * M * F), gq(B * M * 3), gsig(B * M);
-  std::vector<T> gp(B * N * 3, T(0)), gf(B * N * F, T(0));  // zeros when B * M = 0, as the glue
+  // The glue allocates the outputs uninitialised when there are queries (the kernels write every
+  // element): NaN here, so that an element left unwritten fails the comparison; zeros otherwise.
+  const T fill = B * M > 0 ? std::numeric_limits<T>::quiet_NaN() : T(0);
+  std::vector<T> y(B * M * 3, fill), yf(B * M * F, fill), gq(B * M * 3, fill), gsig(B * M, fill);
+  std::vector<T> gp(B * N * 3, fill), gf(B * N * F, fill);
   if (B * M > 0) {
     fs::launch_soft_project_forward<T>(q.data<T>(), in.at("p").data<T>(), feats.data<T>(),
                                        idx.data<int64_t>(), in.at("sigma").data<T>(), B, M, N, F,

@@ -21,8 +21,8 @@
 // needs a grid-wide barrier (the old kernel's one block per image, 12.5% occupancy and one SM at
 // batch 1); deferring the gate to the next bneck's input load costs one launch per bneck and no
 // extra pass over memory. Tiles are chosen per bneck (PadnetLaunchPlan) so that a block's shared
-// memory stays within 48 KiB (no opt-in) and the grid has at least two blocks per SM when the
-// image allows (batch 1 runs 100-400 blocks at 112x48 instead of one).
+// memory stays within kPadnetSmemBudget and the grid has at least two blocks per SM when the
+// image allows (batch 1 at 112x48 runs 28 to 336 blocks per bneck instead of one block).
 // Global memory: per image of the chunk, two activation buffers and one residual buffer (about
 // 10 x width x H x W elements) and the SE sums; the chunk is the number of images whose scratch
 // fits kPadnetScratchBudget (at least one), so scratch is bounded by max(budget, one image).
@@ -53,8 +53,10 @@ constexpr int kPadnetWarps = kPadnetThreads / 32;
 constexpr int kPadnetExpandGroup = 16;
 // Global scratch (bytes) of the images of one chunk; a chunk always holds at least one image.
 constexpr int64_t kPadnetScratchBudget = int64_t{256} << 20;
-// Dynamic shared memory of a bneck block: within the default 48 KiB, beside the static SE arrays.
-constexpr std::size_t kPadnetSmemBudget = 46 * 1024;
+// Dynamic shared memory of a bneck block. 24 KiB lets 6 (A100) to 9 (H100) blocks of 4 warps
+// share an SM (occupancy 37-56%, the registers allowing); bigger tiles would cut the halo's
+// recomputation but not the traffic, which is the bound.
+constexpr std::size_t kPadnetSmemBudget = 24 * 1024;
 constexpr int kMaxChannels = 64;  // widest block output (16 x width 4)
 constexpr int kMaxSqueeze = kMaxChannels / 4;
 
@@ -307,14 +309,17 @@ struct PadnetLaunchPlan {
   int64_t scratch_elements() const { return sums_elements + chunk * (y_a + r_a + y_b); }
 };
 
-// The biggest tile (from a fixed list) whose shared memory fits, preferring one that gives the
-// launch at least two blocks per SM (smaller tiles recompute more halo, so only when needed).
+// The biggest tile (from a fixed list) whose shared memory fits and that gives the launch at
+// least two blocks per SM; if none does, the fitting one with the most tiles. Tiles under 16
+// pixels (mostly halo: a 1 x 1 tile expands 9 input pixels per output) only when nothing bigger
+// fits or the image is that small.
 template <class Spec, typename A>
 BneckTiling choose_tiling(int64_t H, int64_t W, int64_t images, const cuda::DeviceLimits& limits) {
   constexpr int kCandidates[][2] = {{8, 32}, {8, 16}, {4, 16}, {4, 8}, {2, 8}, {2, 4},
                                     {1, 4},  {1, 2},  {1, 1}};
   const int64_t Ho = ib::conv_out_size<Spec::K, Spec::S>(H);
   const int64_t Wo = ib::conv_out_size<Spec::K, Spec::S>(W);
+  const int64_t min_pixels = std::min<int64_t>(16, Ho * Wo);
   BneckTiling chosen{};
   bool have = false;
   for (const auto& c : kCandidates) {
@@ -324,17 +329,15 @@ BneckTiling choose_tiling(int64_t H, int64_t W, int64_t images, const cuda::Devi
     t.tiles_x = ceil_div<int64_t>(Wo, t.tw);
     t.tiles = ceil_div<int64_t>(Ho, t.th) * t.tiles_x;
     t.smem = static_cast<std::size_t>(bneck_smem_elements<Spec>(t.th, t.tw)) * sizeof(A);
-    if (t.smem > kPadnetSmemBudget) {
+    if (t.smem > kPadnetSmemBudget || (have && t.th * t.tw < min_pixels)) {
       continue;
     }
-    if (images * t.tiles >= 2 * int64_t{limits.sm_count}) {
-      return t;
-    }
-    // Not enough blocks yet: remember the first that fits, then the one with the most tiles of
-    // at least 16 pixels (smaller ones are mostly halo).
-    if (!have || (t.th * t.tw >= 16 && t.tiles > chosen.tiles)) {
+    if (!have || t.tiles > chosen.tiles) {
       chosen = t;
       have = true;
+    }
+    if (images * t.tiles >= 2 * int64_t{limits.sm_count} && t.th * t.tw >= min_pixels) {
+      break;
     }
   }
   return chosen;  // the 1 x 1 tile always fits PAD-Net's widths

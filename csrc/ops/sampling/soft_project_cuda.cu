@@ -91,11 +91,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_project_backward
                             ? grad_projected_features->to(ct).contiguous()
                             : at::zeros({B, M, F}, q.options().dtype(ct));
   const at::Tensor sigma = soft_project_sigma(temperature, min_sigma, B, ct);
-  at::Tensor gq = at::zeros({B, M, 3}, q.options().dtype(ct));
-  at::Tensor gp = at::zeros({B, N, 3}, q.options().dtype(ct));
-  at::Tensor gf = at::zeros({B, N, F}, q.options().dtype(ct));
-  at::Tensor gsig = at::zeros({B, M}, q.options().dtype(ct));
-  if (B > 0 && M > 0) {
+  // With queries, the kernels write every element (N >= k >= 1); without, the gradients are 0.
+  const bool work = B > 0 && M > 0;
+  const auto alloc = [&](at::IntArrayRef shape) {
+    return work ? at::empty(shape, q.options().dtype(ct)) : at::zeros(shape, q.options().dtype(ct));
+  };
+  at::Tensor gq = alloc({B, M, 3}), gp = alloc({B, N, 3}), gf = alloc({B, N, F});
+  at::Tensor gsig = alloc({B, M});
+  if (work) {
     TORCH_CHECK(k <= std::numeric_limits<int>::max(), op, ": k must fit in 32 bits, got ", k);
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
     // Step 1: per query dL/dq and dL/dsigma, per (query, slot) entry its key, weight and point
@@ -115,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_project_backward
                       entry_gp.mutable_data_ptr<A>()},
           stream));
     });
-    if (N > 0) {
+    {
       // Step 2: each cloud's entries in (neighbour, query, slot) order, and each point's segment.
       const auto [sorted_keys, order] = at::sort(keys, /*stable=*/true, /*dim=*/1);
       const at::Tensor points_ix =
