@@ -143,10 +143,46 @@ def padnet_bytes_eager(width: int, batch: int) -> tuple[int, int]:
     return c.bytes, c.ops
 
 
-# ptxas -v, CUDA 13.0, float32 (registers, spill bytes, static shared memory bytes).
-PTXAS_PADNET_OLD = {  # padnet_encoder_kernel<WIDTH, float>, 256 threads, one launch
-    ("sm_80", 1): (None, 0, None), ("sm_90", 1): (None, 0, None),
+# ptxas -v, CUDA 13.0, float32: registers (sm_80, sm_90) and spill stores (bytes, sm_80 / sm_90).
+PTXAS_PADNET_OLD = {  # padnet_encoder_kernel<WIDTH, float>: 256 threads, 1152 B static smem
+    1: ((128, 128), "0 / 16"), 2: ((128, 128), "180 / 164"), 4: ((128, 128), "156 / 164"),
 }
+PTXAS_PADNET_NEW = {  # bneck_tile_kernel per bneck (B1..B6), then se_finish_kernel; 128 threads
+    1: {"sm_80": [66, 56, 56, 56, 64, 52, 43], "sm_90": [72, 54, 55, 56, 64, 56, 38]},
+    2: {"sm_80": [72, 59, 56, 52, 56, 63, 40], "sm_90": [72, 56, 56, 56, 56, 64, 40]},
+    4: {"sm_80": [72, 54, 56, 63, 62, 54, 43], "sm_90": [72, 56, 56, 64, 63, 63, 43]},
+}
+PADNET_STATIC_SMEM = 576  # SharedGate<float>
+
+
+def padnet_tilings(width: int, batch: int, H: int = 112, W: int = 48, elem: int = 4, sms: int = 132,
+                   budget: int = 24 * 1024):
+    """choose_tiling of padnet_encoder_kernels.cuh: per bneck (th, tw, tiles, smem bytes)."""
+    candidates = [(8, 32), (8, 16), (4, 16), (4, 8), (2, 8), (2, 4), (1, 4), (1, 2), (1, 1)]
+    layers, _ = padnet_layers(width, H, W)
+    sizes = [(H, W), (H, W), (H, W)]
+    h2, w2 = (H - 1) // 2 + 1, (W - 1) // 2 + 1
+    h4, w4 = (h2 - 1) // 2 + 1, (w2 - 1) // 2 + 1
+    sizes += [(h2, w2), (h2, w2), (h4, w4)]
+    out = []
+    for (name, K, S, cin, exp, cout, se, _, _), (h, w) in zip(layers, sizes):
+        ho, wo = (h - 1) // S + 1, (w - 1) // S + 1
+        g = min(exp, 16)
+        min_px = min(16, ho * wo)
+        chosen = None
+        for th, tw in candidates:
+            th, tw = min(th, ho), min(tw, wo)
+            tiles = -(-ho // th) * -(-wo // tw)
+            win = ((th - 1) * S + K) * ((tw - 1) * S + K)
+            smem = ((cin + g) * win + (g + cout) * th * tw) * elem
+            if smem > budget or (chosen and th * tw < min_px):
+                continue
+            if chosen is None or tiles > chosen[2]:
+                chosen = (th, tw, tiles, smem)
+            if batch * tiles >= 2 * sms and th * tw >= min_px:
+                break
+        out.append(chosen)
+    return out
 PTXAS_SOFTPROJ = {
     # kernel: {arch: (registers, spills, static smem)}
     "old forward (thread per query)": {"sm_80": (32, 0, 0), "sm_90": (32, 0, 0)},
@@ -173,6 +209,20 @@ def main() -> None:
                   f"new {roofline(new_b, flops, 7) * 1e6:.1f} us, eager (GPU) "
                   f"{roofline(eb, flops, ops) * 1e6:.1f} us, eager CPU-bound floor "
                   f"{ops * EAGER_OP_S * 1e6:.0f} us")
+    print("== PAD-Net tilings and occupancy (float32)")
+    for width in (1, 2, 4):
+        for batch in (1, 256):
+            tl = padnet_tilings(width, batch)
+            for arch in ("sm_80", "sm_90"):
+                regs = PTXAS_PADNET_NEW[width][arch]
+                occ = [occupancy(arch, 128, r, t[3] + PADNET_STATIC_SMEM)[1]
+                       for r, t in zip(regs, tl)]
+                print(f"x{width} b{batch} {arch}: tiles " +
+                      ", ".join(f"{t[0]}x{t[1]}:{t[2]}:{t[3] // 1024}K" for t in tl) +
+                      " occupancy " + ", ".join(f"{o:.0%}" for o in occ))
+        print(f"x{width} old: occupancy " + ", ".join(
+            f"{a} {occupancy(a, 256, PTXAS_PADNET_OLD[width][0][i], 1152)[1]:.1%} (grid <= SMs: 12.5%)"
+            for i, a in enumerate(("sm_80", "sm_90"))))
     print("== soft_project occupancy")
     for k, v in PTXAS_SOFTPROJ.items():
         threads = 256 if k.startswith("old") else 128
