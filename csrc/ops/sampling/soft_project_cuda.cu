@@ -118,21 +118,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_project_backward
                       entry_gp.mutable_data_ptr<A>()},
           stream));
     });
-    {
-      // Step 2: each cloud's entries in (neighbour, query, slot) order, and each point's segment.
-      const auto [sorted_keys, order] = at::sort(keys, /*stable=*/true, /*dim=*/1);
-      const at::Tensor points_ix =
-          at::arange(N + 1, keys.options()).unsqueeze(0).expand({B, N + 1}).contiguous();
-      const at::Tensor seg = at::searchsorted(sorted_keys, points_ix);
-      // Step 3: per point, its entries summed in that order.
-      AT_DISPATCH_FLOATING_TYPES(ct, "soft_project_backward_gather_cuda", [&] {
-        C10_CUDA_CHECK(launch_soft_project_backward_gather<scalar_t>(
-            gF.const_data_ptr<scalar_t>(), order.const_data_ptr<int64_t>(),
-            seg.const_data_ptr<int64_t>(), entry_w.const_data_ptr<scalar_t>(),
-            entry_gp.const_data_ptr<scalar_t>(), B, M, N, F, static_cast<int>(k),
-            gp.mutable_data_ptr<scalar_t>(), gf.mutable_data_ptr<scalar_t>(), stream));
-      });
-    }
+    // Step 2: each cloud's entries in (neighbour, query, slot) order, and each point's segment.
+    const auto [sorted_keys, order] = at::sort(keys, /*stable=*/true, /*dim=*/1);
+    const at::Tensor points_ix =
+        at::arange(N + 1, keys.options()).unsqueeze(0).expand({B, N + 1}).contiguous();
+    const at::Tensor seg = at::searchsorted(sorted_keys, points_ix);
+    // Step 3: per point, its entries summed in that order.
+    AT_DISPATCH_FLOATING_TYPES(ct, "soft_project_backward_gather_cuda", [&] {
+      C10_CUDA_CHECK(launch_soft_project_backward_gather<scalar_t>(
+          gF.const_data_ptr<scalar_t>(), order.const_data_ptr<int64_t>(),
+          seg.const_data_ptr<int64_t>(), entry_w.const_data_ptr<scalar_t>(),
+          entry_gp.const_data_ptr<scalar_t>(), B, M, N, F, static_cast<int>(k),
+          gp.mutable_data_ptr<scalar_t>(), gf.mutable_data_ptr<scalar_t>(), stream));
+    });
   }
   const at::Tensor gt = soft_project_temperature_grad(gsig, temperature, min_sigma);
   return {gq.to(query.scalar_type()), gp.to(points.scalar_type()), gt,
