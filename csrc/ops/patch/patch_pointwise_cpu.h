@@ -17,7 +17,6 @@
 // cells past the last whole vector run the same template with one-lane "vectors" (plain T).
 #pragma once
 #include <cstdint>
-#include <cstring>
 
 #include "fastvision/cpu_simd.h"
 
@@ -25,18 +24,8 @@ namespace fastvision::patch {
 
 namespace pointwise_detail {
 
-template <typename V, typename T>
-__attribute__((always_inline)) inline V load(const T* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-
-template <typename V, typename T>
-__attribute__((always_inline)) inline void store(T* p, V v) {
-  std::memcpy(p, &v, sizeof(V));
-}
-
+// Vectors move through __builtin_memcpy (unaligned, and no function takes or returns a 32-byte
+// vector: that would change the baseline build's ABI).
 // y[o][s][j..j+L) for o < n_out, s < S: y = sum_r W(o, r) * xs[r][s] over r < n_red. W(o, r) is
 // row o * ostride + r * rstride of w (row stride wrow, cell j at w[... + j]); xs and y are
 // [channel][s][cells] with row stride xcells / ycells. Tiles of RO outputs x RS pixels.
@@ -50,14 +39,15 @@ __attribute__((always_inline)) inline void mix_tile(const T* w, int64_t wrow, in
   }
   for (int64_t r = 0; r < n_red; ++r) {
     V xv[RS];
-    for (int b = 0; b < RS; ++b) xv[b] = load<V>(xs + (r * S + s0 + b) * xcells);
+    for (int b = 0; b < RS; ++b) __builtin_memcpy(&xv[b], xs + (r * S + s0 + b) * xcells, sizeof(V));
     for (int a = 0; a < RO; ++a) {
-      const V wv = load<V>(w + ((o0 + a) * ostride + r * rstride) * wrow);
+      V wv;
+      __builtin_memcpy(&wv, w + ((o0 + a) * ostride + r * rstride) * wrow, sizeof(V));
       for (int b = 0; b < RS; ++b) acc[a][b] = acc[a][b] + wv * xv[b];
     }
   }
   for (int a = 0; a < RO; ++a) {
-    for (int b = 0; b < RS; ++b) store<V>(y + ((o0 + a) * S + s0 + b) * ycells, acc[a][b]);
+    for (int b = 0; b < RS; ++b) __builtin_memcpy(y + ((o0 + a) * S + s0 + b) * ycells, &acc[a][b], sizeof(V));
   }
 }
 
@@ -99,17 +89,25 @@ __attribute__((always_inline)) inline void weight_grad_body(const T* g, int64_t 
       V acc[4];
       for (int a = 0; a < 4; ++a) acc[a] = V{};
       for (int64_t s = 0; s < S; ++s) {
-        const V gv = load<V>(g + (co * S + s) * gcells);
-        for (int a = 0; a < 4; ++a) acc[a] = acc[a] + gv * load<V>(xs + ((ci + a) * S + s) * xcells);
+        V gv;
+        __builtin_memcpy(&gv, g + (co * S + s) * gcells, sizeof(V));
+        for (int a = 0; a < 4; ++a) {
+          V xv;
+          __builtin_memcpy(&xv, xs + ((ci + a) * S + s) * xcells, sizeof(V));
+          acc[a] = acc[a] + gv * xv;
+        }
       }
-      for (int a = 0; a < 4; ++a) store<V>(gw + (co * n_in + ci + a) * wrow, acc[a]);
+      for (int a = 0; a < 4; ++a) __builtin_memcpy(gw + (co * n_in + ci + a) * wrow, &acc[a], sizeof(V));
     }
     for (; ci < n_in; ++ci) {
       V acc = V{};
       for (int64_t s = 0; s < S; ++s) {
-        acc = acc + load<V>(g + (co * S + s) * gcells) * load<V>(xs + (ci * S + s) * xcells);
+        V gv, xv;
+        __builtin_memcpy(&gv, g + (co * S + s) * gcells, sizeof(V));
+        __builtin_memcpy(&xv, xs + (ci * S + s) * xcells, sizeof(V));
+        acc = acc + gv * xv;
       }
-      store<V>(gw + (co * n_in + ci) * wrow, acc);
+      __builtin_memcpy(gw + (co * n_in + ci) * wrow, &acc, sizeof(V));
     }
   }
 }

@@ -15,9 +15,11 @@ Cases (``size="full"``):
   and forward + backward;
 * ``level{3,4}_ir``: the whole inverted-residual block in inference (24->48->16 and 34->68->19),
   the fused ``patch_inverted_residual`` against HyperSeg's unfused block with its BatchNorms (eval);
-* ``model``: HyperSeg-M at 1024x512, batch 1, eval, with the fastvision ops against the same model
-  switched to HyperSeg's formulation (``fastvision.nn.set_fastvision_ops(model, False)``): the
-  backbone and context head run the same code in both.
+* ``model``: HyperSeg-M at 1024x512, batch 1, eval, with the fastvision ops (and the channels_last
+  backbone of fastvision's CPU inference path) against the same model switched to HyperSeg's
+  formulation (``fastvision.nn.set_fastvision_ops(model, False)``, NCHW backbone as the official
+  code); a variant row runs HyperSeg's formulation with the channels_last backbone, to separate the
+  layout's share from the ops'.
 
 Every variant's output is checked against fastvision's. ``size="small"``: the same cases at
 1/8 of the resolution (smoke). Float32; ``torch.set_flush_denormal(True)`` (HyperSeg's random
@@ -168,9 +170,10 @@ def _model_case(scale: int, device: str) -> Case:
                 {"level": "model", "kind": "model", "mode": "fwd", "height": h, "width": w})
     reference: dict[str, object] = {}
 
-    def run_with(enabled: bool) -> Callable:
+    def run_with(enabled: bool, channels_last: bool | None = None) -> Callable:
         def fn():
             set_fastvision_ops(model, enabled)
+            model.channels_last_backbone = enabled if channels_last is None else channels_last
             with torch.inference_mode():
                 return model(image)
         return timed(fn, device)
@@ -182,7 +185,10 @@ def _model_case(scale: int, device: str) -> Case:
 
     case.impls.append(Impl("fastvision ops", ours_setup, None, role="fastvision"))
     case.impls.append(Impl("HyperSeg formulation (unfused)", lambda: run_with(False),
-                           lambda out: _check(out, reference["out"], rtol=1e-3)))
+                           lambda out: _check(out, reference["out"], rtol=1e-3), "NCHW backbone, as the official code"))
+    # The share of the layout alone: HyperSeg's formulation with fastvision's channels_last backbone.
+    case.impls.append(Impl("HyperSeg formulation, channels_last backbone", lambda: run_with(False, True),
+                           lambda out: _check(out, reference["out"], rtol=1e-3), role="variant"))
     return case
 
 
