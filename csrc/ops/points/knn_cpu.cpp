@@ -6,7 +6,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "fastvision/common.h"
@@ -134,6 +136,8 @@ void knn_impl(const at::Tensor& p1, const at::Tensor& p2, const int64_t* len1,
   if (cpu_avx2_fma() && D <= kMaxScanDims) {
     // Padded structure-of-arrays copy of p2, (B, D, stride), +inf past each cloud's length.
     const int64_t stride = std::max<int64_t>(ceil_div(P2, kScanStep), 1) * kScanStep;
+    // float32 with K <= 8 and indices that fit int32: the top-K list in registers.
+    const bool register_topk = K <= 8 && stride <= INT32_MAX;
     at::Tensor soa = at::empty({B, D, stride}, p2.options());
     const T* pts = p2.const_data_ptr<T>();
     T* sp = soa.mutable_data_ptr<T>();
@@ -153,6 +157,13 @@ void knn_impl(const at::Tensor& p1, const at::Tensor& p2, const int64_t* len1,
         const int64_t i0 = c * kQueryGrain, i1 = std::min(len1[b], i0 + kQueryGrain);
         if (i0 >= i1 || len2[b] == 0) {
           continue;
+        }
+        if constexpr (std::is_same_v<T, float>) {
+          if (register_topk) {
+            knn_scan_avx2_k8<NORM, DS>(q + b * P1 * D, i0, i1, sp + b * D * stride, stride, len2[b], D, K,
+                                       out_d + b * P1 * K, out_i + b * P1 * K);
+            continue;
+          }
         }
         knn_scan_avx2<NORM, DS>(q + b * P1 * D, i0, i1, sp + b * D * stride, stride, len2[b], D, K,
                                 out_d + b * P1 * K, out_i + b * P1 * K);
