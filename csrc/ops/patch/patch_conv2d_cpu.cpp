@@ -236,23 +236,18 @@ inline bool pointwise_cells(const ConvGeometry& g, const at::Tensor& weight) {
          weight.stride(3) == 1;
 }
 
-// dst[((blk * C + c) * S + r * cw + q) * kCellBlock + l] = plane c at (y0 + r, j * cw + q) for the
-// cell j = blk * kCellBlock + l of one patch row (cells ch x cw, S = ch * cw pixels), 0 for the
-// padding cells j >= fw; src is one image, read through strides.
+// dst[(c * S + r * cw + q) * fw + j] = plane c at (y0 + r, j * cw + q): the C channels of one patch
+// row (cells ch x cw, S = ch * cw pixels) cell-major; src is one image, read through strides.
 template <typename T>
 void gather_cells(const T* src, int64_t cstride, int64_t hstride, int64_t wstride, int64_t C, int64_t y0,
                   int64_t ch, int64_t cw, int64_t fw, T* dst) {
-  const int64_t S = ch * cw, L = kCellBlock;
+  const int64_t S = ch * cw;
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t r = 0; r < ch; ++r) {
       const T* row = src + c * cstride + (y0 + r) * hstride;
       for (int64_t q = 0; q < cw; ++q) {
-        for (int64_t blk = 0; blk * L < fw; ++blk) {
-          T* d = dst + ((blk * C + c) * S + r * cw + q) * L;
-          const int64_t n = std::min(L, fw - blk * L);
-          for (int64_t l = 0; l < n; ++l) d[l] = row[((blk * L + l) * cw + q) * wstride];
-          for (int64_t l = n; l < L; ++l) d[l] = T(0);
-        }
+        T* d = dst + (c * S + r * cw + q) * fw;
+        for (int64_t j = 0; j < fw; ++j) d[j] = row[(j * cw + q) * wstride];
       }
     }
   }
@@ -262,49 +257,16 @@ void gather_cells(const T* src, int64_t cstride, int64_t hstride, int64_t wstrid
 template <typename T>
 void scatter_cells(const T* src, int64_t C, int64_t y0, int64_t ch, int64_t cw, int64_t fw, int64_t H, int64_t W,
                    const T* offset, T* dst) {
-  const int64_t S = ch * cw, L = kCellBlock;
+  const int64_t S = ch * cw;
   for (int64_t c = 0; c < C; ++c) {
     const T add = offset ? offset[c] : T(0);
     for (int64_t r = 0; r < ch; ++r) {
       T* row = dst + (c * H + y0 + r) * W;
       for (int64_t q = 0; q < cw; ++q) {
-        for (int64_t blk = 0; blk * L < fw; ++blk) {
-          const T* s = src + ((blk * C + c) * S + r * cw + q) * L;
-          const int64_t n = std::min(L, fw - blk * L);
-          for (int64_t l = 0; l < n; ++l) row[(blk * L + l) * cw + q] = s[l] + add;
-        }
+        const T* s = src + (c * S + r * cw + q) * fw;
+        for (int64_t j = 0; j < fw; ++j) row[j * cw + q] = s[j] + add;
       }
     }
-  }
-}
-
-// The kernels of block blk of a patch row, packed as wp[(o * n_red + r) * kCellBlock + l] = row
-// o * ostride + r * rstride of w (rows wrow apart) at cell blk * kCellBlock + l (0 past fw).
-template <typename T>
-void pack_weights(const T* w, int64_t wrow, int64_t ostride, int64_t rstride, int64_t n_out, int64_t n_red,
-                  int64_t blk, int64_t fw, T* wp) {
-  const int64_t L = kCellBlock, n = std::min(L, fw - blk * L);
-  for (int64_t o = 0; o < n_out; ++o) {
-    for (int64_t r = 0; r < n_red; ++r) {
-      const T* src = w + (o * ostride + r * rstride) * wrow + blk * L;
-      T* d = wp + (o * n_red + r) * L;
-      for (int64_t l = 0; l < n; ++l) d[l] = src[l];
-      for (int64_t l = n; l < L; ++l) d[l] = T(0);
-    }
-  }
-}
-
-// y = W . xs over every block of a patch row (see patch_pointwise_cpu.h), W read from the
-// hypernetwork rows o * ostride + r * rstride.
-template <typename T>
-void mix_row(const T* w, int64_t wrow, int64_t ostride, int64_t rstride, const T* xs, T* y, int64_t n_out, int64_t S,
-             int64_t n_red, int64_t fw, std::vector<T>& wp) {
-  const int64_t blocks = ceil_div(fw, kCellBlock);
-  wp.resize(n_out * n_red * kCellBlock);
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    pack_weights(w, wrow, ostride, rstride, n_out, n_red, blk, fw, wp.data());
-    pointwise_mix_block(wp.data(), xs + blk * n_red * S * kCellBlock, y + blk * n_out * S * kCellBlock, n_out, S,
-                        n_red);
   }
 }
 
@@ -316,14 +278,13 @@ void pointwise_forward(const at::Tensor& x, const at::Tensor& weight, const T* b
   const T* wd = weight.const_data_ptr<T>();
   T* od = out.mutable_data_ptr<T>();
   const int64_t ch = g.Ho / g.fh, cw = g.Wo / g.fw, S = ch * cw;
-  const int64_t cells = ceil_div(g.fw, kCellBlock) * kCellBlock;
   at::parallel_for(0, g.B * g.fh, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<T> xcells(g.Cin * S * cells), y(g.Cout * S * cells), wp;
+    std::vector<T> cells(g.Cin * S * g.fw), y(g.Cout * S * g.fw);
     for (int64_t item = w0; item < w1; ++item) {
       const int64_t b = item / g.fh, i = item % g.fh;
-      gather_cells(xd + b * xs.b, xs.c, xs.h, xs.w, g.Cin, i * ch, ch, cw, g.fw, xcells.data());
+      gather_cells(xd + b * xs.b, xs.c, xs.h, xs.w, g.Cin, i * ch, ch, cw, g.fw, cells.data());
       // Kernel entry (co, ci) is hypernetwork row co * Cin + ci.
-      mix_row(wd + b * ws.b + i * ws.h, ws.c, g.Cin, int64_t{1}, xcells.data(), y.data(), g.Cout, S, g.Cin, g.fw, wp);
+      pointwise_mix(wd + b * ws.b + i * ws.h, ws.c, g.Cin, 1, cells.data(), y.data(), g.Cout, S, g.Cin, g.fw);
       scatter_cells(y.data(), g.Cout, i * ch, ch, cw, g.fw, g.Ho, g.Wo, bias, od + b * g.Cout * g.Ho * g.Wo);
     }
   });
@@ -338,31 +299,23 @@ void pointwise_backward(const at::Tensor& go, const at::Tensor& x, const at::Ten
   const T* xd = x.const_data_ptr<T>();
   const T* wd = weight.const_data_ptr<T>();
   const T* gd = go.const_data_ptr<T>();  // contiguous (B, Cout, Ho, Wo)
-  const int64_t ch = g.Ho / g.fh, cw = g.Wo / g.fw, S = ch * cw, L = kCellBlock;
-  const int64_t blocks = ceil_div(g.fw, kCellBlock);
+  const int64_t ch = g.Ho / g.fh, cw = g.Wo / g.fw, S = ch * cw;
   at::parallel_for(0, g.B * g.fh, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<T> gcells(g.Cout * S * blocks * L), xcells(g.Cin * S * blocks * L), wp, dw(g.K * L);
+    std::vector<T> gcells(g.Cout * S * g.fw), cells(g.Cin * S * g.fw);
     for (int64_t item = w0; item < w1; ++item) {
       const int64_t b = item / g.fh, i = item % g.fh;
       gather_cells(gd + b * g.Cout * g.Ho * g.Wo, g.Ho * g.Wo, g.Wo, int64_t{1}, g.Cout, i * ch, ch, cw, g.fw,
                    gcells.data());
       if (gx != nullptr) {
         // dL/dx(ci) = sum_co W(co, ci) g(co): rows co * Cin + ci, reduced over co.
-        mix_row(wd + b * ws.b + i * ws.h, ws.c, int64_t{1}, g.Cin, gcells.data(), xcells.data(), g.Cin, S, g.Cout,
-                g.fw, wp);
-        scatter_cells<T>(xcells.data(), g.Cin, i * ch, ch, cw, g.fw, g.H, g.W, nullptr, gx + b * g.Cin * g.H * g.W);
+        pointwise_mix(wd + b * ws.b + i * ws.h, ws.c, 1, g.Cin, gcells.data(), cells.data(), g.Cin, S, g.Cout,
+                      g.fw);
+        scatter_cells<T>(cells.data(), g.Cin, i * ch, ch, cw, g.fw, g.H, g.W, nullptr, gx + b * g.Cin * g.H * g.W);
       }
       if (gw != nullptr) {
-        gather_cells(xd + b * xs.b, xs.c, xs.h, xs.w, g.Cin, i * ch, ch, cw, g.fw, xcells.data());
-        T* dst = gw + b * g.K * g.fh * g.fw + i * g.fw;  // row k at dst + k * fh * fw
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-          pointwise_weight_grad_block(gcells.data() + blk * g.Cout * S * L, xcells.data() + blk * g.Cin * S * L,
-                                      dw.data(), g.Cout, g.Cin, S);
-          const int64_t n = std::min(L, g.fw - blk * L);
-          for (int64_t k = 0; k < g.K; ++k) {
-            for (int64_t l = 0; l < n; ++l) dst[k * g.fh * g.fw + blk * L + l] = dw[k * L + l];
-          }
-        }
+        gather_cells(xd + b * xs.b, xs.c, xs.h, xs.w, g.Cin, i * ch, ch, cw, g.fw, cells.data());
+        pointwise_weight_grad(gcells.data(), cells.data(), gw + b * g.K * g.fh * g.fw + i * g.fw, g.fh * g.fw,
+                              g.Cout, g.Cin, S, g.fw);
       }
     }
   });
