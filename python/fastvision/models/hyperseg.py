@@ -614,7 +614,7 @@ class HyperSeg(nn.Module):
         signal = self.weight_mapper(feats[-1])
         if channels_last:  # the patch ops read the hypernetwork weights and the maps contiguous
             feats = [f.contiguous() for f in feats]
-            signal = signal.contiguous()
+            signal = [t.contiguous() for t in signal] if isinstance(signal, list) else signal.contiguous()
         out = self.decoder([x] + feats[:-1], signal)
         return torch.flip(out, [-1]) if hflip else out
 
