@@ -40,7 +40,7 @@ def _with_cpu_time(case, cpu: dict):
         impl.setup = wrapped
 
 
-def _cases(family: str):
+def _cases(family: str, model: bool = True):
     if family == "sampling":
         from fastvision.tasks.sampling import bench_points
         from fastvision.tasks.sampling.benchmark import CASES, _soft_project_case
@@ -51,7 +51,7 @@ def _cases(family: str):
         return out
     from fastvision.tasks.hyperseg.benchmark import build_case
 
-    names = [(f"level{i}", m) for i in range(3) for m in ("fwd", "fwd+bwd")] + [("model", "fwd")]
+    names = [(f"level{i}", m) for i in range(3) for m in ("fwd", "fwd+bwd")] + ([("model", "fwd")] if model else [])
     return [build_case(n, m, "cpu") for n, m in names]
 
 
@@ -60,13 +60,14 @@ def main() -> None:
     ap.add_argument("family", choices=["sampling", "hyperseg"])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--no-model", action="store_true", help="hyperseg: the decoder levels only")
     args = ap.parse_args()
     torch.set_flush_denormal(True)
     date = datetime.date.today().isoformat()
     for n in args.threads:
         torch.set_num_threads(n)
         rows = []
-        for case in _cases(args.family):
+        for case in _cases(args.family, not args.no_model):
             cpu: dict = {}
             _with_cpu_time(case, cpu)
             load0 = os.getloadavg()[0]
