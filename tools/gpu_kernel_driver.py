@@ -32,9 +32,12 @@ def main() -> None:
         calls.append(f"knn_points P1={P1} P2={P2} D={D} K={K} (+ backward)")
     nn_distance(randn(2, 50, 3), randn(2, 70, 3))
     calls.append("nn_distance")
-    for P, D in [(1000, 3), (1200, 64), (60000, 1)]:
-        farthest_point_sample(randn(2, P, D), K=8)
-        calls.append(f"farthest_point_sample P={P} D={D}")
+    for B, P, D in [(2, 1000, 3), (2, 1200, 64), (80, 60000, 1),
+                    # the multi-block (cooperative) path: shared points, shared distances only,
+                    # global distances, generic D
+                    (1, 200_000, 3), (1, 2_000_000, 3), (1, 8_000_000, 3), (2, 40_000, 5)]:
+        farthest_point_sample(randn(B, P, D), K=8)
+        calls.append(f"farthest_point_sample B={B} P={P} D={D}")
     # Soft projection, forward and backward.
     q, pts = randn(2, 40, 3, grad=True), randn(2, 100, 3, grad=True)
     soft_project(q, pts, 0.5, k=7).sum().backward()
