@@ -56,8 +56,8 @@ class PoseStudy:
     model: str = "hrnetv1_w32_pose"
     image_size: tuple[int, int] = (96, 128)  # (width, height), the recipe's embedded default
     train_samples: int = 256
-    val_samples: int = 128
-    epochs: int = 4
+    val_samples: int = 64
+    epochs: int = 5
     batch_size: int = 16
     seeds: tuple[int, ...] = (0,)
     backend: str = "auto"
