@@ -57,7 +57,7 @@ class PoseStudy:
     image_size: tuple[int, int] = (96, 128)  # (width, height), the recipe's embedded default
     train_samples: int = 256
     val_samples: int = 64
-    epochs: int = 5
+    epochs: int = 10
     batch_size: int = 16
     seeds: tuple[int, ...] = (0,)
     backend: str = "auto"
