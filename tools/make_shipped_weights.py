@@ -26,6 +26,15 @@ write ``pointnet_cls_vanilla.embedded``, ``snet.embedded_r32``, ``samplenet.embe
 ``padnet.embedded``. ``bundle FILE.pt --name ...`` ships an existing bundle (``{"model_spec",
 "model", "recipe", "config", "metrics"}``, the pickled format shipped before 0.2) unchanged:
 that is how the pickled files were converted (same tensors, same dtypes).
+
+Segmentation family (``fastvision demo``'s segmentation section), from the study's folder::
+
+    fastvision eval segmentation-study --out runs/segmentation-study     # the committed recipe
+    python tools/make_shipped_weights.py segmentation runs/segmentation-study
+
+writes ``<model>.embedded``: the seed-0 final weights of the study run with the best held-out
+mIoU among those whose float16 weights fit in ``SEGMENTATION_MAX_MB``, with its mIoU and the data
+it was trained on.
 """
 
 from __future__ import annotations
@@ -105,6 +114,39 @@ def ship(name: str, bundle: dict, *, data: str, evaluation: str, license: str = 
     return path
 
 
+# --- segmentation (issue 17): the best small model of `fastvision eval segmentation-study` ----
+
+SEGMENTATION_TAG = "embedded"
+SEGMENTATION_MAX_MB = 4.0  # float16 weights; the shipped files stay a few MB
+
+
+def _segmentation_bundle(study_dir: Path) -> dict:
+    """The study's best run (held-out mIoU, seed 0) among those small enough to ship, with the
+    data and evaluation notes of its row."""
+    results = json.loads((study_dir / "results.json").read_text())
+    study = results["study"]
+    candidates = []
+    for key, run in results["runs"].items():
+        ckpt, _ = _read_run(study_dir / "seed0" / key)
+        state = _half(ckpt["model"])
+        size_mb = sum(v.numel() * v.element_size() for v in state.values()) / 1e6
+        if size_mb <= SEGMENTATION_MAX_MB:
+            candidates.append((run["seeds"]["0"]["miou"], key, run, ckpt, state))
+    if not candidates:
+        raise SystemExit(f"no study run fits in {SEGMENTATION_MAX_MB} MB of float16 weights")
+    miou, key, run, ckpt, state = max(candidates, key=lambda c: c[0])
+    h, w = study["image_size"]
+    recipe = (f"fastvision eval segmentation-study: {run['label']}, seed 0, {study['epochs']} "
+              f"epochs on {study['train_samples']} embedded {w}x{h} scenes")
+    return {"model_spec": ckpt["model_spec"], "model": state, "recipe": recipe,
+            "config": {"image_size": [h, w], "num_classes": study["num_classes"]},
+            "metrics": {"miou": miou, "pixel_acc": run["seeds"]["0"]["pixel_acc"],
+                        "val_samples": study["val_samples"], "epoch": ckpt["epoch"]},
+            "data": (f"fastvision.data embedded procedural street scenes ({w}x{h}, "
+                     f"{study['num_classes']} classes), {study['train_samples']} training scenes"),
+            "evaluation": f"seed-0 final weights on the study's {study['val_samples']} held-out scenes"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="source", required=True)
@@ -120,6 +162,8 @@ def main() -> None:
     run.add_argument("--recipe", required=True, help="the command that trained it")
     sub.add_parser("sampling", help="the sampling experiment's folder").add_argument("runs", type=Path)
     sub.add_parser("padnet", help="a PAD-Net x1 training run").add_argument("runs", type=Path)
+    sub.add_parser("segmentation", help="the segmentation study's folder").add_argument(
+        "runs", type=Path)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.source == "run":
@@ -139,6 +183,10 @@ def main() -> None:
                         "recipe": recipe, "config": record["config"],
                         "metrics": ckpt["history"][-1]},
                  data=SAMPLING_DATA, evaluation=evaluation)
+    elif args.source == "segmentation":
+        bundle = _segmentation_bundle(args.runs)
+        ship(f"{bundle['model_spec']['name']}.{SEGMENTATION_TAG}", bundle,
+             data=bundle.pop("data"), evaluation=bundle.pop("evaluation"))
     else:
         for name, (recipe, data, evaluation) in PADNET.items():
             ckpt, record = _read_run(args.runs)

@@ -121,6 +121,11 @@ def _add_eval_parser(sub) -> None:
             parser = exps.add_parser(family.name, help=family.eval_help)
             experiment.add_arguments(parser)
             parser.set_defaults(func=experiment.run)
+        for name, (module_name, help_text) in family.studies.items():
+            study = family.module(module_name)
+            parser = exps.add_parser(name, help=help_text)
+            study.add_arguments(parser)
+            parser.set_defaults(func=study.run)
 
 
 def _add_train_parser(sub) -> None:

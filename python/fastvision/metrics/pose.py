@@ -391,11 +391,13 @@ def keypoint_ap(ground_truth: dict, detections: list[dict], backend: str = "auto
     return _own_keypoint_ap(ground_truth, detections)
 
 
-def predict_people(heatmaps: torch.Tensor, meta: dict) -> list[dict]:
-    """Official post-processing of a batch: ``get_final_preds`` (quarter-pixel refinement,
-    image pixels), then per person ``keypoints`` (J, 3) = (x, y, heatmap maximum), ``area`` =
-    box area (scale * 200 squared), ``score`` = box score x mean of the maxima above 0.2."""
-    coords, maxvals = get_final_preds(heatmaps.detach().float().cpu(), meta["center"], meta["scale"])
+def predict_people(heatmaps: torch.Tensor, meta: dict, post_process: bool = True) -> list[dict]:
+    """Official post-processing of a batch: ``get_final_preds`` (quarter-pixel refinement unless
+    ``post_process=False``: plain argmax; image pixels), then per person ``keypoints`` (J, 3) =
+    (x, y, heatmap maximum), ``area`` = box area (scale * 200 squared), ``score`` = box score x
+    mean of the maxima above 0.2."""
+    coords, maxvals = get_final_preds(heatmaps.detach().float().cpu(), meta["center"], meta["scale"],
+                                      post_process)
     scale = torch.as_tensor(meta["scale"], dtype=torch.float64).reshape(-1, 2)
     people = []
     for b in range(coords.shape[0]):

@@ -14,6 +14,11 @@ with it, see :mod:`fastvision.models.padnet`):
 * Upsampling (``nn.Upsample`` or :class:`Resize`): bilinear 4 multiply-accumulates per output
   element, nearest (and a resize to the same size) zero.
 
+* HyperSeg's patch-wise dynamic layers (``fastvision.nn`` ``HyperPatchConv2d``,
+  ``HyperPatchNoPadding``, ``HyperPatchInvertedResidual``): one per generated weight per output
+  position (what the same convolution with a static kernel costs; stride 1), plus their BN and
+  ``signal2weights`` children as above.
+
 Tensor arithmetic outside modules (residual sums, the SE gating product, concatenation) is not
 seen by module hooks and is not counted, as in thop.
 """
@@ -29,6 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..nn import HyperPatchConv2d, HyperPatchInvertedResidual, HyperPatchNoPadding
+
 __all__ = ["Resize", "OpCount", "count_ops", "count_params"]
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.SiLU, nn.Tanh,
@@ -36,6 +43,7 @@ _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.
 _MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 _AVG_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 _BILINEAR_MACS_PER_OUTPUT = 4
+_DYNAMIC_LAYERS = (HyperPatchConv2d, HyperPatchInvertedResidual, HyperPatchNoPadding)
 
 
 class Resize(nn.Module):
@@ -76,6 +84,9 @@ class OpCount:
 
 
 def _module_ops(m: nn.Module, inputs, output, activation_ops: int) -> int:
+    if isinstance(m, _DYNAMIC_LAYERS):
+        # Every output position multiplies by each of the layer's per-patch weights once.
+        return output.shape[0] * output.shape[-2] * output.shape[-1] * int(m.hyper_params)
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         per_out = (m.in_channels // m.groups) * math.prod(m.kernel_size)
         return output.numel() * (per_out + (1 if m.bias is not None else 0))
@@ -116,7 +127,7 @@ def count_ops(model: nn.Module, *inputs: torch.Tensor, activation_ops: int = 0) 
         return hook
 
     for name, m in model.named_modules():
-        if not any(True for _ in m.children()):
+        if isinstance(m, _DYNAMIC_LAYERS) or not any(True for _ in m.children()):
             handles.append(m.register_forward_hook(make_hook(name)))
     try:
         with torch.no_grad():

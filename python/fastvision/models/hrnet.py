@@ -326,12 +326,23 @@ class HRNetV2Seg(HighResolutionNet):
 
     The paper's head is "concatenate, then a 1x1 convolution"; the code's head (BN, ReLU and a
     second 1x1 convolution) is the one reproduced.
+
+    ``representation="v1"`` is the paper's HRNetV1 representation for the ablation of its
+    representation heads (Fig. 3 (a), the segmentation table comparing V1 and V2): the same
+    backbone, but the last module fuses only into the high-resolution branch (as HRNetV1 pose,
+    ``multi_scale_output=False``) and the same two-conv head reads that branch alone (W
+    channels). No official configuration uses it; the default ``"v2"`` is the official model,
+    whose parameters and state-dict keys it leaves unchanged.
     """
 
-    def __init__(self, config: str = "w48", num_classes: int = 19):
-        super().__init__(config, upsample_mode="bilinear", align_corners=False)
+    def __init__(self, config: str = "w48", num_classes: int = 19, representation: str = "v2"):
+        if representation not in ("v1", "v2"):
+            raise ValueError(f"representation must be 'v1' or 'v2', got {representation!r}")
+        super().__init__(config, upsample_mode="bilinear", align_corners=False,
+                         multi_scale_output=representation == "v2")
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.representation = representation
         c = sum(self.out_channels)
         self.last_layer = nn.Sequential(
             nn.Conv2d(c, c, kernel_size=1),
@@ -504,43 +515,50 @@ def convert_mmseg(state_dict: Dict[str, torch.Tensor], **model_kwargs) -> Dict[s
 
 
 @register_model(converter=convert_official)
-def hrnetv2_w18_small_v1(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
+def hrnetv2_w18_small_v1(*, num_classes: int = 19, representation: str = "v2",
+                         weights=None) -> HRNetV2Seg:
     """HRNetV2-W18-Small-v1 segmentation (Cityscapes ``seg_hrnet_w18_small_v1`` config:
     widths 16/32/64/128, 1 Bottleneck of 32 planes, one module per stage, 2 blocks per branch);
-    1,540,819 params at 19 classes."""
-    return finish(HRNetV2Seg("w18_small_v1", num_classes), weights)
+    1,540,819 params at 19 classes. ``representation="v1"``: the HRNetV1 representation head
+    of the paper's ablation (see :class:`HRNetV2Seg`)."""
+    return finish(HRNetV2Seg("w18_small_v1", num_classes, representation), weights)
 
 
 @register_model(converter=convert_official)
-def hrnetv2_w18_small_v2(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
+def hrnetv2_w18_small_v2(*, num_classes: int = 19, representation: str = "v2",
+                         weights=None) -> HRNetV2Seg:
     """HRNetV2-W18-Small-v2 segmentation (Cityscapes ``seg_hrnet_w18_small_v2`` config:
     widths 18/36/72/144, 2 Bottlenecks, 1/3/2 modules, 2 blocks per branch)."""
-    return finish(HRNetV2Seg("w18_small_v2", num_classes), weights)
+    return finish(HRNetV2Seg("w18_small_v2", num_classes, representation), weights)
 
 
 @register_model(converter=convert_official)
-def hrnetv2_w18(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
+def hrnetv2_w18(*, num_classes: int = 19, representation: str = "v2",
+                weights=None) -> HRNetV2Seg:
     """HRNetV2-W18 segmentation: the W48 Cityscapes config with widths 18/36/72/144."""
-    return finish(HRNetV2Seg("w18", num_classes), weights)
+    return finish(HRNetV2Seg("w18", num_classes, representation), weights)
 
 
 @register_model(converter=convert_official)
-def hrnetv2_w32(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
+def hrnetv2_w32(*, num_classes: int = 19, representation: str = "v2",
+                weights=None) -> HRNetV2Seg:
     """HRNetV2-W32 segmentation: the W48 Cityscapes config with widths 32/64/128/256."""
-    return finish(HRNetV2Seg("w32", num_classes), weights)
+    return finish(HRNetV2Seg("w32", num_classes, representation), weights)
 
 
 @register_model(converter=convert_official)
-def hrnetv2_w40(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
+def hrnetv2_w40(*, num_classes: int = 19, representation: str = "v2",
+                weights=None) -> HRNetV2Seg:
     """HRNetV2-W40 segmentation: the W48 Cityscapes config with widths 40/80/160/320."""
-    return finish(HRNetV2Seg("w40", num_classes), weights)
+    return finish(HRNetV2Seg("w40", num_classes, representation), weights)
 
 
 @register_model(converter=convert_official)
-def hrnetv2_w48(*, num_classes: int = 19, weights=None) -> HRNetV2Seg:
+def hrnetv2_w48(*, num_classes: int = 19, representation: str = "v2",
+                weights=None) -> HRNetV2Seg:
     """HRNetV2-W48 segmentation (Cityscapes ``seg_hrnet_w48`` config); 65,859,379 params at 19
     classes."""
-    return finish(HRNetV2Seg("w48", num_classes), weights)
+    return finish(HRNetV2Seg("w48", num_classes, representation), weights)
 
 
 @register_model(converter=convert_official)

@@ -80,6 +80,7 @@ import torch.nn.functional as F
 from ._registry import register_model
 from .checkpoint import finish
 from .efficientnet import EfficientNetFeatures
+from ..nn.mobilenet import InvertedResidual
 from ..nn.patch import HyperPatchConv2d, HyperPatchInvertedResidual, HyperPatchNoPadding, next_multiple
 
 __all__ = [
@@ -88,6 +89,7 @@ __all__ = [
     "WeightMapperV01",
     "MultiScaleDecoder",
     "MultiScaleDecoderV01",
+    "StaticMultiScaleDecoder",
     "divide_feature",
     "divide_feature_legacy",
     "next_multiple",
@@ -481,6 +483,55 @@ class MultiScaleDecoder(nn.Module):
         return _resize_like(p, x[0], "bilinear")
 
 
+class StaticMultiScaleDecoder(nn.Module):
+    """The static-decoder baseline of the HyperSeg study (``decoder="static"``): not in the
+    official code. The paper compares its dynamic decoder with static ones; this is "the same
+    network with an ordinary decoder": :class:`MultiScaleDecoder`'s levels, inputs (coordinates,
+    the skip feature, the upsampled previous output) and widths, with convolutions whose weights
+    are shared by the whole image instead of made per patch. Kernel-1 levels are a 1x1 conv +
+    BN + ReLU, kernel-3 levels a MobileNetV2 inverted residual (expand ``expand_ratio``, BN +
+    ReLU6, zero padding). The context head's output, from which the dynamic decoder's weights are
+    made, enters level 0 as input features (bilinearly upsampled to its stride), so both decoders
+    see the same global context. ``width`` multiplies every level's width but the last (the
+    classes), to bring the parameter count near the dynamic model's (the dynamic model's extra
+    parameters are its ``signal2weights`` convolutions).
+    """
+
+    def __init__(self, feat_channels: Sequence[int], signal_channels: int, num_classes: int,
+                 kernel_sizes, level_channels: Sequence[int], expand_ratio: int = 2,
+                 width: float = 1.0):
+        super().__init__()
+        if not width > 0:
+            raise ValueError(f"width must be > 0, got {width}")
+        levels = len(level_channels)
+        kernel_sizes = _per_level(kernel_sizes, levels, "kernel_sizes")
+        feat_channels = list(feat_channels)[::-1]
+        self.levels = levels
+        self.hyper_params = 0
+        self.param_groups: List[int] = []
+        prev = signal_channels
+        for level in range(levels):
+            prev += feat_channels[level]
+            out_nc = num_classes if level == levels - 1 else max(1, round(level_channels[level] * width))
+            if kernel_sizes[level] > 1:
+                block = InvertedResidual(prev + 2, out_nc, 1, int(expand_ratio))
+            else:
+                block = nn.Sequential(nn.Conv2d(prev + 2, out_nc, 1, bias=False),
+                                      nn.BatchNorm2d(out_nc), nn.ReLU(inplace=True))
+            self.add_module(f"level_{level}", block)
+            prev = out_nc
+
+    def forward(self, x: Sequence[torch.Tensor], s: torch.Tensor) -> torch.Tensor:
+        p = s
+        for level in range(self.levels):
+            feat = x[-level - 1]
+            p = torch.cat((feat, _resize_like(p, feat, "bilinear")), dim=1)
+            p = torch.cat((_coords(*p.shape[-2:], p.device, p.dtype).expand(p.shape[0], -1, -1, -1),
+                           p), dim=1)
+            p = getattr(self, f"level_{level}")(p)
+        return _resize_like(p, x[0], "bilinear")
+
+
 class _InvertedResidualV01(nn.Module):
     """v0_1 inverted residual: three patch-wise conv blocks (1x1 + BN + ReLU6, dw 3x3 + BN +
     ReLU6 on halo-padded patches, 1x1 + BN), each fed its own slice of the level's weights."""
@@ -556,6 +607,10 @@ class HyperSeg(nn.Module):
     ``design``: ``"v1_0"``, ``"v1_0_unify"`` or ``"v0_1"``. Input (B, 3, H, W) with H and W
     multiples of 32; output logits (B, num_classes, H, W). A list/tuple input is an image
     pyramid as in the official ``HyperGen.forward``.
+
+    ``decoder="static"`` (v1_0 only, not an official configuration) replaces the dynamic decoder
+    by :class:`StaticMultiScaleDecoder`, level widths times ``static_width``: the baseline of
+    the dynamic-vs-static decoder comparison (``fastvision eval segmentation-study``).
     """
 
     def __init__(self, design: str = "v1_0", backbone: str = "efficientnet-b1",
@@ -565,7 +620,8 @@ class HyperSeg(nn.Module):
                  expand_ratio: float = 2, decoder_groups=1, weight_groups=(32, 16, 8, 16, 4),
                  inference_hflip: bool = True, inference_gather: str = "mean",
                  coords_res=None, unify_level: Optional[int] = None,
-                 contiguous_signal: bool = False, in_nc: int = 3):
+                 contiguous_signal: bool = False, in_nc: int = 3, decoder: str = "dynamic",
+                 static_width: float = 1.0):
         super().__init__()
         if design not in ("v1_0", "v1_0_unify", "v0_1"):
             raise ValueError(f"design must be 'v1_0', 'v1_0_unify' or 'v0_1', got {design!r}")
@@ -573,6 +629,10 @@ class HyperSeg(nn.Module):
             raise ValueError(f"inference_gather must be 'mean' or 'max', got {inference_gather!r}")
         if (design == "v1_0_unify") != (unify_level is not None):
             raise ValueError("unify_level is given exactly for the 'v1_0_unify' design")
+        if decoder not in ("dynamic", "static"):
+            raise ValueError(f"decoder must be 'dynamic' or 'static', got {decoder!r}")
+        if decoder == "static" and design != "v1_0":
+            raise ValueError(f"decoder='static' is built for the 'v1_0' design, got {design!r}")
         self.design = design
         self.num_classes = num_classes
         # Inference on the CPU runs the EfficientNet backbone and the context head in channels_last
@@ -591,6 +651,10 @@ class HyperSeg(nn.Module):
             wg = weight_groups if isinstance(weight_groups, numbers.Number) else weight_groups[0]
             self.weight_mapper = WeightMapperV01(signal, self.decoder.param_groups,
                                                  levels=mapper_levels, weight_groups=int(wg))
+        elif decoder == "static":
+            self.decoder = StaticMultiScaleDecoder(feat_channels, signal, num_classes, kernel_sizes,
+                                                   level_channels, expand_ratio, static_width)
+            self.weight_mapper = WeightMapper(signal, levels=mapper_levels)
         else:
             self.decoder = MultiScaleDecoder(
                 feat_channels, signal, num_classes, kernel_sizes, level_layers, level_channels,
@@ -679,7 +743,8 @@ _CONFIGS = {
 def _build(name: str, weights, **kwargs) -> HyperSeg:
     cfg = dict(_CONFIGS[name])
     unknown = set(kwargs) - {"num_classes", "contiguous_signal", "inference_hflip",
-                             "inference_gather", "coords_res", "weight_groups"}
+                             "inference_gather", "coords_res", "weight_groups", "decoder",
+                             "static_width"}
     if unknown:
         raise TypeError(f"{name}() got unexpected keyword arguments {sorted(unknown)}")
     cfg.update(kwargs)

@@ -28,13 +28,20 @@ FAMILIES: tuple[Family, ...] = (
     Family("segmentation", recipes=True,
            eval_help="mIoU table and prediction overlays of a trained segmentation checkpoint "
                      "(single or multi-scale, flip)",
+           studies={"segmentation-study": (
+               "study", "the papers' ablations on the embedded scenes: BiSeNet V2 with/without "
+                        "boosters, HRNet V2 vs V1 head, HyperSeg dynamic vs static decoder "
+                        "(trains what is missing; table and mIoU-vs-time plot)")},
            benchmarks={"segmentation": "benchmark"},
            demo_title="Semantic segmentation (BiSeNet V2, HRNetV2)"),
     Family("hyperseg", benchmarks={"hyperseg": "benchmark"},
            demo_title="HyperSeg (patch-wise dynamic convolution)"),
     Family("pose", recipes=True,
            eval_help="COCO OKS AP of a pose checkpoint (official post-processing, optional flip "
-                     "test)"),
+                     "test)",
+           studies={"pose-study": (
+               "study", "HRNet pose on the embedded stick figures: OKS AP with/without flip test, "
+                        "quarter-pixel refinement vs argmax (trains what is missing)")}),
 )
 
 

@@ -24,6 +24,9 @@ class Family:
     * ``recipe.py`` with ``RECIPES: dict[str, Recipe]`` (``fastvision train``) when ``recipes``;
     * ``experiment.py`` with ``add_arguments(parser)`` and ``run(args)`` (``fastvision eval
       <name>``) when ``eval_help`` is set;
+    * one module per entry of ``studies`` (``fastvision eval <key>``: the papers' ablations,
+      under a name of their own beside the family's ``experiment.py``), each with
+      ``add_arguments(parser)`` and ``run(args)``;
     * one module per entry of ``benchmarks`` (``fastvision bench --family <key>``), each with
       ``run(size, device, competitors, repeats, only, log) -> rows``;
     * ``demo.py`` with ``section(out_dir, devices) -> (report lines, check rows, ok)`` (a section of
@@ -33,6 +36,7 @@ class Family:
     name: str
     recipes: bool = False
     eval_help: str | None = None
+    studies: dict[str, tuple[str, str]] = field(default_factory=dict)  # eval name -> (module, help)
     benchmarks: dict[str, str] = field(default_factory=dict)
     demo_title: str | None = None
 

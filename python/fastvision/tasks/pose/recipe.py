@@ -102,9 +102,10 @@ class PoseData:
 
 @torch.no_grad()
 def evaluate_pose(model: nn.Module, loader, device, flip: bool = True, backend: str = "auto",
-                  detections_out: list | None = None) -> dict:
+                  detections_out: list | None = None, post_process: bool = True) -> dict:
     """The official ``validate``: loss, PCK accuracy, OKS AP/AR (see the module docstring).
-    The people kept after OKS-NMS are appended to ``detections_out`` when given."""
+    The people kept after OKS-NMS are appended to ``detections_out`` when given.
+    ``post_process=False`` decodes plain argmaxes (no quarter-pixel refinement)."""
     criterion = JointsMSELoss(use_target_weight=True)
     loss_sum, acc_sum, acc_count, seen = 0.0, 0.0, 0, 0
     people: list[dict] = []
@@ -117,7 +118,7 @@ def evaluate_pose(model: nn.Module, loader, device, flip: bool = True, backend: 
         acc_sum += avg * cnt
         acc_count += cnt
         seen += n
-        people += predict_people(output, meta)
+        people += predict_people(output, meta, post_process)
     kept = []
     for image_id in dict.fromkeys(p["image_id"] for p in people):
         group = [p for p in people if p["image_id"] == image_id]

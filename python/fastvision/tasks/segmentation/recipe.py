@@ -242,8 +242,13 @@ class SegmentationTask(Task):
     def __init__(self, model: str, data: SegmentationData, total_samples: int, batch_size: int,
                  family: str | None = None, loss: str | None = None, class_weights: str = "auto",
                  lr: float | None = None, warmup_iters: int | None = None,
-                 epoch_samples: int | None = None):
+                 epoch_samples: int | None = None, model_kwargs: dict | None = None):
         self.model_name, self.data = model, data
+        # Builder options beyond the class count (the study's variants: BiSeNet V2 without
+        # boosters, the HRNetV1 head, HyperSeg's static decoder); stored in the checkpoints.
+        self.model_kwargs = dict(model_kwargs or {})
+        if "num_classes" in self.model_kwargs:
+            raise ValueError("model_kwargs must not hold num_classes: it comes from the data")
         self.epoch_samples = epoch_samples
         self.family = family_of(model, family)
         self.recipe = recipe_for(model, self.family)
@@ -281,10 +286,12 @@ class SegmentationTask(Task):
         return partial(bootstrapped_cross_entropy, k=4096, threshold=0.3, weight=w, align_corners=ac)
 
     def model_spec(self) -> dict:
-        return {"name": self.model_name, "kwargs": {"num_classes": self.data.num_classes}}
+        return {"name": self.model_name,
+                "kwargs": {"num_classes": self.data.num_classes, **self.model_kwargs}}
 
     def build_model(self, device):
-        return get_model(self.model_name, num_classes=self.data.num_classes).to(device)
+        return get_model(self.model_name, num_classes=self.data.num_classes,
+                         **self.model_kwargs).to(device)
 
     def datasets(self):
         return self.data.load(self.recipe, "train"), self.data.load(self.recipe, "val")
