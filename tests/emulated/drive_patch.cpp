@@ -5,9 +5,13 @@
 // op 0, patch_conv2d: inputs x (B, Cin, H, W), weight (B, K, fh, fw) (stored as (B, fh, fw, K)
 // when weight_channels_last is 1, to read it through strides as the hypernetwork layout does),
 // bias (Cout) (or (0,): none), grad_out (B, Cout, Ho, Wo); conv (10,) i8
-// [kh, kw, sh, sw, ph, pw, dh, dw, groups, mode]. Writes out, grad_x, grad_weight, grad_bias.
+// [kh, kw, sh, sw, ph, pw, dh, dw, groups, mode]. Writes out, grad_x, grad_weight, grad_bias, and
+// the tile plans of the forward and the weight gradient (forward_plan, grad_weight_plan: tiled,
+// cells per block, tile rows, tile columns, input channels per chunk, output-channel tiles,
+// input-channel chunks, pixel tiles per cell, pixel-splitting threads, register-tile passes).
 // op 1, patch_inverted_residual: x, weight, the folded BN vectors s1, b1, s2, b2 (hidden) and
 // s3, b3 (Cout), ir (4,) i8 [hidden, kernel_size, mode, residual]. Writes out.
+#include <utility>
 #include <vector>
 
 #include "array_io.h"
@@ -72,6 +76,15 @@ void run_conv(fvtest::Arrays& in, FILE* out) {
   if (!gw.empty()) fp::launch_patch_conv2d_grad_weight<T>(go.data<T>(), x.data<T>(), xs, gw.data(), g, stream);
   if (!gb.empty()) fp::launch_patch_conv2d_grad_bias<T>(go.data<T>(), gb.data(), g, stream);
   const char* dt = fvtest::dtype_of<T>();
+  // The plans the launches chose, so that the tests can check which tilings they cover.
+  for (const auto& [name, plan] : {std::pair{"forward_plan", fp::plan_conv_forward<T>(g)},
+                                   std::pair{"grad_weight_plan", fp::plan_conv_grad_weight<T>(g)}}) {
+    const int64_t reg_tiles = int64_t{plan.cj} * plan.co_slots * plan.kq;
+    const std::vector<int64_t> fields = {plan.tiled, plan.cj, plan.th, plan.tw, plan.bc, plan.co_tiles,
+                                         plan.ci_chunks, plan.tiles_y * plan.tiles_x, plan.ps,
+                                         fastvision::ceil_div<int64_t>(reg_tiles, fp::kPatchThreads / plan.ps)};
+    fvtest::write_array(out, name, "i8", {static_cast<int64_t>(fields.size())}, fields.data(), sizeof(int64_t));
+  }
   fvtest::write_array(out, "out", dt, go.shape, y.data(), sizeof(T));
   fvtest::write_array(out, "grad_x", dt, x.shape, gx.data(), sizeof(T));
   fvtest::write_array(out, "grad_weight", dt, {g.B, g.K, g.fh, g.fw}, gw.data(), sizeof(T));
