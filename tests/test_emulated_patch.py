@@ -117,7 +117,13 @@ def ir_cases(dtype, small):
     cases = [ir_case(dtype, mode="reflect"), ir_case(dtype, mode="zeros", residual=True, seed=1)]
     if not small:
         cases += [ir_case(dtype, mode="replicate", cout=3, k=5, H=9, W=11, fh=2, fw=3, seed=2),
-                  ir_case(dtype, mode="reflect", residual=True, H=17, W=19, fh=4, fw=5, seed=3)]
+                  ir_case(dtype, mode="reflect", residual=True, H=17, W=19, fh=4, fw=5, seed=3),
+                  # 40 hidden channels (two chunks, the second partial), 36 outputs (two channel
+                  # tiles), ragged 9-/8-row cells of 37 columns (three pixel tiles per cell).
+                  ir_case(dtype, mode="reflect", B=1, C=3, hidden=40, cout=36, H=17, W=37, fh=2, fw=1, seed=4),
+                  # A 111 x 111 kernel: not even one pixel's tile fits, the direct kernel runs.
+                  ir_case(dtype, mode="zeros", B=1, C=2, hidden=2, cout=2, k=111, H=3, W=2, fh=1, fw=1,
+                          seed=5)]
     return cases
 
 
@@ -166,6 +172,20 @@ def test_patch_conv2d_cases_cover_every_tiling(dtype):
     gw = [dict(zip(PLAN_FIELDS, map(int, out["grad_weight_plan"]))) for out in outs]
     assert any(p["pixel_split"] > 1 for p in gw if p["tiled"]), "no weight gradient splits pixels over threads"
     assert any(p["passes"] > 1 for p in gw if p["tiled"]), "no weight gradient takes several passes"
+
+
+IR_PLAN_FIELDS = ("tiled", "tile_rows", "tile_cols", "chunk_hidden", "hidden_chunks", "co_slots", "co_tiles",
+                  "tiles_per_cell")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_patch_inverted_residual_cases_cover_every_tiling(dtype):
+    plans = [dict(zip(IR_PLAN_FIELDS, map(int, out["plan"]))) for out in run("drive_patch", ir_cases(dtype, False))]
+    tiled = [p for p in plans if p["tiled"]]
+    assert len(tiled) < len(plans), "no case takes the direct kernel"
+    for field, what in (("hidden_chunks", "several hidden chunks"), ("co_tiles", "several output-channel tiles"),
+                        ("tiles_per_cell", "several tiles per cell"), ("co_slots", "several threads per pixel")):
+        assert any(p[field] > 1 for p in tiled), f"no inverted-residual case with {what}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

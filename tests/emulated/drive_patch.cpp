@@ -10,7 +10,9 @@
 // cells per block, tile rows, tile columns, input channels per chunk, output-channel tiles,
 // input-channel chunks, pixel tiles per cell, pixel-splitting threads, register-tile passes).
 // op 1, patch_inverted_residual: x, weight, the folded BN vectors s1, b1, s2, b2 (hidden) and
-// s3, b3 (Cout), ir (4,) i8 [hidden, kernel_size, mode, residual]. Writes out.
+// s3, b3 (Cout), ir (4,) i8 [hidden, kernel_size, mode, residual]. Writes out and the tile plan
+// (plan: tiled, tile rows, tile columns, hidden channels per chunk, hidden chunks, threads per
+// pixel in the projection, output-channel tiles, tiles per cell).
 #include <utility>
 #include <vector>
 
@@ -119,6 +121,11 @@ void run_inverted_residual(fvtest::Arrays& in, FILE* out) {
                                           fastvision::cuda::Stream{});
   }
   fvtest::write_array(out, "out", fvtest::dtype_of<T>(), {g.B, g.Cout, g.H, g.W}, y.data(), sizeof(T));
+  const fp::IrTilePlan plan = fp::plan_inverted_residual<T>(g);
+  const std::vector<int64_t> fields = {plan.tiled, plan.th, plan.tw, plan.hc,
+                                       fastvision::ceil_div<int64_t>(g.hidden, plan.hc), plan.co_slots,
+                                       plan.co_tiles, plan.tiles_y * plan.tiles_x};
+  fvtest::write_array(out, "plan", "i8", {static_cast<int64_t>(fields.size())}, fields.data(), sizeof(int64_t));
 }
 
 int main(int argc, char** argv) {
