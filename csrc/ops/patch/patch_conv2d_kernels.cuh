@@ -256,8 +256,9 @@ FV_DEVICE void stage_input_region(const A* __restrict__ xg, Strides4 xs, const C
 
 // ---- forward --------------------------------------------------------------------------------------
 
+// At least 3 blocks of 256 threads per SM: at most 85 registers (ptxas -v: bench/analysis).
 template <typename A>
-FV_GLOBAL void patch_conv2d_tile_forward_kernel(const A* __restrict__ x, Strides4 xs,
+FV_GLOBAL __launch_bounds__(kPatchThreads, 3) void patch_conv2d_tile_forward_kernel(const A* __restrict__ x, Strides4 xs,
                                                 const A* __restrict__ w, Strides4 ws,
                                                 const A* __restrict__ bias, A* __restrict__ out,
                                                 ConvGeometry g, ConvTilePlan p) {
@@ -375,8 +376,9 @@ FV_GLOBAL void patch_conv2d_direct_forward_kernel(const A* __restrict__ x, Strid
 // ---- weight gradient --------------------------------------------------------------------------
 
 // grad_weight (B, K, fh, fw), contiguous; go contiguous (B, Cout, Ho, Wo); x through strides.
+// 2 blocks per SM (at most 128 registers): with 3 (85 registers) ptxas spills the 4 x 4 tile.
 template <typename A>
-FV_GLOBAL void patch_conv2d_tile_grad_weight_kernel(const A* __restrict__ go, const A* __restrict__ x,
+FV_GLOBAL __launch_bounds__(kPatchThreads, 2) void patch_conv2d_tile_grad_weight_kernel(const A* __restrict__ go, const A* __restrict__ x,
                                                     Strides4 xs, A* __restrict__ gw, ConvGeometry g,
                                                     ConvTilePlan p) {
   FV_DYNAMIC_SHARED(A, smem);
@@ -410,11 +412,12 @@ FV_GLOBAL void patch_conv2d_tile_grad_weight_kernel(const A* __restrict__ go, co
       const int tq = static_cast<int>(tile / (int64_t{p.cj} * p.co_slots));
       // Shared-memory offsets of the tile's 4 taps (relative to a pixel's region origin); taps
       // past the chunk read offset 0 and are never written.
-      int64_t tap_off[kTapsPerThread];
+      // (int: offsets inside a shared-memory tile of at most kTileSmemBytes.)
+      int tap_off[kTapsPerThread];
       for (int r = 0; r < kTapsPerThread; ++r) {
         const int kc = tq * kTapsPerThread + r;
         const int c = kc / khkw, ky = kc % khkw / g.kw, kx = kc % g.kw;
-        tap_off[r] = kc < taps ? int64_t{c} * p.rh * p.rw + int64_t{ky} * g.dh * p.rw + int64_t{kx} * g.dw : 0;
+        tap_off[r] = kc < taps ? c * p.rh * p.rw + ky * g.dh * p.rw + kx * g.dw : 0;
       }
       A acc[kCoPerThread][kTapsPerThread];
       for (int m = 0; m < kCoPerThread; ++m) {
@@ -442,7 +445,7 @@ FV_GLOBAL void patch_conv2d_tile_grad_weight_kernel(const A* __restrict__ go, co
             const A* gt = go_tile + jj * p.g_jj + int64_t{co_slot} * kCoPerThread * tile_pixels;
             const A* xt = xs_tile + jj * p.x_jj;
             for (int q = part; q < tile_pixels; q += p.ps) {
-              const int64_t origin = int64_t{q / p.tw} * g.sh * p.rw + int64_t{q % p.tw} * g.sw;
+              const int origin = q / p.tw * g.sh * p.rw + q % p.tw * g.sw;
               A gv[kCoPerThread], xv[kTapsPerThread];
               for (int m = 0; m < kCoPerThread; ++m) gv[m] = gt[m * tile_pixels + q];
               for (int r = 0; r < kTapsPerThread; ++r) xv[r] = xt[origin + tap_off[r]];

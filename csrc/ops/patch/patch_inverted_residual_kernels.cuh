@@ -29,7 +29,7 @@ namespace fastvision::patch {
 // Register tiles: hidden channels per thread in the expansion (x 1 region pixel), and at most
 // this many output channels per thread in the projection (x 1 pixel).
 constexpr int kIrHiddenPerThread = 8;
-constexpr int kIrMaxCoPerThread = 32;
+constexpr int kIrMaxCoPerThread = 16;
 constexpr int64_t kIrSmemBytes = 46 * 1024;  // below the 48 KiB granted without the opt-in
 
 struct IrTilePlan {
@@ -100,8 +100,9 @@ inline IrTilePlan plan_inverted_residual(const IrGeometry& g) {
   return p;
 }
 
+// At least 2 blocks of 256 threads per SM: at most 128 registers (ptxas -v: bench/analysis).
 template <typename A>
-FV_GLOBAL void patch_inverted_residual_tile_kernel(const A* __restrict__ x, Strides4 xs,
+FV_GLOBAL __launch_bounds__(kPatchThreads, 2) void patch_inverted_residual_tile_kernel(const A* __restrict__ x, Strides4 xs,
                                                    const A* __restrict__ w, Strides4 ws,
                                                    const A* __restrict__ s1, const A* __restrict__ b1,
                                                    const A* __restrict__ s2, const A* __restrict__ b2,
