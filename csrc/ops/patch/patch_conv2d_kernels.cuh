@@ -317,7 +317,7 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 3) void patch_conv2d_tile_forward_ker
         }
         ws_tile[cj_i * p.w_jj + kc * p.bm + m] = v;
       }
-      __syncthreads();  // the tiles are staged
+      __syncthreads();  // the input region and the weights are staged
       if (computes) {
         for (int c = 0; c < p.bc; ++c) {
           for (int ky = 0; ky < g.kh; ++ky) {
@@ -440,7 +440,7 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 2) void patch_conv2d_tile_grad_weight
             }
             go_tile[cj_i * p.g_jj + m * tile_pixels + q] = v;
           }
-          __syncthreads();  // the tiles are staged
+          __syncthreads();  // the input region and the grad_out tile are staged
           if (computes) {
             const A* gt = go_tile + jj * p.g_jj + int64_t{co_slot} * kCoPerThread * tile_pixels;
             const A* xt = xs_tile + jj * p.x_jj;
