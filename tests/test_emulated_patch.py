@@ -189,6 +189,20 @@ def test_patch_inverted_residual_cases_cover_every_tiling(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_tiled_kernels_round_like_the_direct_ones(dtype):
+    # The tiled forward and inverted residual sum in the direct kernels' order (input channels,
+    # taps, hidden channels, from zero): bitwise equal results. The weight gradient splits the
+    # pixel sum over threads (another order): equal within the tolerance.
+    cases = conv_cases(dtype, small=False) + ir_cases(dtype, small=False)
+    tiled = run("drive_patch", cases)
+    direct = run("drive_patch", [dict(c, direct=np.array(1)) for c in cases])
+    for n, (t, d) in enumerate(zip(tiled, direct)):
+        np.testing.assert_array_equal(t["out"], d["out"], err_msg=f"case {n}: out")
+        if "grad_weight" in t:
+            assert_close_scaled(t["grad_weight"], torch.from_numpy(d["grad_weight"]), dtype, f"case {n}: grad_weight")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_patch_conv2d_backward_is_deterministic(dtype):
     # Issue 13, 4.5: the documented deterministic backward, bitwise across thread schedules and
     # block orders (an atomicAdd scatter would change the float sums between these runs).

@@ -2,6 +2,7 @@
 // patch_inverted_residual_kernels.cuh): for every case file named on the command line, runs the
 // op the case names and writes <case>.out.
 //
+// Either op takes an optional scalar `direct`: 1 runs the direct kernels instead of the tiled ones.
 // op 0, patch_conv2d: inputs x (B, Cin, H, W), weight (B, K, fh, fw) (stored as (B, fh, fw, K)
 // when weight_channels_last is 1, to read it through strides as the hypernetwork layout does),
 // bias (Cout) (or (0,): none), grad_out (B, Cout, Ho, Wo); conv (10,) i8
@@ -33,6 +34,9 @@ View4 view_of(const std::vector<int64_t>& s, bool channels_last) {
   if (channels_last) return {s[0], s[3], s[1], s[2], {s[1] * s[2] * s[3], 1, s[2] * s[3], s[3]}};
   return {s[0], s[1], s[2], s[3], {s[1] * s[2] * s[3], s[2] * s[3], s[3], 1}};
 }
+
+// An optional scalar `direct` = 1 forces the direct (untiled) kernels.
+bool forced_direct(fvtest::Arrays& in) { return in.count("direct") != 0 && in.at("direct").scalar_int() != 0; }
 
 template <typename T>
 void run_conv(fvtest::Arrays& in, FILE* out) {
@@ -69,13 +73,14 @@ void run_conv(fvtest::Arrays& in, FILE* out) {
   fvtest::Array& bias = in.at("bias");
   std::vector<T> y(go.numel()), gx(x.numel()), gw(w.numel()), gb(g.Cout);
   const fastvision::cuda::Stream stream{};
+  const bool direct = forced_direct(in);
   if (!y.empty()) {
     fp::launch_patch_conv2d_forward<T>(x.data<T>(), xs, w.data<T>(), ws,
                                        bias.numel() > 0 ? bias.data<T>() : nullptr, y.data(), g,
-                                       stream);
+                                       stream, direct);
   }
   if (!gx.empty()) fp::launch_patch_conv2d_grad_input<T>(go.data<T>(), w.data<T>(), ws, gx.data(), g, stream);
-  if (!gw.empty()) fp::launch_patch_conv2d_grad_weight<T>(go.data<T>(), x.data<T>(), xs, gw.data(), g, stream);
+  if (!gw.empty()) fp::launch_patch_conv2d_grad_weight<T>(go.data<T>(), x.data<T>(), xs, gw.data(), g, stream, direct);
   if (!gb.empty()) fp::launch_patch_conv2d_grad_bias<T>(go.data<T>(), gb.data(), g, stream);
   const char* dt = fvtest::dtype_of<T>();
   // The plans the launches chose, so that the tests can check which tilings they cover.
@@ -118,7 +123,7 @@ void run_inverted_residual(fvtest::Arrays& in, FILE* out) {
                                           in.at("b1").data<T>(), in.at("s2").data<T>(),
                                           in.at("b2").data<T>(), in.at("s3").data<T>(),
                                           in.at("b3").data<T>(), y.data(), g,
-                                          fastvision::cuda::Stream{});
+                                          fastvision::cuda::Stream{}, forced_direct(in));
   }
   fvtest::write_array(out, "out", fvtest::dtype_of<T>(), {g.B, g.Cout, g.H, g.W}, y.data(), sizeof(T));
   const fp::IrTilePlan plan = fp::plan_inverted_residual<T>(g);

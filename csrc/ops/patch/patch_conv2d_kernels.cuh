@@ -583,11 +583,12 @@ FV_GLOBAL void patch_conv2d_grad_bias_kernel(const A* __restrict__ go, A* __rest
 
 // x (B, Cin, H, W) and weight (B, K, fh, fw) read through strides, bias (Cout) or null,
 // out (B, Cout, Ho, Wo) contiguous.
+// `direct` forces the direct kernel (the benchmark's pre-tiling baseline; tests compare the two).
 template <typename A>
 auto launch_patch_conv2d_forward(const A* x, Strides4 xs, const A* w, Strides4 ws, const A* bias,
-                                 A* out, const ConvGeometry& g, cuda::Stream stream) {
+                                 A* out, const ConvGeometry& g, cuda::Stream stream, bool direct = false) {
   const ConvTilePlan p = plan_conv_forward<A>(g);
-  if (!p.tiled) {
+  if (!p.tiled || direct) {
     return cuda::launch(patch_conv2d_direct_forward_kernel<A>,
                         patch_grid_stride_config(g.B * g.Cout * g.Ho * g.Wo), stream, x, xs, w, ws,
                         bias, out, g);
@@ -608,14 +609,13 @@ auto launch_patch_conv2d_grad_input(const A* go, const A* w, Strides4 ws, A* gx,
                       reach_x > 0 ? reach_x : int64_t{0});
 }
 
-// grad_out contiguous, x through strides, grad_weight (B, K, fh, fw) contiguous. The weight
-// gradient's shared memory always fits (a huge dilation makes the grad-input gather the
-// bottleneck anyway), except for halo tiles that no plan fits: those take the per-entry kernel.
+// grad_out contiguous, x through strides, grad_weight (B, K, fh, fw) contiguous. Halo tiles that
+// no plan fits (huge dilations) take the per-entry kernel, as does `direct`.
 template <typename A>
 auto launch_patch_conv2d_grad_weight(const A* go, const A* x, Strides4 xs, A* gw,
-                                     const ConvGeometry& g, cuda::Stream stream) {
+                                     const ConvGeometry& g, cuda::Stream stream, bool direct = false) {
   const ConvTilePlan p = plan_conv_grad_weight<A>(g);
-  if (!p.tiled) {
+  if (!p.tiled || direct) {
     return cuda::launch(patch_conv2d_direct_grad_weight_kernel<A>,
                         patch_grid_stride_config(g.B * g.K * g.fh * g.fw), stream, go, x, xs, gw, g);
   }

@@ -275,14 +275,15 @@ FV_GLOBAL void patch_inverted_residual_direct_kernel(const A* __restrict__ x, St
 }
 
 // x (B, Cin, H, W) and weight (B, K, fh, fw) through strides; the six folded-BN vectors
-// contiguous; out (B, Cout, H, W) contiguous. Requires B * H * W > 0. Returns the launch status.
+// contiguous; out (B, Cout, H, W) contiguous. Requires B * H * W > 0. `direct` forces the direct
+// kernel (the benchmark's pre-tiling baseline; tests compare the two). Returns the launch status.
 template <typename A>
 auto launch_patch_inverted_residual(const A* x, Strides4 xs, const A* w, Strides4 ws, const A* s1,
                                     const A* b1, const A* s2, const A* b2, const A* s3,
                                     const A* b3, A* out, const IrGeometry& g,
-                                    cuda::Stream stream) {
+                                    cuda::Stream stream, bool direct = false) {
   const IrTilePlan p = plan_inverted_residual<A>(g);
-  if (!p.tiled) {
+  if (!p.tiled || direct) {
     return cuda::launch(patch_inverted_residual_direct_kernel<A>, patch_grid_stride_config(g.B * g.H * g.W),
                         stream, x, xs, w, ws, s1, b1, s2, b2, s3, b3, out, g);
   }
