@@ -179,10 +179,10 @@ def main() -> None:
     calls.append("patch_conv2d (+ backward)")
     # The tile plans' other branches: a strip of 1-pixel cells with two output-channel tiles and
     # two input-channel chunks (HyperSeg's level 0), several pixel tiles per cell (depthwise), the
-    # weight gradient's two passes (5x5, 16 x 16 channels), and the direct kernels (dilation 101).
+    # weight gradient's two passes (9x9, 16 input channels), and the direct kernels (dilation 101).
     for shape, kw_, kwargs in [((1, 20, 2, 70), 18 * 20, dict(kernel_size=1, padding=0, grid=(2, 70))),
                                ((1, 2, 6, 37), 2 * 9, dict(kernel_size=3, groups=2, grid=(1, 1))),
-                               ((1, 16, 8, 9), 16 * 16 * 25, dict(kernel_size=5, padding_mode="replicate", grid=(1, 1))),
+                               ((1, 16, 9, 9), 4 * 16 * 81, dict(kernel_size=9, padding_mode="replicate", grid=(1, 1))),
                                ((1, 2, 102, 102), 2 * 2 * 4, dict(kernel_size=2, padding=0, dilation=101, grid=(1, 1)))]:
         fh, fw = kwargs.pop("grid")
         xt, wt = randn(*shape, grad=True), randn(1, kw_, fh, fw, grad=True)

@@ -98,14 +98,22 @@ inline void layout_forward(ConvTilePlan& p, const ConvGeometry& g) {
   p.smem = 0;
 }
 
+// At most this many cells per strip: 8 floats, a 32-byte sector of a weight entry in the
+// hypernetwork layout. More would leave too few blocks for a GPU at HyperSeg's small levels.
+constexpr int kMaxStripCells = 8;
+// Plans aim at this many blocks at least (two per SM of an H100) before they trade output
+// channels per block (register-tile reuse of the input) for more blocks.
+constexpr int64_t kMinTileBlocks = 264;
+
 // The cell tile and strip that fit: th x tw pixels (at most `pixels` of them) of the largest
-// cell, as many cells as fit in `pixels` slots.
+// cell, as many cells as fit in `pixels` slots (at most kMaxStripCells).
 inline void plan_pixels(ConvTilePlan& p, const ConvGeometry& g, int pixels) {
   const int64_t cell_h = ceil_div(g.Ho, g.fh), cell_w = ceil_div(g.Wo, g.fw);
   p.tw = static_cast<int>(cell_w < 16 ? cell_w : 16);
   const int64_t rows = pixels / p.tw;
   p.th = static_cast<int>(cell_h < rows ? cell_h : rows);
-  const int64_t cells = pixels / (int64_t{p.th} * p.tw);
+  int64_t cells = pixels / (int64_t{p.th} * p.tw);
+  cells = cells < kMaxStripCells ? cells : kMaxStripCells;
   p.cj = static_cast<int>(cells < g.fw ? cells : g.fw);
 }
 
@@ -136,11 +144,12 @@ inline bool shrink_to_fit(ConvTilePlan& p, const ConvGeometry& g, Bytes bytes) {
   }
 }
 
+// The forward's plan for at most `max_slots` output-channel quads per block.
 template <typename A>
-inline ConvTilePlan plan_conv_forward(const ConvGeometry& g) {
+inline ConvTilePlan plan_conv_forward_with(const ConvGeometry& g, int64_t max_slots) {
   ConvTilePlan p;
   const int64_t quads = ceil_div<int64_t>(g.cout_g, kCoPerThread);
-  p.co_slots = static_cast<int>(quads < 4 ? quads : 4);
+  p.co_slots = static_cast<int>(quads < max_slots ? quads : max_slots);
   p.bm = p.co_slots * kCoPerThread;
   plan_pixels(p, g, kPatchThreads / p.co_slots);
   p.bc = static_cast<int>(g.cin_g < 16 ? g.cin_g : 16);
@@ -159,6 +168,18 @@ inline ConvTilePlan plan_conv_forward(const ConvGeometry& g) {
   return p;
 }
 
+// Up to 4 output-channel quads per block (16 channels), fewer while that leaves the GPU with
+// fewer than kMinTileBlocks blocks.
+template <typename A>
+inline ConvTilePlan plan_conv_forward(const ConvGeometry& g) {
+  ConvTilePlan p = plan_conv_forward_with<A>(g, 4);
+  for (int64_t slots = 2; slots >= 1 && p.tiled && p.blocks < kMinTileBlocks; slots /= 2) {
+    const ConvTilePlan q = plan_conv_forward_with<A>(g, slots);
+    if (q.tiled && q.blocks > p.blocks) p = q;
+  }
+  return p;
+}
+
 // The weight gradient's layout: per cell, the input region of bc channels and grad_out of the
 // tile's pixels for bm channels.
 inline void layout_grad_weight(ConvTilePlan& p) {
@@ -167,10 +188,10 @@ inline void layout_grad_weight(ConvTilePlan& p) {
 }
 
 template <typename A>
-inline ConvTilePlan plan_conv_grad_weight(const ConvGeometry& g) {
+inline ConvTilePlan plan_conv_grad_weight_with(const ConvGeometry& g, int64_t max_slots) {
   ConvTilePlan p;
   const int64_t quads = ceil_div<int64_t>(g.cout_g, kCoPerThread);
-  p.co_slots = static_cast<int>(quads < 4 ? quads : 4);
+  p.co_slots = static_cast<int>(quads < max_slots ? quads : max_slots);
   p.bm = p.co_slots * kCoPerThread;
   plan_pixels(p, g, kPatchThreads);
   p.bc = static_cast<int>(g.cin_g < 16 ? g.cin_g : 16);
@@ -193,6 +214,16 @@ inline ConvTilePlan plan_conv_grad_weight(const ConvGeometry& g) {
   p.tiles_y = ceil_div<int64_t>(ceil_div(g.Ho, g.fh), p.th);
   p.tiles_x = ceil_div<int64_t>(ceil_div(g.Wo, g.fw), p.tw);
   p.blocks = g.B * g.fh * g.groups * p.co_tiles * p.ci_chunks * p.strips;
+  return p;
+}
+
+template <typename A>
+inline ConvTilePlan plan_conv_grad_weight(const ConvGeometry& g) {
+  ConvTilePlan p = plan_conv_grad_weight_with<A>(g, 4);
+  for (int64_t slots = 2; slots >= 1 && p.tiled && p.blocks < kMinTileBlocks; slots /= 2) {
+    const ConvTilePlan q = plan_conv_grad_weight_with<A>(g, slots);
+    if (q.tiled && q.blocks > p.blocks) p = q;
+  }
   return p;
 }
 

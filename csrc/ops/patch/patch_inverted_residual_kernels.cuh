@@ -73,7 +73,9 @@ inline IrTilePlan plan_inverted_residual(const IrGeometry& g) {
       layout_ir(p, g);
       if (p.elems <= limit) break;
     }
-    if (p.hc > 1) {
+    // Smaller hidden chunks first, down to the expansion's register tile; then smaller pixel
+    // tiles (more halo recomputed); then chunks of a single hidden channel.
+    if (p.hc > kIrHiddenPerThread) {
       p.hc = (p.hc + 1) / 2;
     } else if (p.th > 1 || p.tw > 1) {
       if (p.th >= p.tw) {
@@ -81,6 +83,8 @@ inline IrTilePlan plan_inverted_residual(const IrGeometry& g) {
       } else {
         p.tw = (p.tw + 1) / 2;
       }
+    } else if (p.hc > 1) {
+      p.hc = (p.hc + 1) / 2;
     } else {
       return p;  // not tiled
     }
