@@ -265,23 +265,30 @@ template <typename A>
 FV_DEVICE void stage_input_region(const A* __restrict__ xg, Strides4 xs, const ConvGeometry& g,
                                   const ConvTilePlan& p, int64_t i, int64_t j0, int64_t ty,
                                   int64_t tx, int64_t c0, A* xs_tile) {
-  const int64_t area = int64_t{p.rh} * p.rw, per_cell = p.bc * area;
-  for (int64_t e = threadIdx.x; e < p.cj * per_cell; e += blockDim.x) {
-    const int64_t jj = e / per_cell, rem = e % per_cell;
-    const int64_t c = rem / area, ry = rem % area / p.rw, rx = rem % p.rw;
-    const int64_t j = j0 + jj;
-    A v = A(0);
-    if (j < g.fw && c0 + c < g.cin_g) {
-      const CellTile t = cell_tile(g, p, i, j, ty, tx);
-      const bool row_read = t.nh > 0 && ry <= (t.nh - 1) * g.sh + int64_t{g.dh} * (g.kh - 1);
-      const bool col_read = t.nw > 0 && rx <= (t.nw - 1) * g.sw + int64_t{g.dw} * (g.kw - 1);
-      if (row_read && col_read) {
+  // 32-bit index arithmetic inside the tile (at most kTileSmemBytes): a 64-bit division per
+  // staged element would cost more than the element's whole share of the convolution.
+  const int area = p.rh * p.rw, per_cell = p.bc * area;
+  for (int jj = 0; jj < p.cj; ++jj) {
+    // The cell's tile and the region rows / columns its valid outputs read (the same for every
+    // thread of the block).
+    int64_t rows = 0, cols = 0;
+    CellTile t{};
+    if (j0 + jj < g.fw) {
+      t = cell_tile(g, p, i, j0 + jj, ty, tx);
+      rows = t.nh > 0 ? (t.nh - 1) * g.sh + int64_t{g.dh} * (g.kh - 1) + 1 : 0;
+      cols = t.nw > 0 ? (t.nw - 1) * g.sw + int64_t{g.dw} * (g.kw - 1) + 1 : 0;
+    }
+    A* dst = xs_tile + jj * p.x_jj;
+    for (int e = static_cast<int>(threadIdx.x); e < per_cell; e += static_cast<int>(blockDim.x)) {
+      const int c = e / area, q = e - c * area, ry = q / p.rw, rx = q - ry * p.rw;
+      A v = A(0);
+      if (ry < rows && rx < cols && c0 + c < g.cin_g) {
         const int64_t iy = map_coord(t.oy0 * g.sh - g.ph + ry, g.H, g.mode);
         const int64_t ix = map_coord(t.ox0 * g.sw - g.pw + rx, g.W, g.mode);
         if (iy >= 0 && ix >= 0) v = xg[(c0 + c) * xs.c + iy * xs.h + ix * xs.w];
       }
+      dst[e] = v;
     }
-    xs_tile[jj * p.x_jj + c * area + ry * p.rw + rx] = v;
   }
 }
 
@@ -328,19 +335,20 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 3) void patch_conv2d_tile_forward_ker
     const int64_t w_base = jj * p.w_jj + co_slot * kCoPerThread;
     for (int64_t c0 = 0; c0 < g.cin_g; c0 += p.bc) {
       stage_input_region(xg, xs, g, p, i, j0, ty, tx, c0, xs_tile);
-      const int64_t w_elems = int64_t{p.cj} * taps * p.bm;
-      for (int64_t e = threadIdx.x; e < w_elems; e += blockDim.x) {
-        int64_t cj_i, kc, m;
+      const int w_elems = p.cj * taps * p.bm;  // 32-bit: within the shared-memory tile
+      for (int e = static_cast<int>(threadIdx.x); e < w_elems; e += static_cast<int>(blockDim.x)) {
+        int cj_i, kc, m;
         if (cells_fastest) {
           cj_i = e % p.cj;
           kc = e / p.cj % taps;
-          m = e / (int64_t{p.cj} * taps);
+          m = e / (p.cj * taps);
         } else {
           kc = e % taps;
           cj_i = e / taps % p.cj;
-          m = e / (int64_t{taps} * p.cj);
+          m = e / (taps * p.cj);
         }
-        const int64_t j = j0 + cj_i, c = kc / khkw;
+        const int64_t j = j0 + cj_i;
+        const int c = kc / khkw;
         A v = A(0);
         if (j < g.fw && c0 + c < g.cin_g && cot * p.bm + m < g.cout_g) {
           const int64_t k = (co_base + m) * KK + c0 * khkw + kc;  // entry (co, c0 + c, ky, kx)
@@ -458,18 +466,19 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 2) void patch_conv2d_tile_grad_weight
         for (int64_t tx = 0; tx < p.tiles_x; ++tx) {
           stage_input_region(xg, xs, g, p, i, j0, ty, tx, c0, xs_tile);
           // grad_out of the tile's valid pixels, zero elsewhere (so they add nothing).
-          for (int64_t e = threadIdx.x; e < int64_t{p.cj} * p.bm * tile_pixels; e += blockDim.x) {
-            const int64_t q = e % tile_pixels, m = e / tile_pixels % p.bm, cj_i = e / (int64_t{tile_pixels} * p.bm);
-            const int64_t j = j0 + cj_i, co_in_group = cot * p.bm + m;
-            const int64_t qy = q / p.tw, qx = q % p.tw;
-            A v = A(0);
-            if (j < g.fw && co_in_group < g.cout_g) {
-              const CellTile t = cell_tile(g, p, i, j, ty, tx);
-              if (qy < t.nh && qx < t.nw) {
+          for (int cj_i = 0; cj_i < p.cj; ++cj_i) {
+            const int64_t j = j0 + cj_i;
+            CellTile t{};
+            if (j < g.fw) t = cell_tile(g, p, i, j, ty, tx);
+            for (int e = static_cast<int>(threadIdx.x); e < p.bm * tile_pixels; e += static_cast<int>(blockDim.x)) {
+              const int m = e / tile_pixels, q = e - m * tile_pixels, qy = q / p.tw, qx = q - qy * p.tw;
+              const int64_t co_in_group = cot * p.bm + m;
+              A v = A(0);
+              if (j < g.fw && co_in_group < g.cout_g && qy < t.nh && qx < t.nw) {
                 v = go[((b * g.Cout + grp * g.cout_g + co_in_group) * g.Ho + t.oy0 + qy) * g.Wo + t.ox0 + qx];
               }
+              go_tile[cj_i * p.g_jj + e] = v;
             }
-            go_tile[cj_i * p.g_jj + m * tile_pixels + q] = v;
           }
           __syncthreads();  // the input region and the grad_out tile are staged
           if (computes) {

@@ -120,12 +120,15 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 2) void patch_inverted_residual_tile_
   A* et = smem + p.off_e;   // [hc][rh][rw]: the expanded chunk
   A* dt = smem + p.off_d;   // [hc][th][tw]: the depthwise chunk
   const int r = g.k / 2, kk = g.k * g.k;
-  const int64_t area = int64_t{p.rh} * p.rw, pixels = int64_t{p.th} * p.tw;
+  // 32-bit index arithmetic inside the tile (at most kIrSmemBytes): 64-bit divisions per
+  // element would cost more than the element's arithmetic.
+  const int area = p.rh * p.rw, pixels = p.th * p.tw;
   const int64_t n1 = g.Cin * g.hidden, n2 = g.hidden * kk;
   // The projection's register tile: output channels co_slot + co_slots * [0, rc) of the block's
   // bm, at tile pixel (py, px).
-  const int co_slot = static_cast<int>(threadIdx.x / pixels);
-  const int64_t pix = threadIdx.x % pixels, py = pix / p.tw, px = pix % p.tw;
+  const int co_slot = static_cast<int>(threadIdx.x) / pixels;
+  const int pix = static_cast<int>(threadIdx.x) % pixels, py = pix / p.tw, px = pix % p.tw;
+  const int tid = static_cast<int>(threadIdx.x), nthreads = static_cast<int>(blockDim.x);
   const bool projects = co_slot < p.co_slots;
   for (int64_t item = blockIdx.x; item < p.blocks; item += gridDim.x) {
     int64_t rest = item;
@@ -147,8 +150,8 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 2) void patch_inverted_residual_tile_
     const A* wp = w + b * ws.b + i * ws.h + j * ws.w;
     // Stage the input tile + halo: region rows and columns the valid pixels read, through the
     // border mapping; -1 (zero padding) and unread positions hold 0.
-    for (int64_t e = threadIdx.x; e < g.Cin * area; e += blockDim.x) {
-      const int64_t c = e / area, ry = e % area / p.rw, rx = e % p.rw;
+    for (int e = tid; e < g.Cin * area; e += nthreads) {
+      const int c = e / area, q = e - c * area, ry = q / p.rw, rx = q - ry * p.rw;
       A v = A(0);
       if (ry < nh + 2 * r && rx < nw + 2 * r) {
         const int64_t iy = map_coord(oy0 - r + ry, g.H, g.mode), ix = map_coord(ox0 - r + rx, g.W, g.mode);
@@ -162,22 +165,21 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 2) void patch_inverted_residual_tile_
       const int64_t hn = g.hidden - h0 < p.hc ? g.hidden - h0 : p.hc;
       // The chunk's weights from the hypernetwork layout: expand rows h0.., their depthwise
       // taps, and the projection columns h0.. of every output channel.
-      for (int64_t e = threadIdx.x; e < hn * g.Cin; e += blockDim.x) {
+      for (int e = tid; e < hn * g.Cin; e += nthreads) {
         w1[e] = wp[(h0 * g.Cin + e) * ws.c];
       }
-      for (int64_t e = threadIdx.x; e < hn * kk; e += blockDim.x) {
+      for (int e = tid; e < hn * kk; e += nthreads) {
         w2[e] = wp[(n1 + h0 * kk + e) * ws.c];
       }
-      for (int64_t e = threadIdx.x; e < g.Cout * hn; e += blockDim.x) {
-        const int64_t co = e / hn, h = e % hn;
+      for (int e = tid; e < g.Cout * hn; e += nthreads) {
+        const int co = e / static_cast<int>(hn), h = e - co * static_cast<int>(hn);
         w3[co * p.hc + h] = wp[(n1 + n2 + co * g.hidden + h0 + h) * ws.c];
       }
       __syncthreads();  // the x tile (first chunk) and the chunk's weights are staged
       // Expand once: a thread per (region pixel, group of kIrHiddenPerThread hidden channels).
-      const int64_t groups = ceil_div<int64_t>(hn, kIrHiddenPerThread);
-      for (int64_t e = threadIdx.x; e < area * groups; e += blockDim.x) {
-        const int64_t q = e % area, hg = e / area * kIrHiddenPerThread;
-        const int64_t ry = q / p.rw, rx = q % p.rw;
+      const int groups = static_cast<int>(ceil_div<int64_t>(hn, kIrHiddenPerThread));
+      for (int e = tid; e < area * groups; e += nthreads) {
+        const int hg = e / area * kIrHiddenPerThread, q = e % area, ry = q / p.rw, rx = q % p.rw;
         // Zero padding pads the hidden activation: positions off the image expand to 0.
         const bool on_image = map_coord(oy0 - r + ry, g.H, g.mode) >= 0 && map_coord(ox0 - r + rx, g.W, g.mode) >= 0;
         A sum[kIrHiddenPerThread];
@@ -195,8 +197,8 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 2) void patch_inverted_residual_tile_
       }
       __syncthreads();  // the expanded chunk is complete
       // Depthwise k x k from shared memory: a thread per (hidden channel, tile pixel).
-      for (int64_t e = threadIdx.x; e < hn * pixels; e += blockDim.x) {
-        const int64_t h = e / pixels, q = e % pixels, qy = q / p.tw, qx = q % p.tw;
+      for (int e = tid; e < hn * pixels; e += nthreads) {
+        const int h = e / pixels, q = e - h * pixels, qy = q / p.tw, qx = q - qy * p.tw;
         const A* eh = et + h * area + qy * p.rw + qx;
         A dsum = A(0);
         for (int ky = 0; ky < g.k; ++ky) {
