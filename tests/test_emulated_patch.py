@@ -74,7 +74,22 @@ def conv_cases(dtype, small):
             conv_case(dtype, mode="replicate", k=(1, 1), padding=(0, 0), H=1, W=5, fh=1, fw=5, seed=4),
             conv_case(dtype, mode="zeros", B=1, C=3, cout=5, H=20, W=18, stride=(2, 3), dilation=(2, 1),
                       padding=(3, 2), fh=5, fw=3, seed=5),  # > 256 outputs per plane: several blocks
+            # 20 input channels: two channel chunks, the second partial.
+            conv_case(dtype, mode="reflect", C=20, cout=5, H=10, W=11, fh=2, fw=3, seed=7),
+            # A 9x9 kernel of 16 input channels: 324 tap quads, the weight gradient's register
+            # tiles take two passes.
+            conv_case(dtype, mode="replicate", B=1, C=16, cout=4, k=(9, 9), padding=(4, 4), H=9, W=9,
+                      fh=1, fw=1, bias=False, seed=8),
+            # One 6 x 37 cell, per-channel groups: three pixel tiles per cell, the last partial.
+            conv_case(dtype, mode="reflect", B=1, C=2, cout=2, groups=2, H=6, W=37, fh=1, fw=1, seed=9),
+            # A dilation of 101: no halo tile fits in shared memory, the direct kernels run.
+            conv_case(dtype, mode="zeros", B=1, C=2, cout=2, k=(2, 2), padding=(0, 0), dilation=(101, 101),
+                      H=102, W=102, fh=1, fw=1, seed=10),
         ]
+    # HyperSeg's level 0 in miniature: 1-pixel cells, strips of 8 cells per block (the last one
+    # partial), several output-channel tiles, the hypernetwork's weight layout.
+    cases.append(conv_case(dtype, mode="zeros", B=1, C=5, cout=18, k=(1, 1), padding=(0, 0), H=2, W=70,
+                           fh=2, fw=70, channels_last=not small, seed=6))
     return cases
 
 
@@ -103,7 +118,13 @@ def ir_cases(dtype, small):
     cases = [ir_case(dtype, mode="reflect"), ir_case(dtype, mode="zeros", residual=True, seed=1)]
     if not small:
         cases += [ir_case(dtype, mode="replicate", cout=3, k=5, H=9, W=11, fh=2, fw=3, seed=2),
-                  ir_case(dtype, mode="reflect", residual=True, H=17, W=19, fh=4, fw=5, seed=3)]
+                  ir_case(dtype, mode="reflect", residual=True, H=17, W=19, fh=4, fw=5, seed=3),
+                  # 40 hidden channels (two chunks, the second partial), 36 outputs (two channel
+                  # tiles), ragged 9-/8-row cells of 37 columns (three pixel tiles per cell).
+                  ir_case(dtype, mode="reflect", B=1, C=3, hidden=40, cout=36, H=17, W=37, fh=2, fw=1, seed=4),
+                  # A 111 x 111 kernel: not even one pixel's tile fits, the direct kernel runs.
+                  ir_case(dtype, mode="zeros", B=1, C=2, hidden=2, cout=2, k=111, H=3, W=2, fh=1, fw=1,
+                          seed=5)]
     return cases
 
 
@@ -131,6 +152,57 @@ def test_patch_kernels_match_cpu(variant, schedule, block_order, dtype):
         assert_close_scaled(out["out"], ir_cpu(case), dtype, f"inverted residual case {n}")
 
 
+PLAN_FIELDS = ("tiled", "cells", "tile_rows", "tile_cols", "chunk_channels", "co_tiles", "ci_chunks",
+               "pixel_tiles", "pixel_split", "passes")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_patch_conv2d_cases_cover_every_tiling(dtype):
+    # The cases above must exercise every branch of the tile plans (else a bug there goes unseen).
+    cases = conv_cases(dtype, small=False)
+    outs = run("drive_patch", cases)
+    for kind in ("forward_plan", "grad_weight_plan"):
+        plans = [dict(zip(PLAN_FIELDS, map(int, out[kind]))) for out in outs]
+        tiled = [p for p in plans if p["tiled"]]
+        assert len(tiled) < len(plans), f"{kind}: no case takes the direct kernels"
+        assert any(p["cells"] == 8 for p in tiled), f"{kind}: no strip of 8 cells"
+        assert any(p["co_tiles"] > 1 for p in tiled), f"{kind}: no case with several output-channel tiles"
+        assert any(p["pixel_tiles"] > 1 for p in tiled), f"{kind}: no cell with several pixel tiles"
+        assert any(p["chunk_channels"] < c["x"].shape[1] for p, c in zip(plans, cases) if p["tiled"]), \
+            f"{kind}: no case with several input-channel chunks"
+    gw = [dict(zip(PLAN_FIELDS, map(int, out["grad_weight_plan"]))) for out in outs]
+    assert any(p["pixel_split"] > 1 for p in gw if p["tiled"]), "no weight gradient splits pixels over threads"
+    assert any(p["passes"] > 1 for p in gw if p["tiled"]), "no weight gradient takes several passes"
+
+
+IR_PLAN_FIELDS = ("tiled", "tile_rows", "tile_cols", "chunk_hidden", "hidden_chunks", "co_slots", "co_tiles",
+                  "tiles_per_cell")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_patch_inverted_residual_cases_cover_every_tiling(dtype):
+    plans = [dict(zip(IR_PLAN_FIELDS, map(int, out["plan"]))) for out in run("drive_patch", ir_cases(dtype, False))]
+    tiled = [p for p in plans if p["tiled"]]
+    assert len(tiled) < len(plans), "no case takes the direct kernel"
+    for field, what in (("hidden_chunks", "several hidden chunks"), ("co_tiles", "several output-channel tiles"),
+                        ("tiles_per_cell", "several tiles per cell"), ("co_slots", "several threads per pixel")):
+        assert any(p[field] > 1 for p in tiled), f"no inverted-residual case with {what}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_tiled_kernels_round_like_the_direct_ones(dtype):
+    # The tiled forward and inverted residual sum in the direct kernels' order (input channels,
+    # taps, hidden channels, from zero): bitwise equal results. The weight gradient splits the
+    # pixel sum over threads (another order): equal within the tolerance.
+    cases = conv_cases(dtype, small=False) + ir_cases(dtype, small=False)
+    tiled = run("drive_patch", cases)
+    direct = run("drive_patch", [dict(c, direct=np.array(1)) for c in cases])
+    for n, (t, d) in enumerate(zip(tiled, direct)):
+        np.testing.assert_array_equal(t["out"], d["out"], err_msg=f"case {n}: out")
+        if "grad_weight" in t:
+            assert_close_scaled(t["grad_weight"], torch.from_numpy(d["grad_weight"]), dtype, f"case {n}: grad_weight")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_patch_conv2d_backward_is_deterministic(dtype):
     # Issue 13, 4.5: the documented deterministic backward, bitwise across thread schedules and
@@ -140,5 +212,5 @@ def test_patch_conv2d_backward_is_deterministic(dtype):
     for schedule, order in (("reverse", "reverse"), ("random:5", "shuffle:9")):
         again = run("drive_patch", cases, schedule=schedule, block_order=order)
         for n, (a, b) in enumerate(zip(first, again)):
-            for name in ("out", "grad_x", "grad_weight", "grad_bias"):
+            for name in ("out", "grad_x", "grad_weight", "grad_bias"):  # the plans are the same too
                 np.testing.assert_array_equal(a[name], b[name], err_msg=f"case {n}: {name} ({schedule}, {order})")

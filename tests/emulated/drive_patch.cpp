@@ -2,12 +2,19 @@
 // patch_inverted_residual_kernels.cuh): for every case file named on the command line, runs the
 // op the case names and writes <case>.out.
 //
+// Either op takes an optional scalar `direct`: 1 runs the direct kernels instead of the tiled ones.
 // op 0, patch_conv2d: inputs x (B, Cin, H, W), weight (B, K, fh, fw) (stored as (B, fh, fw, K)
 // when weight_channels_last is 1, to read it through strides as the hypernetwork layout does),
 // bias (Cout) (or (0,): none), grad_out (B, Cout, Ho, Wo); conv (10,) i8
-// [kh, kw, sh, sw, ph, pw, dh, dw, groups, mode]. Writes out, grad_x, grad_weight, grad_bias.
+// [kh, kw, sh, sw, ph, pw, dh, dw, groups, mode]. Writes out, grad_x, grad_weight, grad_bias, and
+// the tile plans of the forward and the weight gradient (forward_plan, grad_weight_plan: tiled,
+// cells per block, tile rows, tile columns, input channels per chunk, output-channel tiles,
+// input-channel chunks, pixel tiles per cell, pixel-splitting threads, register-tile passes).
 // op 1, patch_inverted_residual: x, weight, the folded BN vectors s1, b1, s2, b2 (hidden) and
-// s3, b3 (Cout), ir (4,) i8 [hidden, kernel_size, mode, residual]. Writes out.
+// s3, b3 (Cout), ir (4,) i8 [hidden, kernel_size, mode, residual]. Writes out and the tile plan
+// (plan: tiled, tile rows, tile columns, hidden channels per chunk, hidden chunks, threads per
+// pixel in the projection, output-channel tiles, tiles per cell).
+#include <utility>
 #include <vector>
 
 #include "array_io.h"
@@ -27,6 +34,9 @@ View4 view_of(const std::vector<int64_t>& s, bool channels_last) {
   if (channels_last) return {s[0], s[3], s[1], s[2], {s[1] * s[2] * s[3], 1, s[2] * s[3], s[3]}};
   return {s[0], s[1], s[2], s[3], {s[1] * s[2] * s[3], s[2] * s[3], s[3], 1}};
 }
+
+// An optional scalar `direct` = 1 forces the direct (untiled) kernels.
+bool forced_direct(fvtest::Arrays& in) { return in.count("direct") != 0 && in.at("direct").scalar_int() != 0; }
 
 template <typename T>
 void run_conv(fvtest::Arrays& in, FILE* out) {
@@ -63,15 +73,25 @@ void run_conv(fvtest::Arrays& in, FILE* out) {
   fvtest::Array& bias = in.at("bias");
   std::vector<T> y(go.numel()), gx(x.numel()), gw(w.numel()), gb(g.Cout);
   const fastvision::cuda::Stream stream{};
+  const bool direct = forced_direct(in);
   if (!y.empty()) {
     fp::launch_patch_conv2d_forward<T>(x.data<T>(), xs, w.data<T>(), ws,
                                        bias.numel() > 0 ? bias.data<T>() : nullptr, y.data(), g,
-                                       stream);
+                                       stream, direct);
   }
   if (!gx.empty()) fp::launch_patch_conv2d_grad_input<T>(go.data<T>(), w.data<T>(), ws, gx.data(), g, stream);
-  if (!gw.empty()) fp::launch_patch_conv2d_grad_weight<T>(go.data<T>(), x.data<T>(), xs, gw.data(), g, stream);
+  if (!gw.empty()) fp::launch_patch_conv2d_grad_weight<T>(go.data<T>(), x.data<T>(), xs, gw.data(), g, stream, direct);
   if (!gb.empty()) fp::launch_patch_conv2d_grad_bias<T>(go.data<T>(), gb.data(), g, stream);
   const char* dt = fvtest::dtype_of<T>();
+  // The plans the launches chose, so that the tests can check which tilings they cover.
+  for (const auto& [name, plan] : {std::pair{"forward_plan", fp::plan_conv_forward<T>(g)},
+                                   std::pair{"grad_weight_plan", fp::plan_conv_grad_weight<T>(g)}}) {
+    const int64_t reg_tiles = int64_t{plan.cj} * plan.co_slots * plan.kq;
+    const std::vector<int64_t> fields = {plan.tiled, plan.cj, plan.th, plan.tw, plan.bc, plan.co_tiles,
+                                         plan.ci_chunks, plan.tiles_y * plan.tiles_x, plan.ps,
+                                         fastvision::ceil_div<int64_t>(reg_tiles, fp::kPatchThreads / plan.ps)};
+    fvtest::write_array(out, name, "i8", {static_cast<int64_t>(fields.size())}, fields.data(), sizeof(int64_t));
+  }
   fvtest::write_array(out, "out", dt, go.shape, y.data(), sizeof(T));
   fvtest::write_array(out, "grad_x", dt, x.shape, gx.data(), sizeof(T));
   fvtest::write_array(out, "grad_weight", dt, {g.B, g.K, g.fh, g.fw}, gw.data(), sizeof(T));
@@ -103,9 +123,14 @@ void run_inverted_residual(fvtest::Arrays& in, FILE* out) {
                                           in.at("b1").data<T>(), in.at("s2").data<T>(),
                                           in.at("b2").data<T>(), in.at("s3").data<T>(),
                                           in.at("b3").data<T>(), y.data(), g,
-                                          fastvision::cuda::Stream{});
+                                          fastvision::cuda::Stream{}, forced_direct(in));
   }
   fvtest::write_array(out, "out", fvtest::dtype_of<T>(), {g.B, g.Cout, g.H, g.W}, y.data(), sizeof(T));
+  const fp::IrTilePlan plan = fp::plan_inverted_residual<T>(g);
+  const std::vector<int64_t> fields = {plan.tiled, plan.th, plan.tw, plan.hc,
+                                       fastvision::ceil_div<int64_t>(g.hidden, plan.hc), plan.co_slots,
+                                       plan.co_tiles, plan.tiles_y * plan.tiles_x};
+  fvtest::write_array(out, "plan", "i8", {static_cast<int64_t>(fields.size())}, fields.data(), sizeof(int64_t));
 }
 
 int main(int argc, char** argv) {

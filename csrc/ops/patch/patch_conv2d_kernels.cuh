@@ -1,19 +1,32 @@
 // Device code and launch planning of patch_conv2d and its backward (torch-free: compiled by nvcc
 // for the CUDA build and by g++ with the CUDA-on-CPU emulator for `pytest -m emulated`).
 //
-// Straightforward one-thread-per-output-element kernels on the arithmetic of
-// fastvision/patch_conv.h (the CPU kernels' index mapping and sum order), deterministic by
-// construction (no atomics, every output summed by one thread in a fixed order):
-//   * forward: a thread per output element, conv_tap_sum over its cell's kernel, read from the
-//     hypernetwork layout through strides, then the bias;
-//   * grad_weight: a thread per (image, kernel entry, cell) sums over the cell's pixels;
+// Each patch grid cell is a small GEMM, out_cell (Cout_g x pixels) = W_cell (Cout_g x Cin_g kh kw)
+// . cols_cell, batched over the cells, with an implicit im2col from a halo tile in shared memory:
+//   * forward (patch_conv2d_tile_forward_kernel): a block owns a strip of `cj` neighbouring cells
+//     of one cell row (several cells when cells are small, so that the weight tile is read
+//     coalesced from the hypernetwork layout (B, K, fh, fw), where an entry of neighbouring cells is
+//     adjacent), one group, `bm` output channels and a th x tw tile of output pixels in each cell.
+//     Per chunk of `bc` input channels it stages the cells' input region (the tile plus its halo,
+//     mapped at the image border by the padding mode) and the matching weights in shared memory;
+//     each thread accumulates a register tile of kCoPerThread output channels x 1 pixel, reading
+//     the taps of its pixel from the staged region (each input element is read once from global
+//     memory per block, and kh kw times from shared memory). The sum runs over (ci, ky, kx) in
+//     index order from zero, then the bias: conv_tap_sum's order, so the tile and direct paths
+//     round alike;
+//   * grad_weight (patch_conv2d_tile_grad_weight_kernel): the per-cell GEMM reduction
+//     dW_cell = grad_out_cell . cols_cell^T inside the block that owns the cell strip (no
+//     atomics): each thread holds a register tile of 4 output channels x 4 taps and sums a fixed
+//     residue class of the pixels; the pixel classes are combined by a fixed shuffle tree, so the
+//     result is bitwise the same under any schedule;
 //   * grad_input: a gather: a thread per input element enumerates the padded coordinates that map
 //     to it (preimages: itself, its reflections, or the replicated border run) and the output
-//     pixels and taps that read them;
+//     pixels and taps that read them (deterministic; not tiled yet);
 //   * grad_bias: a block per output channel, a fixed-shape tree reduction in shared memory.
-// Tiled shared-memory versions (a block per patch, the patch kernel in shared memory) are the
-// next step once these have run on a GPU. A is the compute type (float or double; the glue
-// converts half and bfloat16 to float).
+// The per-output direct forward (patch_conv2d_direct_forward_kernel) stays for geometries whose
+// halo tile cannot fit in shared memory even for one pixel and one input channel (huge dilations),
+// the only sizes for which plan_conv_tiles refuses the tiled path.
+// A is the compute type (float or double; the glue converts half and bfloat16 to float).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +37,13 @@
 namespace fastvision::patch {
 
 constexpr int kPatchThreads = 256;
+// Output channels per thread in the forward's register tile, and taps per thread in the weight
+// gradient's (4 x 4).
+constexpr int kCoPerThread = 4;
+constexpr int kTapsPerThread = 4;
+// Shared memory a tile plan may use (below the 48 KiB every GPU grants without the opt-in, and
+// small enough for several blocks per SM).
+constexpr int64_t kTileSmemBytes = 40 * 1024;
 
 // Grid-stride launch over n elements: at most 2^20 blocks, each thread loops over the rest.
 inline cuda::LaunchConfig patch_grid_stride_config(int64_t n) {
@@ -42,11 +62,339 @@ FV_DEVICE int64_t floor_div(int64_t a, int64_t b) {
 FV_DEVICE int64_t clamp_lo(int64_t v) { return v < 0 ? 0 : v; }
 FV_DEVICE int64_t clamp_hi(int64_t v, int64_t hi) { return v > hi ? hi : v; }
 
+// ---- tile planning ------------------------------------------------------------------------------
+
+// How a tiled kernel splits the work (shared by the forward and the weight gradient, whose
+// plans differ in the register tile only). Block indices enumerate, slowest first: image, cell
+// row, group, output-channel tile, input-channel chunk (weight gradient only), cell strip, pixel
+// tile row, pixel tile column (forward only; the weight gradient loops over the pixel tiles).
+struct ConvTilePlan {
+  bool tiled = false;      // false: the halo tile does not fit (the direct kernel runs)
+  int cj = 1;              // cells per block: a strip along the cell row
+  int th = 1, tw = 1;      // output pixel tile per cell
+  int rh = 1, rw = 1;      // the input region a pixel tile reads (tile + halo), per channel
+  int bm = kCoPerThread;   // output channels per block
+  int co_slots = 1;        // bm / kCoPerThread
+  int bc = 1;              // input channels per chunk
+  int kq = 1;              // weight gradient: tap quads per chunk, ceil(bc kh kw / 4)
+  int ps = 1;              // weight gradient: threads that split one register tile's pixels
+  int64_t strips = 1, co_tiles = 1, ci_chunks = 1, tiles_y = 1, tiles_x = 1;
+  int64_t x_jj = 1, w_jj = 1, g_jj = 1;  // shared-memory strides between the cells of the strip
+  int64_t blocks = 0;
+  std::size_t smem = 0;
+};
+
+// Strides between cells in shared memory are odd, so that lanes reading the same offset in
+// different cells hit different banks (the warp of a strip of 1-pixel cells).
+inline int64_t odd_stride(int64_t n) { return n | 1; }
+
+inline int64_t tile_region(int64_t t, int s, int d, int k) { return (t - 1) * s + int64_t{d} * (k - 1) + 1; }
+
+// The forward's shared-memory layout for a plan: per cell, the input region of bc channels and
+// the weights (bc kh kw taps x bm channels).
+inline void layout_forward(ConvTilePlan& p, const ConvGeometry& g) {
+  p.x_jj = odd_stride(int64_t{p.bc} * p.rh * p.rw);
+  p.w_jj = odd_stride(int64_t{p.bc} * g.kh * g.kw * p.bm);
+  p.smem = 0;
+}
+
+// At most this many cells per strip: 8 floats, a 32-byte sector of a weight entry in the
+// hypernetwork layout. More would leave too few blocks for a GPU at HyperSeg's small levels.
+constexpr int kMaxStripCells = 8;
+// Plans aim at this many blocks at least (two per SM of an H100) before they trade output
+// channels per block (register-tile reuse of the input) for more blocks.
+constexpr int64_t kMinTileBlocks = 264;
+
+// The cell tile and strip that fit: th x tw pixels (at most `pixels` of them) of the largest
+// cell, as many cells as fit in `pixels` slots (at most kMaxStripCells).
+inline void plan_pixels(ConvTilePlan& p, const ConvGeometry& g, int pixels) {
+  const int64_t cell_h = ceil_div(g.Ho, g.fh), cell_w = ceil_div(g.Wo, g.fw);
+  p.tw = static_cast<int>(cell_w < 16 ? cell_w : 16);
+  const int64_t rows = pixels / p.tw;
+  p.th = static_cast<int>(cell_h < rows ? cell_h : rows);
+  int64_t cells = pixels / (int64_t{p.th} * p.tw);
+  cells = cells < kMaxStripCells ? cells : kMaxStripCells;
+  p.cj = static_cast<int>(cells < g.fw ? cells : g.fw);
+}
+
+// Halves the largest of bc, cj, th, tw until the shared memory fits; false when one pixel of one
+// cell with one channel does not fit (a huge dilation).
+template <typename Bytes>
+inline bool shrink_to_fit(ConvTilePlan& p, const ConvGeometry& g, Bytes bytes) {
+  for (;;) {
+    const int64_t rh = tile_region(p.th, g.sh, g.dh, g.kh), rw = tile_region(p.tw, g.sw, g.dw, g.kw);
+    if (rh <= kTileSmemBytes && rw <= kTileSmemBytes) {
+      p.rh = static_cast<int>(rh);
+      p.rw = static_cast<int>(rw);
+      if (bytes(p) <= kTileSmemBytes) return true;
+    }
+    if (p.bc > 1) {
+      p.bc = (p.bc + 1) / 2;
+    } else if (p.cj > 1) {
+      p.cj = (p.cj + 1) / 2;
+    } else if (p.th > 1 || p.tw > 1) {
+      if (p.th >= p.tw) {
+        p.th = (p.th + 1) / 2;
+      } else {
+        p.tw = (p.tw + 1) / 2;
+      }
+    } else {
+      return false;
+    }
+  }
+}
+
+// The forward's plan for at most `max_slots` output-channel quads per block.
 template <typename A>
-FV_GLOBAL void patch_conv2d_forward_kernel(const A* __restrict__ x, Strides4 xs,
-                                           const A* __restrict__ w, Strides4 ws,
-                                           const A* __restrict__ bias, A* __restrict__ out,
-                                           ConvGeometry g) {
+inline ConvTilePlan plan_conv_forward_with(const ConvGeometry& g, int64_t max_slots) {
+  ConvTilePlan p;
+  const int64_t quads = ceil_div<int64_t>(g.cout_g, kCoPerThread);
+  p.co_slots = static_cast<int>(quads < max_slots ? quads : max_slots);
+  p.bm = p.co_slots * kCoPerThread;
+  plan_pixels(p, g, kPatchThreads / p.co_slots);
+  p.bc = static_cast<int>(g.cin_g < 16 ? g.cin_g : 16);
+  p.tiled = shrink_to_fit(p, g, [&](ConvTilePlan& q) {
+    layout_forward(q, g);
+    return static_cast<int64_t>(sizeof(A)) * q.cj * (q.x_jj + q.w_jj);
+  });
+  if (!p.tiled) return p;
+  layout_forward(p, g);
+  p.smem = sizeof(A) * static_cast<std::size_t>(p.cj * (p.x_jj + p.w_jj));
+  p.strips = ceil_div<int64_t>(g.fw, p.cj);
+  p.co_tiles = ceil_div<int64_t>(g.cout_g, p.bm);
+  p.tiles_y = ceil_div<int64_t>(ceil_div(g.Ho, g.fh), p.th);
+  p.tiles_x = ceil_div<int64_t>(ceil_div(g.Wo, g.fw), p.tw);
+  p.blocks = g.B * g.fh * g.groups * p.co_tiles * p.strips * p.tiles_y * p.tiles_x;
+  return p;
+}
+
+// Up to 4 output-channel quads per block (16 channels), fewer while that leaves the GPU with
+// fewer than kMinTileBlocks blocks.
+template <typename A>
+inline ConvTilePlan plan_conv_forward(const ConvGeometry& g) {
+  ConvTilePlan p = plan_conv_forward_with<A>(g, 4);
+  for (int64_t slots = 2; slots >= 1 && p.tiled && p.blocks < kMinTileBlocks; slots /= 2) {
+    const ConvTilePlan q = plan_conv_forward_with<A>(g, slots);
+    if (q.tiled && q.blocks > p.blocks) p = q;
+  }
+  return p;
+}
+
+// The weight gradient's layout: per cell, the input region of bc channels and grad_out of the
+// tile's pixels for bm channels.
+inline void layout_grad_weight(ConvTilePlan& p) {
+  p.x_jj = odd_stride(int64_t{p.bc} * p.rh * p.rw);
+  p.g_jj = odd_stride(int64_t{p.bm} * p.th * p.tw);
+}
+
+template <typename A>
+inline ConvTilePlan plan_conv_grad_weight_with(const ConvGeometry& g, int64_t max_slots) {
+  ConvTilePlan p;
+  const int64_t quads = ceil_div<int64_t>(g.cout_g, kCoPerThread);
+  p.co_slots = static_cast<int>(quads < max_slots ? quads : max_slots);
+  p.bm = p.co_slots * kCoPerThread;
+  plan_pixels(p, g, kPatchThreads);
+  p.bc = static_cast<int>(g.cin_g < 16 ? g.cin_g : 16);
+  p.tiled = shrink_to_fit(p, g, [&](ConvTilePlan& q) {
+    layout_grad_weight(q);
+    return static_cast<int64_t>(sizeof(A)) * q.cj * (q.x_jj + q.g_jj);
+  });
+  if (!p.tiled) return p;
+  layout_grad_weight(p);
+  p.smem = sizeof(A) * static_cast<std::size_t>(p.cj * (p.x_jj + p.g_jj));
+  p.kq = static_cast<int>(ceil_div<int64_t>(int64_t{p.bc} * g.kh * g.kw, kTapsPerThread));
+  // Register tiles (cell, output-channel quad, tap quad) of the block; when there are fewer than
+  // threads, ps threads split each tile's pixels (a power of two up to a warp).
+  const int64_t tiles = int64_t{p.cj} * p.co_slots * p.kq;
+  p.ps = 1;
+  while (p.ps < 32 && tiles * p.ps * 2 <= kPatchThreads && p.ps * 2 <= int64_t{p.th} * p.tw) p.ps *= 2;
+  p.strips = ceil_div<int64_t>(g.fw, p.cj);
+  p.co_tiles = ceil_div<int64_t>(g.cout_g, p.bm);
+  p.ci_chunks = ceil_div<int64_t>(g.cin_g, p.bc);
+  p.tiles_y = ceil_div<int64_t>(ceil_div(g.Ho, g.fh), p.th);
+  p.tiles_x = ceil_div<int64_t>(ceil_div(g.Wo, g.fw), p.tw);
+  p.blocks = g.B * g.fh * g.groups * p.co_tiles * p.ci_chunks * p.strips;
+  return p;
+}
+
+template <typename A>
+inline ConvTilePlan plan_conv_grad_weight(const ConvGeometry& g) {
+  ConvTilePlan p = plan_conv_grad_weight_with<A>(g, 4);
+  for (int64_t slots = 2; slots >= 1 && p.tiled && p.blocks < kMinTileBlocks; slots /= 2) {
+    const ConvTilePlan q = plan_conv_grad_weight_with<A>(g, slots);
+    if (q.tiled && q.blocks > p.blocks) p = q;
+  }
+  return p;
+}
+
+// A tiled launch covers plan.blocks work items with at most 2^30 blocks; a block loops over the
+// items blockIdx.x, blockIdx.x + gridDim.x, ... (the same count for all its threads).
+inline cuda::LaunchConfig tile_config(const ConvTilePlan& p) {
+  cuda::LaunchConfig cfg;
+  const int64_t cap = int64_t{1} << 30;
+  cfg.grid = dim3(static_cast<unsigned>(p.blocks < cap ? p.blocks : cap));
+  cfg.block = dim3(kPatchThreads);
+  cfg.smem = p.smem;
+  return cfg;
+}
+
+// The output pixel tile of a cell: rows [oy0, oy0 + nh), columns [ox0, ox0 + nw) (nh or nw may
+// be <= 0 when the tile lies past a smaller, ragged cell).
+struct CellTile {
+  int64_t oy0, ox0, nh, nw;
+};
+
+FV_DEVICE CellTile cell_tile(const ConvGeometry& g, const ConvTilePlan& p, int64_t i, int64_t j,
+                             int64_t ty, int64_t tx) {
+  CellTile t;
+  const int64_t y0 = cell_start(i, g.Ho, g.fh), y1 = cell_start(i + 1, g.Ho, g.fh);
+  const int64_t x0 = cell_start(j, g.Wo, g.fw), x1 = cell_start(j + 1, g.Wo, g.fw);
+  t.oy0 = y0 + ty * p.th;
+  t.ox0 = x0 + tx * p.tw;
+  const int64_t nh = y1 - t.oy0, nw = x1 - t.ox0;
+  t.nh = nh < p.th ? nh : p.th;
+  t.nw = nw < p.tw ? nw : p.tw;
+  return t;
+}
+
+// Stages channels [c0, c0 + bc) of the input region of the strip's cell tiles in xs_tile
+// ([cell][channel][row][column], cell stride plan.x_jj): region rows and columns that no valid
+// output of the tile reads (past a ragged cell, past the last channel, or a cell past the grid)
+// are zero; the others go through the border mapping (zero for zero padding).
+template <typename A>
+FV_DEVICE void stage_input_region(const A* __restrict__ xg, Strides4 xs, const ConvGeometry& g,
+                                  const ConvTilePlan& p, int64_t i, int64_t j0, int64_t ty,
+                                  int64_t tx, int64_t c0, A* xs_tile) {
+  // 32-bit index arithmetic inside the tile (at most kTileSmemBytes): a 64-bit division per
+  // staged element would cost more than the element's whole share of the convolution.
+  const int area = p.rh * p.rw, per_cell = p.bc * area;
+  for (int jj = 0; jj < p.cj; ++jj) {
+    // The cell's tile and the region rows / columns its valid outputs read (the same for every
+    // thread of the block).
+    int64_t rows = 0, cols = 0;
+    CellTile t{};
+    if (j0 + jj < g.fw) {
+      t = cell_tile(g, p, i, j0 + jj, ty, tx);
+      rows = t.nh > 0 ? (t.nh - 1) * g.sh + int64_t{g.dh} * (g.kh - 1) + 1 : 0;
+      cols = t.nw > 0 ? (t.nw - 1) * g.sw + int64_t{g.dw} * (g.kw - 1) + 1 : 0;
+    }
+    A* dst = xs_tile + jj * p.x_jj;
+    for (int e = static_cast<int>(threadIdx.x); e < per_cell; e += static_cast<int>(blockDim.x)) {
+      const int c = e / area, q = e - c * area, ry = q / p.rw, rx = q - ry * p.rw;
+      A v = A(0);
+      if (ry < rows && rx < cols && c0 + c < g.cin_g) {
+        const int64_t iy = map_coord(t.oy0 * g.sh - g.ph + ry, g.H, g.mode);
+        const int64_t ix = map_coord(t.ox0 * g.sw - g.pw + rx, g.W, g.mode);
+        if (iy >= 0 && ix >= 0) v = xg[(c0 + c) * xs.c + iy * xs.h + ix * xs.w];
+      }
+      dst[e] = v;
+    }
+  }
+}
+
+// ---- forward --------------------------------------------------------------------------------------
+
+// At least 3 blocks of 256 threads per SM: at most 85 registers (ptxas -v: bench/analysis).
+template <typename A>
+FV_GLOBAL __launch_bounds__(kPatchThreads, 3) void patch_conv2d_tile_forward_kernel(const A* __restrict__ x, Strides4 xs,
+                                                const A* __restrict__ w, Strides4 ws,
+                                                const A* __restrict__ bias, A* __restrict__ out,
+                                                ConvGeometry g, ConvTilePlan p) {
+  FV_DYNAMIC_SHARED(A, smem);
+  A* xs_tile = smem;                 // [cell][bc][rh][rw]
+  A* ws_tile = smem + p.cj * p.x_jj;  // [cell][bc kh kw][bm]
+  const int khkw = g.kh * g.kw, taps = p.bc * khkw;
+  const int64_t KK = g.cin_g * khkw;
+  // A thread's register tile: output channels co_slot * 4 + [0, 4) of the block's bm, at pixel
+  // `pix` of the strip (cell jj, row py, column px of the cell tile).
+  const int pixel_slots = kPatchThreads / p.co_slots;
+  const int co_slot = static_cast<int>(threadIdx.x) / pixel_slots, pix = static_cast<int>(threadIdx.x) % pixel_slots;
+  const int jj = pix / (p.th * p.tw), py = pix % (p.th * p.tw) / p.tw, px = pix % p.tw;
+  const bool computes = co_slot < p.co_slots && jj < p.cj;
+  // Whether the weight tile is loaded with neighbouring cells (or neighbouring entries) on
+  // neighbouring threads: whichever the hypernetwork layout keeps adjacent.
+  const bool cells_fastest = (ws.w < 0 ? -ws.w : ws.w) <= (ws.c < 0 ? -ws.c : ws.c);
+  for (int64_t item = blockIdx.x; item < p.blocks; item += gridDim.x) {
+    int64_t rest = item;
+    const int64_t tx = rest % p.tiles_x;
+    rest /= p.tiles_x;
+    const int64_t ty = rest % p.tiles_y;
+    rest /= p.tiles_y;
+    const int64_t j0 = rest % p.strips * p.cj;
+    rest /= p.strips;
+    const int64_t cot = rest % p.co_tiles;
+    rest /= p.co_tiles;
+    const int64_t grp = rest % g.groups;
+    rest /= g.groups;
+    const int64_t i = rest % g.fh, b = rest / g.fh;
+    const A* xg = x + b * xs.b + grp * g.cin_g * xs.c;
+    const int64_t co_base = grp * g.cout_g + cot * p.bm;  // the block's first output channel
+    A acc[kCoPerThread];
+    for (int r = 0; r < kCoPerThread; ++r) acc[r] = A(0);
+    const int64_t x_base = jj * p.x_jj + int64_t{py} * g.sh * p.rw + int64_t{px} * g.sw;
+    const int64_t w_base = jj * p.w_jj + co_slot * kCoPerThread;
+    for (int64_t c0 = 0; c0 < g.cin_g; c0 += p.bc) {
+      stage_input_region(xg, xs, g, p, i, j0, ty, tx, c0, xs_tile);
+      const int w_elems = p.cj * taps * p.bm;  // 32-bit: within the shared-memory tile
+      for (int e = static_cast<int>(threadIdx.x); e < w_elems; e += static_cast<int>(blockDim.x)) {
+        int cj_i, kc, m;
+        if (cells_fastest) {
+          cj_i = e % p.cj;
+          kc = e / p.cj % taps;
+          m = e / (p.cj * taps);
+        } else {
+          kc = e % taps;
+          cj_i = e / taps % p.cj;
+          m = e / (taps * p.cj);
+        }
+        const int64_t j = j0 + cj_i;
+        const int c = kc / khkw;
+        A v = A(0);
+        if (j < g.fw && c0 + c < g.cin_g && cot * p.bm + m < g.cout_g) {
+          const int64_t k = (co_base + m) * KK + c0 * khkw + kc;  // entry (co, c0 + c, ky, kx)
+          v = w[b * ws.b + k * ws.c + i * ws.h + j * ws.w];
+        }
+        ws_tile[cj_i * p.w_jj + kc * p.bm + m] = v;
+      }
+      __syncthreads();  // the input region and the weights are staged
+      if (computes) {
+        for (int c = 0; c < p.bc; ++c) {
+          for (int ky = 0; ky < g.kh; ++ky) {
+            const A* xrow = xs_tile + x_base + int64_t{c} * p.rh * p.rw + int64_t{ky} * g.dh * p.rw;
+            const A* wk = ws_tile + w_base + int64_t{(c * g.kh + ky) * g.kw} * p.bm;
+            for (int kx = 0; kx < g.kw; ++kx) {
+              const A xv = xrow[int64_t{kx} * g.dw];
+              for (int r = 0; r < kCoPerThread; ++r) acc[r] += wk[kx * p.bm + r] * xv;
+            }
+          }
+        }
+      }
+      __syncthreads();  // the tiles are read before the next chunk overwrites them
+    }
+    if (computes) {
+      const CellTile t = cell_tile(g, p, i, j0 + jj, ty, tx);
+      if (j0 + jj < g.fw && py < t.nh && px < t.nw) {
+        const int64_t oy = t.oy0 + py, ox = t.ox0 + px;
+        for (int r = 0; r < kCoPerThread; ++r) {
+          const int64_t co = co_base + co_slot * kCoPerThread + r;
+          if (cot * p.bm + co_slot * kCoPerThread + r >= g.cout_g) break;
+          A v = acc[r];
+          if (bias != nullptr) v += bias[co];
+          out[((b * g.Cout + co) * g.Ho + oy) * g.Wo + ox] = v;
+        }
+      }
+    }
+  }
+}
+
+// The direct forward: a thread per output element, conv_tap_sum over its cell's kernel read from
+// the hypernetwork layout through strides, then the bias. Chosen only when plan_conv_forward
+// finds no halo tile that fits in shared memory (a huge dilation).
+template <typename A>
+FV_GLOBAL void patch_conv2d_direct_forward_kernel(const A* __restrict__ x, Strides4 xs,
+                                                  const A* __restrict__ w, Strides4 ws,
+                                                  const A* __restrict__ bias, A* __restrict__ out,
+                                                  ConvGeometry g) {
   const int64_t total = g.B * g.Cout * g.Ho * g.Wo;
   const int64_t KK = g.cin_g * g.kh * g.kw;
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < total;
@@ -64,9 +412,118 @@ FV_GLOBAL void patch_conv2d_forward_kernel(const A* __restrict__ x, Strides4 xs,
   }
 }
 
-// grad_weight (B, K, fh, fw), contiguous; go contiguous (B, Cout, Ho, Wo).
+// ---- weight gradient --------------------------------------------------------------------------
+
+// grad_weight (B, K, fh, fw), contiguous; go contiguous (B, Cout, Ho, Wo); x through strides.
+// 2 blocks per SM (at most 128 registers): with 3 (85 registers) ptxas spills the 4 x 4 tile.
 template <typename A>
-FV_GLOBAL void patch_conv2d_grad_weight_kernel(const A* __restrict__ go, const A* __restrict__ x,
+FV_GLOBAL __launch_bounds__(kPatchThreads, 2) void patch_conv2d_tile_grad_weight_kernel(const A* __restrict__ go, const A* __restrict__ x,
+                                                    Strides4 xs, A* __restrict__ gw, ConvGeometry g,
+                                                    ConvTilePlan p) {
+  FV_DYNAMIC_SHARED(A, smem);
+  A* xs_tile = smem;                  // [cell][bc][rh][rw]
+  A* go_tile = smem + p.cj * p.x_jj;  // [cell][bm][th][tw]
+  const int khkw = g.kh * g.kw, taps = p.bc * khkw, tile_pixels = p.th * p.tw;
+  const int64_t KK = g.cin_g * khkw;
+  // Register tiles of the block: (cell, output-channel quad, tap quad), cells fastest (adjacent
+  // cells write adjacent grad_weight entries); ps consecutive threads split one tile's pixels.
+  const int64_t reg_tiles = int64_t{p.cj} * p.co_slots * p.kq;
+  const int part = static_cast<int>(threadIdx.x) % p.ps;
+  const int64_t tiles_per_pass = kPatchThreads / p.ps;
+  for (int64_t item = blockIdx.x; item < p.blocks; item += gridDim.x) {
+    int64_t rest = item;
+    const int64_t j0 = rest % p.strips * p.cj;
+    rest /= p.strips;
+    const int64_t c0 = rest % p.ci_chunks * p.bc;
+    rest /= p.ci_chunks;
+    const int64_t cot = rest % p.co_tiles;
+    rest /= p.co_tiles;
+    const int64_t grp = rest % g.groups;
+    rest /= g.groups;
+    const int64_t i = rest % g.fh, b = rest / g.fh;
+    const A* xg = x + b * xs.b + grp * g.cin_g * xs.c;
+    // Passes over the register tiles when they outnumber the thread groups (large kernels).
+    for (int64_t pass = 0; pass * tiles_per_pass < reg_tiles; ++pass) {
+      const int64_t tile = pass * tiles_per_pass + threadIdx.x / p.ps;
+      const bool computes = tile < reg_tiles;
+      const int jj = static_cast<int>(tile % p.cj);
+      const int co_slot = static_cast<int>(tile / p.cj % p.co_slots);
+      const int tq = static_cast<int>(tile / (int64_t{p.cj} * p.co_slots));
+      // Shared-memory offsets of the tile's 4 taps (relative to a pixel's region origin); taps
+      // past the chunk read offset 0 and are never written.
+      // (int: offsets inside a shared-memory tile of at most kTileSmemBytes.)
+      int tap_off[kTapsPerThread];
+      for (int r = 0; r < kTapsPerThread; ++r) {
+        const int kc = tq * kTapsPerThread + r;
+        const int c = kc / khkw, ky = kc % khkw / g.kw, kx = kc % g.kw;
+        tap_off[r] = kc < taps ? c * p.rh * p.rw + ky * g.dh * p.rw + kx * g.dw : 0;
+      }
+      A acc[kCoPerThread][kTapsPerThread];
+      for (int m = 0; m < kCoPerThread; ++m) {
+        for (int r = 0; r < kTapsPerThread; ++r) acc[m][r] = A(0);
+      }
+      for (int64_t ty = 0; ty < p.tiles_y; ++ty) {
+        for (int64_t tx = 0; tx < p.tiles_x; ++tx) {
+          stage_input_region(xg, xs, g, p, i, j0, ty, tx, c0, xs_tile);
+          // grad_out of the tile's valid pixels, zero elsewhere (so they add nothing).
+          for (int cj_i = 0; cj_i < p.cj; ++cj_i) {
+            const int64_t j = j0 + cj_i;
+            CellTile t{};
+            if (j < g.fw) t = cell_tile(g, p, i, j, ty, tx);
+            for (int e = static_cast<int>(threadIdx.x); e < p.bm * tile_pixels; e += static_cast<int>(blockDim.x)) {
+              const int m = e / tile_pixels, q = e - m * tile_pixels, qy = q / p.tw, qx = q - qy * p.tw;
+              const int64_t co_in_group = cot * p.bm + m;
+              A v = A(0);
+              if (j < g.fw && co_in_group < g.cout_g && qy < t.nh && qx < t.nw) {
+                v = go[((b * g.Cout + grp * g.cout_g + co_in_group) * g.Ho + t.oy0 + qy) * g.Wo + t.ox0 + qx];
+              }
+              go_tile[cj_i * p.g_jj + e] = v;
+            }
+          }
+          __syncthreads();  // the input region and the grad_out tile are staged
+          if (computes) {
+            const A* gt = go_tile + jj * p.g_jj + int64_t{co_slot} * kCoPerThread * tile_pixels;
+            const A* xt = xs_tile + jj * p.x_jj;
+            for (int q = part; q < tile_pixels; q += p.ps) {
+              const int origin = q / p.tw * g.sh * p.rw + q % p.tw * g.sw;
+              A gv[kCoPerThread], xv[kTapsPerThread];
+              for (int m = 0; m < kCoPerThread; ++m) gv[m] = gt[m * tile_pixels + q];
+              for (int r = 0; r < kTapsPerThread; ++r) xv[r] = xt[origin + tap_off[r]];
+              for (int m = 0; m < kCoPerThread; ++m) {
+                for (int r = 0; r < kTapsPerThread; ++r) acc[m][r] += gv[m] * xv[r];
+              }
+            }
+          }
+          __syncthreads();  // the tiles are read before the next pixel tile overwrites them
+        }
+      }
+      // Combine the ps partial sums of a tile: a fixed shuffle tree inside aligned groups of ps
+      // lanes (every lane takes part, so the masks are whole warps).
+      for (int off = p.ps / 2; off > 0; off /= 2) {
+        for (int m = 0; m < kCoPerThread; ++m) {
+          for (int r = 0; r < kTapsPerThread; ++r) acc[m][r] += __shfl_down_sync(0xffffffffu, acc[m][r], off);
+        }
+      }
+      if (computes && part == 0 && j0 + jj < g.fw) {
+        for (int m = 0; m < kCoPerThread; ++m) {
+          const int64_t co_in_group = cot * p.bm + co_slot * kCoPerThread + m;
+          if (co_in_group >= g.cout_g) break;
+          for (int r = 0; r < kTapsPerThread; ++r) {
+            const int kc = tq * kTapsPerThread + r;
+            if (kc >= taps || c0 + kc / khkw >= g.cin_g) break;
+            const int64_t k = (grp * g.cout_g + co_in_group) * KK + c0 * khkw + kc;
+            gw[((b * g.K + k) * g.fh + i) * g.fw + j0 + jj] = acc[m][r];
+          }
+        }
+      }
+    }
+  }
+}
+
+// The per-entry weight gradient: a thread per (image, kernel entry, cell) sums over the cell's
+// pixels. Chosen only with the direct forward (no halo tile fits).
+template <typename A>
+FV_GLOBAL void patch_conv2d_direct_grad_weight_kernel(const A* __restrict__ go, const A* __restrict__ x,
                                                Strides4 xs, A* __restrict__ gw, ConvGeometry g) {
   const int64_t total = g.B * g.K * g.fh * g.fw;
   const int64_t KK = g.cin_g * g.kh * g.kw;
@@ -166,11 +623,18 @@ FV_GLOBAL void patch_conv2d_grad_bias_kernel(const A* __restrict__ go, A* __rest
 
 // x (B, Cin, H, W) and weight (B, K, fh, fw) read through strides, bias (Cout) or null,
 // out (B, Cout, Ho, Wo) contiguous.
+// `direct` forces the direct kernel (the benchmark's pre-tiling baseline; tests compare the two).
 template <typename A>
 auto launch_patch_conv2d_forward(const A* x, Strides4 xs, const A* w, Strides4 ws, const A* bias,
-                                 A* out, const ConvGeometry& g, cuda::Stream stream) {
-  return cuda::launch(patch_conv2d_forward_kernel<A>, patch_grid_stride_config(g.B * g.Cout * g.Ho * g.Wo),
-                      stream, x, xs, w, ws, bias, out, g);
+                                 A* out, const ConvGeometry& g, cuda::Stream stream, bool direct = false) {
+  const ConvTilePlan p = plan_conv_forward<A>(g);
+  if (!p.tiled || direct) {
+    return cuda::launch(patch_conv2d_direct_forward_kernel<A>,
+                        patch_grid_stride_config(g.B * g.Cout * g.Ho * g.Wo), stream, x, xs, w, ws,
+                        bias, out, g);
+  }
+  return cuda::launch(patch_conv2d_tile_forward_kernel<A>, tile_config(p), stream, x, xs, w, ws,
+                      bias, out, g, p);
 }
 
 // grad_out (B, Cout, Ho, Wo) contiguous, weight through strides, grad_x (B, Cin, H, W) contiguous.
@@ -185,12 +649,18 @@ auto launch_patch_conv2d_grad_input(const A* go, const A* w, Strides4 ws, A* gx,
                       reach_x > 0 ? reach_x : int64_t{0});
 }
 
-// grad_out contiguous, x through strides, grad_weight (B, K, fh, fw) contiguous.
+// grad_out contiguous, x through strides, grad_weight (B, K, fh, fw) contiguous. Halo tiles that
+// no plan fits (huge dilations) take the per-entry kernel, as does `direct`.
 template <typename A>
 auto launch_patch_conv2d_grad_weight(const A* go, const A* x, Strides4 xs, A* gw,
-                                     const ConvGeometry& g, cuda::Stream stream) {
-  return cuda::launch(patch_conv2d_grad_weight_kernel<A>, patch_grid_stride_config(g.B * g.K * g.fh * g.fw),
-                      stream, go, x, xs, gw, g);
+                                     const ConvGeometry& g, cuda::Stream stream, bool direct = false) {
+  const ConvTilePlan p = plan_conv_grad_weight<A>(g);
+  if (!p.tiled || direct) {
+    return cuda::launch(patch_conv2d_direct_grad_weight_kernel<A>,
+                        patch_grid_stride_config(g.B * g.K * g.fh * g.fw), stream, go, x, xs, gw, g);
+  }
+  return cuda::launch(patch_conv2d_tile_grad_weight_kernel<A>, tile_config(p), stream, go, x, xs,
+                      gw, g, p);
 }
 
 // grad_out contiguous, grad_bias (Cout): one block per output channel.

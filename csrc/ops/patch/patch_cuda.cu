@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <array>
+#include <cstdlib>
 #include <optional>
 #include <tuple>
 
@@ -24,6 +25,13 @@ namespace {
 
 Strides4 strides4(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
+// FASTVISION_PATCH_CUDA_DIRECT=1 runs the direct (pre-tiling) forward, weight-gradient and
+// inverted-residual kernels: the 'old' baseline of tools/gpu_kernel_driver.py's benchmark. Read at
+// each call (host only), so one process can time both.
+bool force_direct() {
+  const char* v = std::getenv("FASTVISION_PATCH_CUDA_DIRECT");
+  return v != nullptr && v[0] == '1';
+}
 
 at::Tensor patch_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weight_in,
                              const std::optional<at::Tensor>& bias_in, at::IntArrayRef kernel_size,
@@ -42,7 +50,8 @@ at::Tensor patch_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weight_in
     AT_DISPATCH_FLOATING_TYPES(ct, "patch_conv2d_cuda", [&] {
       C10_CUDA_CHECK(launch_patch_conv2d_forward<scalar_t>(
           x.const_data_ptr<scalar_t>(), strides4(x), weight.const_data_ptr<scalar_t>(), strides4(weight),
-          bias ? bias->const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(), g, stream));
+          bias ? bias->const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(), g, stream,
+          force_direct()));
     });
   }
   return out.to(x_in.scalar_type());
@@ -75,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cuda(
       if (t.numel() > 0) {
         C10_CUDA_CHECK(launch_patch_conv2d_grad_weight<scalar_t>(
             go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), strides4(x),
-            t.mutable_data_ptr<scalar_t>(), g, stream));
+            t.mutable_data_ptr<scalar_t>(), g, stream, force_direct()));
       }
       gw = t.to(x_in.scalar_type());
     }
@@ -112,7 +121,7 @@ at::Tensor patch_inverted_residual_cuda(const at::Tensor& x_in, const at::Tensor
           x.const_data_ptr<scalar_t>(), strides4(x), weight.const_data_ptr<scalar_t>(), strides4(weight),
           bn[0].const_data_ptr<scalar_t>(), bn[1].const_data_ptr<scalar_t>(), bn[2].const_data_ptr<scalar_t>(),
           bn[3].const_data_ptr<scalar_t>(), bn[4].const_data_ptr<scalar_t>(), bn[5].const_data_ptr<scalar_t>(),
-          out.mutable_data_ptr<scalar_t>(), g, stream));
+          out.mutable_data_ptr<scalar_t>(), g, stream, force_direct()));
     });
   }
   return out.to(x_in.scalar_type());
