@@ -23,19 +23,18 @@ ONNX ``TopK``, ``ArgMin`` and ``ArgMax`` return the first of equal values), not 
 The translations are registered for the exporter by :func:`translation_table`.
 """
 
-from __future__ import annotations
 
-from typing import Optional, Sequence, TypeVar
+from typing import Optional, Sequence, Tuple, TypeVar, Union
 
 import onnxscript
-from onnxscript import BFLOAT16, DOUBLE, FLOAT, FLOAT16, INT64
+from onnxscript import DOUBLE, FLOAT, FLOAT16, INT64
 from onnxscript import opset18 as op
 
 __all__ = ["FASTVISION_DOMAIN", "translation_table"]
 
 FASTVISION_DOMAIN = onnxscript.values.Opset(domain="fastvision", version=1)
 
-TReal = TypeVar("TReal", FLOAT, DOUBLE, FLOAT16, BFLOAT16)
+TReal = TypeVar("TReal", bound=Union[FLOAT, DOUBLE, FLOAT16])
 
 _PAD_MODES = {0: "constant", 1: "reflect", 2: "edge"}  # the ops' padding_mode codes
 _INT64_MAX = 2**63 - 1
@@ -111,7 +110,7 @@ def nn_distance(p1: TReal, p2: TReal, lengths1: Optional[INT64] = None,
 
 @onnxscript.script(FASTVISION_DOMAIN, default_opset=op)
 def farthest_point_loop(points: TReal, min_dist: TReal, seeds: INT64, num_seeds: INT64,
-                        K: int) -> tuple[INT64, TReal]:
+                        K: int) -> Tuple[INT64, TReal]:
     """K picks: the next compacted seed while any is left, else the first point of largest
     distance to the chosen set; ``min_dist`` starts at +inf (valid points) or -1 (excluded)."""
     batch = op.Shape(points, start=0, end=1)
