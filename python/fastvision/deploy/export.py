@@ -41,7 +41,8 @@ def export_program(model: nn.Module, spec: DeploymentInput, dynamic_batch: bool 
     """``torch.export.export`` of ``model`` (already in inference mode) on ``spec``'s example,
     with the dynamic dimensions of :func:`dynamic_shapes`, under ``torch.no_grad()`` (the
     deployed graph is inference only: PAD-Net's fused encoder, for one, is chosen only then)."""
-    x = spec.example()
+    # A size-1 example dimension would be specialised to 1, so a dynamic batch is traced at 2.
+    x = spec.example(batch=max(2, spec.shape[0]) if dynamic_batch else None)
     with torch.no_grad():
         return torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes(spec, dynamic_batch, dynamic_hw))
 

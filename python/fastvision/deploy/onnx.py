@@ -19,24 +19,25 @@ _EXTRA_HINT = ("ONNX export needs the 'deploy' extra (onnx, onnxscript, onnxrunt
                "pip install 'fastvision[deploy]'")
 
 
-def require_onnx(*modules: str) -> None:
+def require_onnx(*modules: str):
     """Import ``modules`` (default: the three of the ``deploy`` extra) or raise an ImportError
-    naming the extra."""
+    naming the extra; returns the last one imported."""
     import importlib
 
+    module = None
     for name in modules or ("onnx", "onnxscript", "onnxruntime"):
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError as err:
             raise ImportError(f"{_EXTRA_HINT} (missing: {name})") from err
+    return module
 
 
 def export_onnx(program: torch.export.ExportedProgram, path: str, check: bool = True) -> str:
     """Write ``program`` (from :func:`fastvision.deploy.export_program`) as an ONNX file at
     ``path`` (its dynamic dimensions stay dynamic) and, with ``check``, validate it with
     ``onnx.checker`` (full check, shape inference included). Returns the path."""
-    require_onnx("onnx", "onnxscript")
-    import onnx
+    onnx = require_onnx("onnxscript", "onnx")
 
     from fastvision.deploy.onnx_ops import translation_table
 
@@ -51,8 +52,7 @@ def export_onnx(program: torch.export.ExportedProgram, path: str, check: bool = 
 def run_onnxruntime(path: str, *inputs: torch.Tensor, threads: int | None = None) -> list[torch.Tensor]:
     """Run the ONNX file ``path`` on onnxruntime's CPU provider; returns the outputs (flattened
     as the exporter flattens them) as tensors."""
-    require_onnx("onnxruntime")
-    import onnxruntime
+    onnxruntime = require_onnx("onnxruntime")
 
     options = onnxruntime.SessionOptions()
     if threads is not None:

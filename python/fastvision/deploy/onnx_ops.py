@@ -26,9 +26,13 @@ The translations are registered for the exporter by :func:`translation_table`.
 
 from typing import Optional, Sequence, Tuple, TypeVar, Union
 
-import onnxscript
-from onnxscript import DOUBLE, FLOAT, FLOAT16, INT64
-from onnxscript import opset18 as op
+try:
+    import onnxscript
+    from onnxscript import DOUBLE, FLOAT, FLOAT16, INT64
+    from onnxscript import opset18 as op
+except ImportError as err:  # the optional 'deploy' extra
+    raise ImportError("the ONNX translations need the 'deploy' extra (onnx, onnxscript, "
+                      "onnxruntime): pip install 'fastvision[deploy]'") from err
 
 __all__ = ["FASTVISION_DOMAIN", "translation_table"]
 
