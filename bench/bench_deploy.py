@@ -126,7 +126,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--models", nargs="*", default=list(CASES))
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of torch and onnxruntime (default: torch's default). On a "
+                             "machine shared with other jobs, 1 keeps spinning thread pools from "
+                             "measuring the other jobs instead of the model")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     env = environment("cpu")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
