@@ -149,12 +149,13 @@ def main(argv=None) -> int:
                     print(f"  {row['impl']:<14} {row['status']:<6} median {row['median_ms']} ms "
                           f"x{row['ratio_vs_fastvision']} {row['check_detail']}", flush=True)
                 rows += case_rows
-    env["load_average_at_end_1_5_15min"] = list(os.getloadavg())
-    stem = Path(args.out) / f"deploy-{device_tag('cpu')}-{dt.date.today().isoformat()}"
-    write_json(rows, f"{stem}.json", env)
-    write_table(rows, f"{stem}.md", env, title="Deployment paths on CPU: eager, torch.compile, "
-                                                "AOTInductor, onnxruntime")
-    print(f"wrote {stem}.md / .json")
+                # Written after every case, so an interrupted run keeps what it measured.
+                env["load_average_at_end_1_5_15min"] = list(os.getloadavg())
+                stem = Path(args.out) / f"deploy-{device_tag('cpu')}-{dt.date.today().isoformat()}"
+                write_json(rows, f"{stem}.json", env)
+                write_table(rows, f"{stem}.md", env, title="Deployment paths on CPU: eager, "
+                                                            "torch.compile, AOTInductor, onnxruntime")
+                print(f"wrote {stem}.md / .json", flush=True)
     return 0
 
 
