@@ -193,16 +193,16 @@ def soft_project(query: TReal, points: TReal, temperature: TReal, k: int,
 
 
 def padnet_encoder(x: TReal, params: TReal, width: int) -> tuple[TReal, TReal, TReal]:
-    from fastvision.ops.padnet import _packed_shapes, padnet_bnecks
+    import torch
 
+    from fastvision.ops.padnet import padnet_bnecks, padnet_param_count, unpack_padnet_params
+
+    # Where each named parameter sits in the packed vector: unpack a vector of its own positions.
+    positions = torch.arange(padnet_param_count(width), dtype=torch.float64)
     offsets = {}
-    offset = 0
-    for name, shape in _packed_shapes(width):
-        size = 1
-        for s in shape:
-            size *= s
-        offsets[name] = (offset, offset + size, shape)
-        offset += size
+    for name, view in unpack_padnet_params(positions, width).items():
+        start = int(view.reshape(-1)[0]) if view.numel() else 0
+        offsets[name] = (start, start + view.numel(), tuple(view.shape))
 
     def conv(t, name, k=1, stride=1, groups=1):
         start, end, shape = offsets[name + ".w"]
