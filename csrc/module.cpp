@@ -2,7 +2,7 @@
 // operator registrations of every kernel file linked into the same library.
 #include <pybind11/pybind11.h>
 
-#include "fastvision/cpu_features.h"
+#include "fastvision/cpu_simd.h"
 
 #if FV_WITH_CUDA
 #include <cuda_runtime_api.h>

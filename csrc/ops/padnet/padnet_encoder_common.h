@@ -7,6 +7,7 @@
 #include <array>
 #include <type_traits>
 
+#include "fastvision/aten_opmath.h"
 #include "fastvision/checks.h"
 #include "fastvision/inverted_bottleneck.h"
 #include "fastvision/padnet_spec.h"

@@ -30,14 +30,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define FV_PADNET_AVX2 1
-#else
-#define FV_PADNET_AVX2 0
-#endif
-
-#include "fastvision/cpu_features.h"
+#include "fastvision/cpu_simd.h"
 #include "fastvision/inverted_bottleneck.h"
 #include "padnet_encoder_common.h"
 
@@ -76,7 +69,7 @@ __attribute__((optimize("no-tree-loop-vectorize"))) void conv1x1_planes(const A*
   }
 }
 
-#if FV_PADNET_AVX2
+#if FV_X86_SIMD
 // The float32 layers for CPUs with AVX2 + FMA (see the top of the file); the block ends are
 // ib::gate_residual_span compiled for AVX2 (no contraction: -ffp-contract=off).
 namespace avx2 {
@@ -86,7 +79,7 @@ inline bool available() { return cpu_avx2_fma(); }
 // ib::activate on 8 lanes, NaN propagating: max/min return their second operand when either is
 // NaN, and max(0, -0) = -0 as in ib::clamp_0_6.
 template <Act ACT>
-__attribute__((target("avx2,fma"), always_inline)) inline __m256 activate8(__m256 x) {
+FV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 activate8(__m256 x) {
   if constexpr (ACT == Act::kReLU) {
     return _mm256_max_ps(_mm256_setzero_ps(), x);
   } else if constexpr (ACT == Act::kHardswish) {
@@ -101,7 +94,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 activate8(__m25
 
 // 4 output channels x 8 NV pixels: out[j * n + t] = act(b[j] + sum_c w[j * CIN + c] in[c * n + t]).
 template <int CIN, int NV, Act ACT>
-__attribute__((target("avx2,fma"), always_inline)) inline void conv1x1_tile(
+FV_TARGET_AVX2 __attribute__((always_inline)) inline void conv1x1_tile(
     const float* __restrict__ in, int64_t n, const float* __restrict__ w,
     const float* __restrict__ b, float* __restrict__ out) {
   __m256 acc[4][NV];
@@ -132,7 +125,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void conv1x1_tile(
 // conv1x1_planes with the tiles above (24, 16, then 8 pixels; scalar fused multiply-adds for the
 // last m % 8 pixels).
 template <int CIN, int NOUT, Act ACT>
-__attribute__((target("avx2,fma"))) void conv1x1_planes(const float* in, const float* w,
+FV_TARGET_AVX2 void conv1x1_planes(const float* in, const float* w,
                                                        const float* b, int64_t n, int64_t m,
                                                        float* out) {
   static_assert(NOUT % 4 == 0, "PAD-Net's widths are multiples of 4");
@@ -165,18 +158,18 @@ __attribute__((target("avx2,fma"))) void conv1x1_planes(const float* in, const f
 
 // De-interleaved lanes of 16 consecutive floats (lo: 0-7, hi: 8-15): evens 0, 2, ..., 14 and
 // odds 1, 3, ..., 15.
-__attribute__((target("avx2,fma"), always_inline)) inline __m256 evens(__m256 lo, __m256 hi) {
+FV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 evens(__m256 lo, __m256 hi) {
   const __m256d pairs = _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88));
   return _mm256_castpd_ps(_mm256_permute4x64_pd(pairs, 0xD8));
 }
-__attribute__((target("avx2,fma"), always_inline)) inline __m256 odds(__m256 lo, __m256 hi) {
+FV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 odds(__m256 lo, __m256 hi) {
   const __m256d pairs = _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD));
   return _mm256_castpd_ps(_mm256_permute4x64_pd(pairs, 0xD8));
 }
 
 // One output of a 3x3 stride-S conv with zero padding 1 (scalar, fused multiply-adds).
 template <int S, Act ACT>
-__attribute__((target("avx2,fma"))) inline float dw3_point(const float* in, int64_t H, int64_t W,
+FV_TARGET_AVX2 inline float dw3_point(const float* in, int64_t H, int64_t W,
                                                           const float* w, float b, int64_t oy,
                                                           int64_t ox) {
   float acc = b;
@@ -198,7 +191,7 @@ __attribute__((target("avx2,fma"))) inline float dw3_point(const float* in, int6
 // Outputs ox .. ox + 7 of a row (all their input columns inside the row; input rows iy0 + ky for
 // ky in [ky0, ky1)) into o[ox ..].
 template <int S, Act ACT>
-__attribute__((target("avx2,fma"), always_inline)) inline void dw3_vector(
+FV_TARGET_AVX2 __attribute__((always_inline)) inline void dw3_vector(
     const float* in, int64_t W, const float* w, __m256 bv, int64_t iy0, int ky0, int ky1,
     int64_t ox, float* o) {
   __m256 acc = bv;
@@ -229,7 +222,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void dw3_vector(
 // for all 9 taps. Columns whose taps are all inside the row in vectors (the last vector
 // overlapping the previous one), the others one at a time.
 template <int S, Act ACT>
-__attribute__((target("avx2,fma"))) void depthwise3_plane(const float* in, int64_t H, int64_t W,
+FV_TARGET_AVX2 void depthwise3_plane(const float* in, int64_t H, int64_t W,
                                                          const float* w, float b, int64_t Ho,
                                                          int64_t Wo, float* out) {
   // Interior output columns [1, xhi]: input columns ox*S - 1 .. ox*S + 1 inside [0, W).
@@ -262,7 +255,7 @@ __attribute__((target("avx2,fma"))) void depthwise3_plane(const float* in, int64
 }
 
 // Sum of n floats in double: 16 partial sums (exact to far below float32 rounding either way).
-__attribute__((target("avx2,fma"))) inline double plane_sum(const float* x, int64_t n) {
+FV_TARGET_AVX2 inline double plane_sum(const float* x, int64_t n) {
   __m256d s[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
                   _mm256_setzero_pd()};
   int64_t i = 0;
@@ -286,7 +279,7 @@ __attribute__((target("avx2,fma"))) inline double plane_sum(const float* x, int6
 }
 
 template <bool GATE>
-__attribute__((target("avx2,fma"))) void gate_residual(float* y, float g, const float* res,
+FV_TARGET_AVX2 void gate_residual(float* y, float g, const float* res,
                                                       int64_t n) {
   ib::gate_residual_span<GATE>(y, g, res, n);
 }
@@ -308,7 +301,7 @@ template <bool AVX2>
 struct Layers {
   template <int CIN, int NOUT, Act ACT, typename A>
   static void conv1x1(const A* in, const A* w, const A* b, int64_t n, int64_t m, A* out) {
-#if FV_PADNET_AVX2
+#if FV_X86_SIMD
     if constexpr (AVX2) {
       avx2::conv1x1_planes<CIN, NOUT, ACT>(in, w, b, n, m, out);
       return;
@@ -319,7 +312,7 @@ struct Layers {
   template <int K, int S, Act ACT, typename A>
   static void depthwise(const A* in, int64_t H, int64_t W, const A* w, A b, int64_t Ho,
                         int64_t Wo, A* out) {
-#if FV_PADNET_AVX2
+#if FV_X86_SIMD
     if constexpr (AVX2) {
       static_assert(K == 3, "PAD-Net's convs are 3x3");
       avx2::depthwise3_plane<S, ACT>(in, H, W, w, b, Ho, Wo, out);
@@ -330,7 +323,7 @@ struct Layers {
   }
   template <typename A>
   static double sum(const A* x, int64_t n) {
-#if FV_PADNET_AVX2
+#if FV_X86_SIMD
     if constexpr (AVX2) {
       return avx2::plane_sum(x, n);
     }
@@ -344,7 +337,7 @@ struct Layers {
   }
   template <bool GATE, typename A>
   static void gate_residual(A* y, A g, const A* res, int64_t n) {
-#if FV_PADNET_AVX2
+#if FV_X86_SIMD
     if constexpr (AVX2) {
       avx2::gate_residual<GATE>(y, g, res, n);
       return;
@@ -505,9 +498,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> padnet_encoder_cpu(const at::Tens
                                                                   int64_t width) {
   constexpr const char* op = "padnet_encoder";
   check_padnet_encoder_args(x, params, width, op);
-  const at::ScalarType ct =
-      (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) ? at::kFloat
-                                                                         : x.scalar_type();
+  const at::ScalarType ct = opmath_dtype(x.scalar_type());
   const at::Tensor xc = x.to(ct).contiguous(), pc = params.to(ct).contiguous();
   const int64_t B = x.size(0);
   const TapSizes s = tap_sizes(x.size(2), x.size(3));
@@ -519,7 +510,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> padnet_encoder_cpu(const at::Tens
     AT_DISPATCH_FLOATING_TYPES(ct, "padnet_encoder_cpu", [&] {
       dispatch_width(width, [&](auto w) {
         constexpr int WIDTH = decltype(w)::value;
-#if FV_PADNET_AVX2
+#if FV_X86_SIMD
         if constexpr (std::is_same_v<scalar_t, float>) {
           if (avx2::available()) {
             encoder_impl<WIDTH, Layers<true>, scalar_t>(xc, pc, t1, t2, t3);

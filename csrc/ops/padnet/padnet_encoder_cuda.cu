@@ -24,9 +24,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> padnet_encoder_cuda(const at::Ten
   constexpr const char* op = "padnet_encoder";
   check_padnet_encoder_args(x, params, width, op);
   const c10::cuda::CUDAGuard guard(x.device());
-  const at::ScalarType ct =
-      (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) ? at::kFloat
-                                                                         : x.scalar_type();
+  const at::ScalarType ct = opmath_dtype(x.scalar_type());
   const at::Tensor xc = x.to(ct).contiguous(), pc = params.to(ct).contiguous();
   const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
   const TapSizes s = tap_sizes(H, W);

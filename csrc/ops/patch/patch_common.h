@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "fastvision/aten_opmath.h"
 #include "fastvision/checks.h"
 #include "fastvision/patch_conv.h"
 

@@ -24,6 +24,7 @@
 #include <tuple>
 #include <vector>
 
+#include "fastvision/common.h"
 #include "patch_common.h"
 #include "patch_gemm_cpu.h"
 
@@ -288,14 +289,6 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const T* bias, 
   });
 }
 
-// The accumulation dtype of a storage dtype: double for double, float otherwise.
-template <typename T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-at::Tensor as_compute(const at::Tensor& t) {
-  return (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) ? t.to(at::kFloat) : t;
-}
-
 at::Tensor patch_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight_in,
                             const std::optional<at::Tensor>& bias_in, at::IntArrayRef kernel_size,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
@@ -303,12 +296,12 @@ at::Tensor patch_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight_in,
   const ConvGeometry g = conv_geometry(x_in, weight_in, bias_in, kernel_size, stride, padding,
                                        dilation, groups, padding_mode);
   // float16 / bfloat16 are computed in float32 on the CPU.
-  const at::Tensor x = as_compute(x_in), weight = as_compute(weight_in);
+  const at::Tensor x = to_opmath(x_in), weight = to_opmath(weight_in);
   const std::optional<at::Tensor> bias =
-      bias_in.has_value() ? std::optional<at::Tensor>(as_compute(*bias_in).contiguous()) : std::nullopt;
+      bias_in.has_value() ? std::optional<at::Tensor>(to_opmath(*bias_in).contiguous()) : std::nullopt;
   at::Tensor out = at::empty({g.B, g.Cout, g.Ho, g.Wo}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "patch_conv2d_cpu", [&] {
-    forward_impl<scalar_t, acc_t<scalar_t>>(x, weight, bias ? bias->const_data_ptr<scalar_t>() : nullptr,
+    forward_impl<scalar_t, opmath_t<scalar_t>>(x, weight, bias ? bias->const_data_ptr<scalar_t>() : nullptr,
                                             g, out);
   });
   return out.to(x_in.scalar_type());
@@ -548,11 +541,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cpu(
     bool need_bias) {
   const ConvGeometry g = backward_geometry(grad_out_in, x_in, weight_in, kernel_size, stride, padding,
                                            dilation, groups, padding_mode);
-  const at::Tensor x = as_compute(x_in), weight = as_compute(weight_in);
-  const at::Tensor go = as_compute(grad_out_in).to(x.scalar_type()).contiguous();
+  const at::Tensor x = to_opmath(x_in), weight = to_opmath(weight_in);
+  const at::Tensor go = to_opmath(grad_out_in).to(x.scalar_type()).contiguous();
   at::Tensor gx, gw, gb;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "patch_conv2d_backward_cpu", [&] {
-    using A = acc_t<scalar_t>;
+    using A = opmath_t<scalar_t>;
     if (need_x) {
       at::Tensor acc = at::zeros({g.B, g.Cin, g.H, g.W}, x.options().dtype(c10::CppTypeToScalarType<A>::value));
       grad_input_impl<scalar_t, A>(go, weight, g, acc);

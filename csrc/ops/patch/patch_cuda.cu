@@ -24,9 +24,6 @@ namespace {
 
 Strides4 strides4(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
-at::ScalarType compute_type(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
-}
 
 at::Tensor patch_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weight_in,
                              const std::optional<at::Tensor>& bias_in, at::IntArrayRef kernel_size,
@@ -35,7 +32,7 @@ at::Tensor patch_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weight_in
   const ConvGeometry g = conv_geometry(x_in, weight_in, bias_in, kernel_size, stride, padding,
                                        dilation, groups, padding_mode);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const at::ScalarType ct = compute_type(x_in.scalar_type());
+  const at::ScalarType ct = opmath_dtype(x_in.scalar_type());
   const at::Tensor x = x_in.to(ct), weight = weight_in.to(ct);
   const std::optional<at::Tensor> bias =
       bias_in.has_value() ? std::optional<at::Tensor>(bias_in->to(ct).contiguous()) : std::nullopt;
@@ -59,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cuda(
   const ConvGeometry g = backward_geometry(grad_out_in, x_in, weight_in, kernel_size, stride, padding,
                                            dilation, groups, padding_mode);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const at::ScalarType ct = compute_type(x_in.scalar_type());
+  const at::ScalarType ct = opmath_dtype(x_in.scalar_type());
   const at::Tensor x = x_in.to(ct), weight = weight_in.to(ct), go = grad_out_in.to(ct).contiguous();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   at::Tensor gx = at::empty({0}, x_in.options()), gw = gx, gb = gx;
@@ -102,7 +99,7 @@ at::Tensor patch_inverted_residual_cuda(const at::Tensor& x_in, const at::Tensor
   const IrGeometry g = ir_geometry(x_in, weight_in, {&s1, &b1, &s2, &b2, &s3, &b3}, hidden,
                                    kernel_size, padding_mode, residual);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const at::ScalarType ct = compute_type(x_in.scalar_type());
+  const at::ScalarType ct = opmath_dtype(x_in.scalar_type());
   const at::Tensor x = x_in.to(ct), weight = weight_in.to(ct);
   std::array<at::Tensor, 6> bn = {s1.to(ct).contiguous(), b1.to(ct).contiguous(), s2.to(ct).contiguous(),
                                   b2.to(ct).contiguous(), s3.to(ct).contiguous(), b3.to(ct).contiguous()};

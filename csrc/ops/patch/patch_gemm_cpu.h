@@ -8,11 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "fastvision/cpu_features.h"
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
+#include "fastvision/cpu_simd.h"
 
 namespace fastvision::patch {
 
@@ -66,10 +62,10 @@ __attribute__((always_inline)) inline void gemm_nn_tiled(const A* w, const A* b,
   }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if FV_X86_SIMD
 // float32 on AVX2 + FMA: 4 rows x 16 columns of fused multiply-adds in eight ymm registers
 // (one rounding per term instead of two: the same sums as the CUDA kernels, which contract too).
-__attribute__((target("avx2,fma"))) inline void gemm_nn_avx2(const float* w, const float* b, float* out,
+FV_TARGET_AVX2 inline void gemm_nn_avx2(const float* w, const float* b, float* out,
                                                             int64_t rows, int64_t red, int64_t n) {
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4) {
@@ -138,11 +134,10 @@ __attribute__((target("avx2,fma"))) inline void gemm_nn_avx2(const float* w, con
     }
   }
 }
-__attribute__((target("avx2"))) inline void gemm_nn_avx2(const double* w, const double* b, double* out,
+FV_TARGET_AVX2 inline void gemm_nn_avx2(const double* w, const double* b, double* out,
                                                         int64_t rows, int64_t red, int64_t n) {
   gemm_nn_tiled<double, 32>(w, b, out, rows, red, n);
 }
-inline bool cpu_has_avx2() { return cpu_avx2_fma(); }
 #endif
 
 }  // namespace gemm_detail
@@ -150,8 +145,8 @@ inline bool cpu_has_avx2() { return cpu_avx2_fma(); }
 // out[r * n + t] = sum_q w[r * red + q] * b[q * n + t] (q in order), r < rows, t < n.
 template <typename A>
 void gemm_nn(const A* w, const A* b, A* out, int64_t rows, int64_t red, int64_t n) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (gemm_detail::cpu_has_avx2()) {
+#if FV_X86_SIMD
+  if (cpu_avx2_fma()) {
     gemm_detail::gemm_nn_avx2(w, b, out, rows, red, n);
     return;
   }
@@ -190,13 +185,13 @@ __attribute__((always_inline)) inline A dot_rows_body(const A* a, int64_t a_stri
   return total;
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if FV_X86_SIMD
 // AVX2 builds of the same source (no contraction: they round exactly as the baseline build).
-__attribute__((target("avx2"))) inline void axpy_rows_avx2(float* dst, int64_t ds, const float* src, int64_t ss,
+FV_TARGET_AVX2 inline void axpy_rows_avx2(float* dst, int64_t ds, const float* src, int64_t ss,
                                                           int64_t rows, int64_t width, float w) {
   axpy_rows_body<float>(dst, ds, src, ss, rows, width, w);
 }
-__attribute__((target("avx2"))) inline float dot_rows_avx2(const float* a, int64_t as, const float* b, int64_t bs,
+FV_TARGET_AVX2 inline float dot_rows_avx2(const float* a, int64_t as, const float* b, int64_t bs,
                                                           int64_t rows, int64_t width) {
   return dot_rows_body<float>(a, as, b, bs, rows, width);
 }
@@ -207,9 +202,9 @@ __attribute__((target("avx2"))) inline float dot_rows_avx2(const float* a, int64
 // dst[row * dst_stride + t] += w * src[row * src_stride + t] for row < rows, t < width.
 template <typename A>
 void axpy_rows(A* dst, int64_t dst_stride, const A* src, int64_t src_stride, int64_t rows, int64_t width, A w) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if FV_X86_SIMD
   if constexpr (std::is_same_v<A, float>) {
-    if (gemm_detail::cpu_has_avx2()) {
+    if (cpu_avx2_fma()) {
       gemm_detail::axpy_rows_avx2(dst, dst_stride, src, src_stride, rows, width, w);
       return;
     }
@@ -221,9 +216,9 @@ void axpy_rows(A* dst, int64_t dst_stride, const A* src, int64_t src_stride, int
 // sum over row < rows of dot(a + row * a_stride, b + row * b_stride, width), in row order.
 template <typename A>
 A dot_rows(const A* a, int64_t a_stride, const A* b, int64_t b_stride, int64_t rows, int64_t width) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if FV_X86_SIMD
   if constexpr (std::is_same_v<A, float>) {
-    if (gemm_detail::cpu_has_avx2()) return gemm_detail::dot_rows_avx2(a, a_stride, b, b_stride, rows, width);
+    if (cpu_avx2_fma()) return gemm_detail::dot_rows_avx2(a, a_stride, b, b_stride, rows, width);
   }
 #endif
   return gemm_detail::dot_rows_body<A>(a, a_stride, b, b_stride, rows, width);

@@ -18,6 +18,7 @@
 #include <array>
 #include <vector>
 
+#include "fastvision/common.h"
 #include "patch_common.h"
 #include "patch_gemm_cpu.h"
 
@@ -27,9 +28,6 @@ namespace {
 
 constexpr int64_t kBandPixels = 1024;  // output pixels per band (bounds the tile buffers)
 constexpr int64_t kJBlock = 16;        // patch columns whose kernels are transposed together
-
-template <typename T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 template <typename T, typename A>
 struct IrArgs {
@@ -153,8 +151,8 @@ void ir_items_baseline(const IrArgs<T, A>& args, int64_t w0, int64_t w1) {
   ir_items<T, A>(args, w0, w1);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) void ir_items_avx2(const IrArgs<float, float>& args, int64_t w0, int64_t w1) {
+#if FV_X86_SIMD
+FV_TARGET_AVX2 void ir_items_avx2(const IrArgs<float, float>& args, int64_t w0, int64_t w1) {
   ir_items<float, float>(args, w0, w1);
 }
 #endif
@@ -175,9 +173,9 @@ void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at:
                           v, out.mutable_data_ptr<T>(), r, kk, g.Cin * g.hidden, g.hidden * kk,
                           (g.fw + kJBlock - 1) / kJBlock};
   at::parallel_for(0, g.B * g.fh * args.jblocks, 1, [&](int64_t w0, int64_t w1) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if FV_X86_SIMD
     if constexpr (std::is_same_v<T, float> && std::is_same_v<A, float>) {
-      if (gemm_detail::cpu_has_avx2()) {
+      if (cpu_avx2_fma()) {
         ir_items_avx2(args, w0, w1);
         return;
       }
@@ -187,10 +185,6 @@ void ir_impl(const at::Tensor& x, const at::Tensor& weight, const std::array<at:
   });
 }
 
-at::Tensor as_compute(const at::Tensor& t) {
-  return (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) ? t.to(at::kFloat) : t;
-}
-
 at::Tensor patch_inverted_residual_cpu(const at::Tensor& x_in, const at::Tensor& weight_in,
                                        const at::Tensor& s1, const at::Tensor& b1,
                                        const at::Tensor& s2, const at::Tensor& b2,
@@ -198,12 +192,12 @@ at::Tensor patch_inverted_residual_cpu(const at::Tensor& x_in, const at::Tensor&
                                        int64_t kernel_size, int64_t padding_mode, bool residual) {
   const IrGeometry g = ir_geometry(x_in, weight_in, {&s1, &b1, &s2, &b2, &s3, &b3}, hidden,
                                    kernel_size, padding_mode, residual);
-  const at::Tensor x = as_compute(x_in), weight = as_compute(weight_in);
-  const std::array<at::Tensor, 6> bn = {as_compute(s1), as_compute(b1), as_compute(s2),
-                                        as_compute(b2), as_compute(s3), as_compute(b3)};
+  const at::Tensor x = to_opmath(x_in), weight = to_opmath(weight_in);
+  const std::array<at::Tensor, 6> bn = {to_opmath(s1), to_opmath(b1), to_opmath(s2),
+                                        to_opmath(b2), to_opmath(s3), to_opmath(b3)};
   at::Tensor out = at::empty({g.B, g.Cout, g.H, g.W}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "patch_inverted_residual_cpu", [&] {
-    ir_impl<scalar_t, acc_t<scalar_t>>(x, weight, bn, g, out);
+    ir_impl<scalar_t, opmath_t<scalar_t>>(x, weight, bn, g, out);
   });
   return out.to(x_in.scalar_type());
 }

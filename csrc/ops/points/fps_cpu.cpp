@@ -243,7 +243,7 @@ std::tuple<at::Tensor, at::Tensor> farthest_point_sample_cpu(
       }
     }
   }
-  const at::ScalarType ct = cpu_compute_type(points.scalar_type());
+  const at::ScalarType ct = opmath_dtype(points.scalar_type());
   const at::Tensor pts = points.to(ct).contiguous();
   check_coordinates_cpu(pts, op, "points");
   const int64_t B = pts.size(0);

@@ -8,6 +8,7 @@
 #include <numeric>
 #include <vector>
 
+#include "fastvision/common.h"
 #include "fastvision/point_math.h"
 #include "kdtree.h"
 #include "cpu_distance.h"
@@ -193,7 +194,7 @@ std::tuple<at::Tensor, at::Tensor> knn_points_cpu(const at::Tensor& p1, const at
   check_lengths_values(l1, p1.size(1), op, "lengths1");
   check_lengths_values(l2, p2.size(1), op, "lengths2");
 
-  const at::ScalarType ct = cpu_compute_type(p1.scalar_type());
+  const at::ScalarType ct = opmath_dtype(p1.scalar_type());
   const at::Tensor a = p1.to(ct).contiguous(), b = p2.to(ct).contiguous();
   check_coordinates_cpu(a, op, "p1");
   check_coordinates_cpu(b, op, "p2");
@@ -211,13 +212,10 @@ std::tuple<at::Tensor, at::Tensor> knn_points_cpu(const at::Tensor& p1, const at
     const int64_t* len2 = l2.const_data_ptr<int64_t>();
     AT_DISPATCH_FLOATING_TYPES(ct, "knn_points_cpu", [&] {
       const int k = static_cast<int>(K);
-      if (norm == 2) {
-        D == 3 ? knn_impl<scalar_t, 2, 3>(a, b, len1, len2, k, use_tree, dists, idx)
-               : knn_impl<scalar_t, 2, 0>(a, b, len1, len2, k, use_tree, dists, idx);
-      } else {
-        D == 3 ? knn_impl<scalar_t, 1, 3>(a, b, len1, len2, k, use_tree, dists, idx)
-               : knn_impl<scalar_t, 1, 0>(a, b, len1, len2, k, use_tree, dists, idx);
-      }
+      dispatch_norm_dim(norm, D, [&](auto norm_c, auto dim_c) {
+        knn_impl<scalar_t, decltype(norm_c)::value, decltype(dim_c)::value>(a, b, len1, len2, k,
+                                                                            use_tree, dists, idx);
+      });
     });
   }
   return {dists.to(p1.scalar_type()), idx};
@@ -230,7 +228,7 @@ std::tuple<at::Tensor, at::Tensor> knn_points_backward_cpu(const at::Tensor& p1,
                                                            int64_t norm) {
   constexpr const char* op = "_knn_points_backward";
   check_knn_backward_args(p1, p2, idx, grad_dists, norm, op);
-  const at::ScalarType ct = cpu_compute_type(p1.scalar_type());
+  const at::ScalarType ct = opmath_dtype(p1.scalar_type());
   const at::Tensor a = p1.to(ct).contiguous(), b = p2.to(ct).contiguous();
   const at::Tensor g = grad_dists.to(ct).contiguous(), ix = idx.contiguous();
   // The op is public through torch.ops: an index past the cloud would write out of bounds.
@@ -244,8 +242,9 @@ std::tuple<at::Tensor, at::Tensor> knn_points_backward_cpu(const at::Tensor& p1,
   }
   at::Tensor g1 = at::zeros_like(a), g2 = at::zeros_like(b);
   AT_DISPATCH_FLOATING_TYPES(ct, "knn_points_backward_cpu", [&] {
-    norm == 2 ? knn_backward_impl<scalar_t, 2>(a, b, ix, g, g1, g2)
-              : knn_backward_impl<scalar_t, 1>(a, b, ix, g, g1, g2);
+    dispatch_norm(norm, [&](auto norm_c) {
+      knn_backward_impl<scalar_t, decltype(norm_c)::value>(a, b, ix, g, g1, g2);
+    });
   });
   return {g1.to(p1.scalar_type()), g2.to(p2.scalar_type())};
 }

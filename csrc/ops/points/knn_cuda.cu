@@ -92,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> knn_points_backward_cuda(const at::Tensor& p1
   constexpr const char* op = "_knn_points_backward";
   check_knn_backward_args(p1, p2, idx, grad_dists, norm, op);
   const c10::cuda::CUDAGuard guard(p1.device());
-  const at::ScalarType ct = cpu_compute_type(p1.scalar_type());  // float32 for half/bfloat16
+  const at::ScalarType ct = opmath_dtype(p1.scalar_type());  // float32 for half/bfloat16
   const at::Tensor a = p1.contiguous(), b = p2.contiguous(), ix = idx.contiguous();
   const at::Tensor g = grad_dists.to(ct).contiguous();
   const int64_t B = a.size(0), P1 = a.size(1), P2 = b.size(1), D = a.size(2), K = ix.size(2);

@@ -38,9 +38,6 @@ constexpr int64_t kMaxTilePointBytes = 32 * 1024;  // larger points are read fro
 constexpr int64_t kMinSplitLen = 256;              // fewest reference points per split
 constexpr int64_t kMaxPartialEntries = int64_t{1} << 22;  // scratch of the split path (entries)
 
-template <int V>
-using int_c = std::integral_constant<int, V>;
-
 FV_DEVICE int64_t clamped_length(const int64_t* __restrict__ lengths, int64_t b,
                                                   int64_t P) {
   const int64_t n = lengths[b];
@@ -313,23 +310,6 @@ void dispatch_capacity(int kc, F&& f) {
     case 16: f(int_c<16>{}); break;
     case 32: f(int_c<32>{}); break;
     default: f(int_c<0>{}); break;
-  }
-}
-
-template <typename F>
-void dispatch_norm_dim(int64_t norm, int64_t D, F&& f) {
-  if (norm == 2) {
-    if (D == 3) {
-      f(int_c<2>{}, int_c<3>{});
-    } else {
-      f(int_c<2>{}, int_c<0>{});
-    }
-  } else {
-    if (D == 3) {
-      f(int_c<1>{}, int_c<3>{});
-    } else {
-      f(int_c<1>{}, int_c<0>{});
-    }
   }
 }
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "fastvision/common.h"
 #include "cpu_distance.h"
 #include "fastvision/point_math.h"
 #include "knn_common.h"
@@ -125,7 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> nn_distance_cpu(
   const at::Tensor l2 = lengths_or_full(lengths2, p2, op, "lengths2");
   check_lengths_values(l1, p1.size(1), op, "lengths1");
   check_lengths_values(l2, p2.size(1), op, "lengths2");
-  const at::ScalarType ct = cpu_compute_type(p1.scalar_type());
+  const at::ScalarType ct = opmath_dtype(p1.scalar_type());
   const at::Tensor a = p1.to(ct).contiguous(), b = p2.to(ct).contiguous();
   check_coordinates_cpu(a, op, "p1");
   check_coordinates_cpu(b, op, "p2");
@@ -153,13 +154,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> nn_distance_cpu(
     const int64_t* len1 = l1.const_data_ptr<int64_t>();
     const int64_t* len2 = l2.const_data_ptr<int64_t>();
     AT_DISPATCH_FLOATING_TYPES(ct, "nn_distance_cpu", [&] {
-      if (norm == 2) {
-        D == 3 ? one_pass<2, 3, scalar_t>(a, b, len1, len2, d12, i12, d21, i21)
-               : one_pass<2, 0, scalar_t>(a, b, len1, len2, d12, i12, d21, i21);
-      } else {
-        D == 3 ? one_pass<1, 3, scalar_t>(a, b, len1, len2, d12, i12, d21, i21)
-               : one_pass<1, 0, scalar_t>(a, b, len1, len2, d12, i12, d21, i21);
-      }
+      dispatch_norm_dim(norm, D, [&](auto norm_c, auto dim_c) {
+        one_pass<decltype(norm_c)::value, decltype(dim_c)::value, scalar_t>(a, b, len1, len2, d12,
+                                                                           i12, d21, i21);
+      });
     });
     zero_padding(d12, i12, l1);
     zero_padding(d21, i21, l2);

@@ -6,6 +6,7 @@
 #include <limits>
 #include <optional>
 
+#include "fastvision/aten_opmath.h"
 #include "fastvision/checks.h"
 
 namespace fastvision::points {
@@ -62,11 +63,6 @@ inline void check_cloud_pair(const at::Tensor& p1, const at::Tensor& p2, const c
 
 inline void check_norm(int64_t norm, const char* op) {
   FV_CHECK_VALUE(norm == 1 || norm == 2, op, "norm must be 1 or 2, got ", norm);
-}
-
-// CPU kernels compute half and bfloat16 in float32 (the contract allows the upcast).
-inline at::ScalarType cpu_compute_type(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
 }
 
 // The overflow contract of the point ops. A distance is a sum of D terms (a - b)^2 (or |a - b|)

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <optional>
 
+#include "fastvision/aten_opmath.h"
 #include "fastvision/checks.h"
 
 namespace fastvision::sampling {

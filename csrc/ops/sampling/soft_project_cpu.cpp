@@ -102,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_project_cpu(
   check_soft_project_args(query, points, temperature, k, features, min_sigma, op);
   const int64_t B = query.size(0), M = query.size(1), N = points.size(1);
   const int64_t F = features.has_value() ? features->size(2) : 0;
-  const at::ScalarType ct = points::cpu_compute_type(query.scalar_type());
+  const at::ScalarType ct = opmath_dtype(query.scalar_type());
   const at::Tensor q = query.to(ct).contiguous(), p = points.to(ct).contiguous();
   points::check_coordinates_cpu(q, op, "query");
   points::check_coordinates_cpu(p, op, "points");
@@ -133,7 +133,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_project_backward
                                    temperature, idx, features, min_sigma, op);
   const int64_t B = query.size(0), M = query.size(1), N = points.size(1);
   const int64_t F = features.has_value() ? features->size(2) : 0;
-  const at::ScalarType ct = points::cpu_compute_type(query.scalar_type());
+  const at::ScalarType ct = opmath_dtype(query.scalar_type());
   const at::Tensor q = query.to(ct).contiguous(), p = points.to(ct).contiguous();
   const at::Tensor f =
       features.has_value() ? features->to(ct).contiguous() : at::empty({B, N, 0}, q.options());

@@ -23,14 +23,6 @@
 
 namespace fastvision::sampling {
 
-namespace {
-
-at::ScalarType opmath_scalar_type(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
-}
-
-}  // namespace
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_project_cuda(
     const at::Tensor& query, const at::Tensor& points, const at::Tensor& temperature, int64_t k,
     const std::optional<at::Tensor>& features, std::optional<double> min_sigma, bool hard) {
@@ -41,7 +33,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_project_cuda(
   points::assert_coordinates_async(points, op, "points");
   const int64_t B = query.size(0), M = query.size(1), N = points.size(1);
   const int64_t F = features.has_value() ? features->size(2) : 0;
-  const at::ScalarType ct = opmath_scalar_type(query.scalar_type());
+  const at::ScalarType ct = opmath_dtype(query.scalar_type());
   const at::Tensor q = query.contiguous(), p = points.contiguous();
   const at::Tensor f =
       features.has_value() ? features->contiguous() : at::empty({B, N, 0}, q.options());
@@ -86,7 +78,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_project_backward
   const int64_t B = query.size(0), M = query.size(1), N = points.size(1);
   const int64_t F = features.has_value() ? features->size(2) : 0;
   const int64_t k = idx.size(2);
-  const at::ScalarType ct = opmath_scalar_type(query.scalar_type());
+  const at::ScalarType ct = opmath_dtype(query.scalar_type());
   const at::Tensor q = query.contiguous(), p = points.contiguous(), ix = idx.contiguous();
   const at::Tensor f =
       features.has_value() ? features->contiguous() : at::empty({B, N, 0}, q.options());
