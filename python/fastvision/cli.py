@@ -110,6 +110,48 @@ def _weights(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from fastvision.deploy import export_model
+
+    suffix = {"onnx": ".onnx", "pt2": ".pt2", "aoti": ".aoti.pt2"}[args.format]
+    out = args.out or f"{args.model}{suffix}"
+    try:
+        path = export_model(args.model, args.format, out, weights=args.weights,
+                            dynamic_batch=args.dynamic_batch, dynamic_hw=args.dynamic_hw,
+                            size=args.size)
+    except ImportError as err:
+        print(f"fastvision export: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"fastvision export: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_export_parser(sub) -> None:
+    from fastvision.models import list_models
+
+    export = sub.add_parser("export", help="export a registered model: ONNX, torch.export (.pt2) "
+                                           "or an AOTInductor package")
+    export.add_argument("model", choices=list_models(), metavar="MODEL",
+                        help="a registered model (fastvision.models.list_models())")
+    export.add_argument("--format", required=True, choices=["onnx", "pt2", "aoti"],
+                        help="onnx (runs on onnxruntime; needs the 'deploy' extra), pt2 "
+                             "(torch.export.load; needs import fastvision) or aoti (compiled "
+                             "AOTInductor package: minutes)")
+    export.add_argument("--weights", default=None, help="shipped weights (a name, see `fastvision weights`) or a checkpoint file")
+    export.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
+                        help="dynamic batch dimension (default on)")
+    export.add_argument("--dynamic-hw", action=argparse.BooleanOptionalAction, default=True,
+                        help="dynamic height / width where the model allows it (default on)")
+    export.add_argument("--size", default="small", choices=["small", "full"],
+                        help="example input: small, or the official full resolution (static "
+                             "dimensions keep it)")
+    export.add_argument("--out", default=None, help="output file (default MODEL.onnx / .pt2 / .aoti.pt2)")
+    export.set_defaults(func=_export)
+
+
 def _add_eval_parser(sub) -> None:
     from fastvision.tasks import FAMILIES
 
@@ -173,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_parser(sub)
     _add_eval_parser(sub)
+    _add_export_parser(sub)
 
     detect = sub.add_parser("detect", help="particle detection on pad images: counts, centres "
                                            "CSV, overlay PNG (PAD-Net)")

@@ -18,6 +18,9 @@ from fastvision.ops.padnet import fold_padnet_encoder, padnet_encoder
 from fastvision.ops.patch import fold_batch_norm, patch_conv2d, patch_inverted_residual
 from fastvision.ops.sampling import soft_project
 
+# Registers every op's autocast policy (and says it in the wrappers' docstrings).
+from fastvision.ops import autocast  # noqa: E402,F401
+
 __all__ = [
     "KNN",
     "NNDistance",

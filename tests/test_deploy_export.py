@@ -1,0 +1,108 @@
+"""``torch.export`` of the registered models (``fastvision.deploy``): inference mode, a dynamic
+batch (the exported program run at two other batch sizes) and dynamic height / width for the
+models that allow it, outputs equal to eager (the same kernels run: exact). The default selection
+exports one small model per family; every registered model is exported in a ``slow`` test, and
+the full official resolution of the three deployment models in another."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastvision.deploy import deployment_input, export_program, family_of, prepare_for_deployment
+from fastvision.models import get_model, list_models
+
+
+def leaves(out):
+    return torch.utils._pytree.tree_leaves(out)
+
+
+def check_program(name, model, spec, batches=(1, 3), sizes=None):
+    program = export_program(model, spec)
+    runner = program.module()
+    for b in batches:
+        x = spec.example(batch=b, seed=b)
+        if sizes is not None:
+            x = torch.rand(b, spec.shape[1], *sizes)
+        with torch.no_grad():
+            want, got = leaves(model(x)), leaves(runner(x))
+        assert len(want) == len(got)
+        for w, g in zip(want, got):
+            assert w.shape == g.shape and torch.equal(w, g), name
+    return program
+
+
+def custom_ops(program):
+    return sorted({str(n.target) for n in program.graph.nodes if str(n.target).startswith("fastvision.")})
+
+
+SMALL = {
+    "samplenet": dict(num_out_points=16),
+    "hrnetv2_w18_small_v1": {},
+    "bisenetv2": {},
+    "hyperseg_m_cityscapes": {},
+    "padnet": {},
+}
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_export_one_model_per_family(name):
+    model = prepare_for_deployment(get_model(name, **SMALL[name]))
+    spec = deployment_input(name, model)
+    program = check_program(name, model, spec)
+    expected_ops = {
+        "samplenet": ["fastvision.farthest_point_sample.default", "fastvision.knn_points.default"],
+        "hyperseg_m_cityscapes": ["fastvision.patch_conv2d.default", "fastvision.patch_inverted_residual.default"],
+        "padnet": ["fastvision.padnet_encoder.default"],
+    }.get(name, [])
+    assert custom_ops(program) == expected_ops  # the fused / point ops are exported as themselves
+
+
+def test_export_dynamic_height_and_width():
+    for name, other in (("bisenetv2", (96, 128)), ("padnet", (64, 40))):
+        model = prepare_for_deployment(get_model(name))
+        check_program(name, model, deployment_input(name, model), batches=(2,), sizes=other)
+
+
+def test_hyperseg_height_and_width_are_static():
+    model = prepare_for_deployment(get_model("hyperseg_m_cityscapes"))
+    spec = deployment_input("hyperseg_m_cityscapes", model)
+    assert spec.spatial_multiples == {}
+
+
+def test_soft_projection_exports():
+    """SampleNet's soft projection (its training-mode output) as a module of its own."""
+    model = get_model("samplenet", num_out_points=16).eval()
+    points, query = torch.rand(2, 3, 64), torch.rand(2, 3, 16)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(model.project, (points, query),
+                                  dynamic_shapes=({0: batch}, {0: batch}))
+    assert custom_ops(program) == ["fastvision.soft_project.default"]
+    p3, q3 = torch.rand(3, 3, 64), torch.rand(3, 3, 16)
+    assert torch.equal(program.module()(p3, q3), model.project(p3, q3))
+
+
+def test_every_registered_model_has_a_family():
+    for name in list_models():
+        family_of(name)
+    with pytest.raises(ValueError, match="no deployment input"):
+        family_of("resnet50")
+
+
+def test_bisenet_booster_heads_are_dropped():
+    model = prepare_for_deployment(get_model("bisenetv2"))
+    assert model.aux_mode == "eval" and not model.training
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_export_every_registered_model(name):
+    model = prepare_for_deployment(get_model(name))
+    check_program(name, model, deployment_input(name, model))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["padnet", "bisenetv2", "hyperseg_m_cityscapes"])
+def test_export_full_resolution(name):
+    model = prepare_for_deployment(get_model(name))
+    check_program(name, model, deployment_input(name, model, size="full"), batches=(1,))
