@@ -34,19 +34,7 @@ import torch
 from fastvision.ops import (farthest_point_sample, knn_points, nn_distance, padnet_encoder,
                             patch_conv2d, patch_inverted_residual, soft_project)
 from fastvision.ops.padnet import padnet_param_count
-
-
-# HyperSeg-M's decoder at 1024x512 (fastvision/tasks/hyperseg/benchmark.py): name, kind, cin,
-# cout or hidden, out, height, width; the patch grid is 16 x 32.
-PATCH_LEVELS = [
-    ("level0", "conv1x1", 82, 64, None, 16, 32),
-    ("level1", "conv1x1", 94, 32, None, 32, 64),
-    ("level2", "conv1x1", 44, 16, None, 64, 128),
-    ("level3_dw", "dw3x3", 48, 48, None, 128, 256),
-    ("level4_dw", "dw3x3", 68, 68, None, 256, 512),
-    ("level3_ir", "ir", 24, 48, 16, 128, 256),
-    ("level4_ir", "ir", 34, 68, 19, 256, 512),
-]
+from fastvision.tasks.hyperseg.benchmark import DECODER_LEVELS
 
 
 def _median_ms(fn, device: str, repeats: int = 30) -> float:
@@ -165,7 +153,7 @@ def bench_patch(dev: str, out_path: str) -> None:
     scale = 1 if dev == "cuda" else 8
     g = torch.Generator().manual_seed(0)
     rows = []
-    for name, kind, cin, c2, c3, h, w in PATCH_LEVELS:
+    for name, kind, cin, c2, c3, h, w in DECODER_LEVELS:  # HyperSeg-M's decoder at 1024x512
         h, w, fh, fw = h // scale, w // scale, max(1, 16 // scale), max(1, 32 // scale)
         x = torch.randn(1, cin, h, w, generator=g).to(dev)
         if kind == "ir":

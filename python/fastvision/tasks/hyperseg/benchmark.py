@@ -36,11 +36,11 @@ import torch
 
 from fastvision.benchmarks.harness import Case, Impl, measure_case, timed
 
-__all__ = ["CASES", "build_case", "grouped_conv_formulation", "run"]
+__all__ = ["CASES", "DECODER_LEVELS", "build_case", "grouped_conv_formulation", "run"]
 
 # HyperSeg-M decoder at 1024x512: (name, kind, cin, cout or hidden, out, height, width) at scale 1;
 # the patch grid is the input / 32 (16 x 32).
-_LEVELS = [
+DECODER_LEVELS = [
     ("level0", "conv1x1", 82, 64, None, 16, 32),
     ("level1", "conv1x1", 94, 32, None, 32, 64),
     ("level2", "conv1x1", 44, 16, None, 64, 128),
@@ -50,7 +50,7 @@ _LEVELS = [
     ("level4_ir", "ir", 34, 68, 19, 256, 512),
 ]
 CASES: dict[str, list[tuple[str, str]]] = {
-    "full": [(name, mode) for name, kind, *_ in _LEVELS for mode in (("fwd",) if kind == "ir" else ("fwd", "fwd+bwd"))]
+    "full": [(name, mode) for name, kind, *_ in DECODER_LEVELS for mode in (("fwd",) if kind == "ir" else ("fwd", "fwd+bwd"))]
     + [("model", "fwd")],
     "small": [("level1", "fwd+bwd"), ("level4_dw", "fwd+bwd"), ("level4_ir", "fwd"), ("model", "fwd")],
 }
@@ -85,7 +85,7 @@ def _level_case(name: str, mode: str, scale: int, device: str) -> Case:
     from fastvision.ops import _reference as ref
     from fastvision.ops import patch_conv2d
 
-    _, kind, cin, c2, c3, h, w = next(level for level in _LEVELS if level[0] == name)
+    _, kind, cin, c2, c3, h, w = next(level for level in DECODER_LEVELS if level[0] == name)
     h, w = h // scale, w // scale
     fh, fw = max(1, 16 // scale), max(1, 32 // scale)
     g = torch.Generator().manual_seed(0)
