@@ -1,5 +1,5 @@
-"""The CUDA point kernels (fps_kernels.cuh), run on the CPU by the emulator and compared bit for
-bit with the CPU kernels (both use the same round-to-nearest arithmetic)."""
+"""The CUDA point kernels (fps_kernels.cuh, knn_kernels.cuh), run on the CPU by the emulator and
+compared bit for bit with the CPU kernels (both use the same round-to-nearest arithmetic)."""
 
 import numpy as np
 import pytest
@@ -21,13 +21,29 @@ FPS_PATHS = {0: "points and distances in shared memory", 1: "distances in shared
              2: "distances in global memory"}
 
 
-def fps_case(B, P, D, K, dtype, *, lengths=None, seeds=None, seed=0):
+def fps_case(B, P, D, K, dtype, *, lengths=None, seeds=None, seed=0, grid=False, **plan):
+    """plan: FpsTuning overrides (multi_block_min_points, min_points_per_block, max_dynamic_smem)
+    and sms, the SM count the plan sees. grid: points on a 3-per-axis lattice (many exact ties)."""
     g = torch.Generator().manual_seed(seed)
-    points = torch.randn(B, P, D, generator=g, dtype=dtype)
+    if grid:
+        points = torch.randint(0, 3, (B, P, D), generator=g).to(dtype)
+    else:
+        points = torch.randn(B, P, D, generator=g, dtype=dtype)
     lengths = torch.full((B,), P) if lengths is None else torch.as_tensor(lengths)
     seeds = torch.full((B, 1), -1) if seeds is None else torch.as_tensor(seeds)
-    return {"points": points.numpy(), "lengths": lengths.long().numpy(),
+    case = {"points": points.numpy(), "lengths": lengths.long().numpy(),
             "seeds": seeds.long().numpy(), "K": np.array(K, dtype=np.int64)}
+    case.update({k: np.array(v, dtype=np.int64) for k, v in plan.items()})
+    return case
+
+
+# Planning overrides that send clouds of a few hundred points down the multi-block path (the
+# production threshold is 16384 points per cloud), in blocks of 64-128 threads.
+MULTI = {"multi_block_min_points": 64, "min_points_per_block": 100}
+# Blocks of 64 threads, for the sanitizer builds.
+MULTI_SMALL = {"multi_block_min_points": 64, "min_points_per_block": 50}
+# The one-block-per-cloud path at any size.
+SINGLE = {"multi_block_min_points": 2**62}
 
 
 def fps_cpu(case):
@@ -49,8 +65,33 @@ def fps_cases(dtype, small):
         cases.append(fps_case(2, 300, 3, 40, dtype, seeds=[[17], [250]], seed=3))
         # The points do not fit in shared memory beside the distances: path 1.
         cases.append(fps_case(1, 1200, 64, 12, dtype, lengths=[1100], seed=4))
-        # Not even the distances fit: path 2 (global scratch).
-        cases.append(fps_case(1, 60000 if dtype == torch.float32 else 30000, 1, 5, dtype, seed=5))
+        # Not even the distances fit: path 2 (global scratch), kept to one block per cloud.
+        cases.append(fps_case(1, 60000 if dtype == torch.float32 else 30000, 1, 5, dtype, seed=5,
+                              **SINGLE))
+    # The multi-block path: one cloud over 5 blocks; ragged clouds (one shorter than a chunk,
+    # one empty) with seeds over 4 blocks each, K past a cloud's length; ties on a lattice
+    # (the lowest index must win across blocks); generic D.
+    # (Smaller in the sanitizer builds, where every fiber switch is slow.)
+    if small:
+        cases += [
+            fps_case(1, 150, 3, 12, dtype, seed=10, **MULTI_SMALL),
+            fps_case(3, 100, 3, 35, dtype, lengths=[100, 30, 0], seeds=[[5, 70], [-1, 29], [-1, -1]],
+                     seed=11, sms=6, **MULTI_SMALL),
+            fps_case(1, 120, 3, 15, dtype, seed=12, grid=True, **MULTI_SMALL),
+        ]
+    else:
+        cases += [
+            fps_case(1, 450, 3, 30, dtype, seed=10, **MULTI),
+            fps_case(3, 380, 3, 90, dtype, lengths=[380, 70, 0],
+                     seeds=[[5, 300], [-1, 69], [-1, -1]], seed=11, sms=12, **MULTI),
+            fps_case(1, 400, 3, 40, dtype, seed=12, grid=True, **MULTI),
+            fps_case(2, 350, 5, 25, dtype, lengths=[350, 340], seeds=[[-1], [339]], seed=13,
+                     **MULTI),
+            # Multi-block with the min-distances only in shared memory (path 1), and in global
+            # memory (path 2).
+            fps_case(1, 500, 3, 20, dtype, seed=14, max_dynamic_smem=1024, **MULTI),
+            fps_case(1, 500, 3, 20, dtype, seed=15, max_dynamic_smem=0, **MULTI),
+        ]
     return cases
 
 
@@ -64,8 +105,30 @@ def test_fps_matches_cpu(variant, schedule, block_order, dtype):
         np.testing.assert_array_equal(out["idx"], idx, err_msg=f"case {n}")
         np.testing.assert_array_equal(out["dists"], dists, err_msg=f"case {n}")
     paths = {int(o["path"]) for o in outs}
+    multi_paths = {int(o["path"]) for o in outs if int(o["blocks_per_cloud"]) > 1}
+    assert {int(o["blocks_per_cloud"]) > 1 for o in outs} == {True, False}
     if variant == "plain":
         assert paths == set(FPS_PATHS), f"paths covered: {paths}"
+        assert multi_paths == set(FPS_PATHS), f"multi-block paths covered: {multi_paths}"
+
+
+# The production plan (default FpsTuning) at sizes too large to emulate: (GPU, B, P, D) ->
+# (blocks per cloud, shared-memory path, threads).
+@pytest.mark.parametrize("gpu,shape,expected", [
+    ("H100", (1, 1_000_000, 3), (132, 0, 1024)),   # 7576 points per block, all in shared memory
+    ("A100", (1, 1_000_000, 3), (108, 0, 1024)),
+    ("H100", (1, 100_000, 3), (98, 0, 1024)),      # at least 1024 points per block
+    ("H100", (2, 100_000, 3), (66, 0, 1024)),
+    ("H100", (4, 16_384, 3), (16, 0, 1024)),       # the threshold
+    ("H100", (4, 16_383, 3), (1, 1, 1024)),        # just below it: one block per cloud
+    ("H100", (32, 1024, 3), (1, 0, 1024)),         # SampleNet-size clouds: one block per cloud
+    ("H100", (66, 100_000, 3), (2, 1, 1024)),
+    ("H100", (67, 100_000, 3), (1, 2, 1024)),      # more clouds than half the SMs
+    ("H100", (1, 10_000_000, 3), (132, 2, 1024)),  # 75758 points per block: global scratch
+])
+def test_fps_plan_chooses_multi_block_by_size(gpu, shape, expected):
+    (out,) = run("drive_fps", [{"plan_shape": np.array(shape, dtype=np.int64)}], gpu=gpu)
+    assert (int(out["blocks_per_cloud"]), int(out["path"]), int(out["threads"])) == expected
 
 
 # Issue 13, section 4 item 1: clouds whose dynamic shared memory is just under 48 KiB but whose

@@ -47,3 +47,38 @@ def test_missing_barrier_is_a_race_under_tsan_and_a_wrong_sum_in_reverse_order()
         run("drive_emulator_checks", [case(9)], variant="tsan")
     (out,) = run("drive_emulator_checks", [case(9)], schedule="reverse")
     assert out["sum"] != EXPECTED_SUM
+
+
+# Cooperative launches (grid_exchange in drive_emulator_checks.cpp): 3 blocks each publish b + 1,
+# sync the grid and add up all three.
+COOPERATIVE_SUM = 3 * (1 + 2 + 3)
+
+
+@pytest.mark.parametrize("variant,schedule,block_order", [
+    ("plain", "forward", "forward"), ("plain", "reverse", "reverse"),
+    ("plain", "random:5", "shuffle:2"), ("asan", "random:1", "forward"),
+    ("tsan", "reverse", "shuffle:4"),
+])
+def test_cooperative_launch_with_grid_sync_runs(variant, schedule, block_order):
+    (out,) = run("drive_emulator_checks", [case(11)], variant=variant, schedule=schedule,
+                 block_order=block_order)
+    assert out["sum"] == COOPERATIVE_SUM
+
+
+@pytest.mark.parametrize("mode,report", [
+    (13, r"grid sync .* in a kernel that was not launched cooperatively"),
+    (14, r"cooperative launch refused on the emulated H100 \(sm_90\): 265 blocks > 264 "
+         r"co-resident .*cudaErrorCooperativeLaunchTooLarge"),
+    (15, r"divergent grid sync: 1 of 192 threads of the grid exited"),
+    (16, r"divergent sync: threads of a block wait at __syncthreads"),
+])
+def test_broken_grid_sync_is_reported(mode, report):
+    with pytest.raises(EmulatorFailure, match=report):
+        run("drive_emulator_checks", [case(mode)])
+
+
+def test_missing_grid_sync_is_a_race_between_blocks_under_tsan_and_a_wrong_sum():
+    with pytest.raises(EmulatorFailure, match="ThreadSanitizer: data race"):
+        run("drive_emulator_checks", [case(12)], variant="tsan")
+    (out,) = run("drive_emulator_checks", [case(12)])  # block 0 reads before 1 and 2 write
+    assert out["sum"] != COOPERATIVE_SUM

@@ -1,11 +1,13 @@
-"""fastvision.models.checkpoint: every accepted format read by one reader, with one set of errors."""
+"""fastvision.models.checkpoint: every accepted format read by one reader, with one set of errors
+(named shipped weights: tests/test_models_weights.py)."""
 
 import pickle
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from fastvision.models import get_model, load_model, read_checkpoint, shipped_path, shipped_weights
+from fastvision.models import get_model, load_model, read_checkpoint, write_safetensors
 
 
 def _snet_state(**kwargs):
@@ -54,13 +56,42 @@ def test_official_checkpoint_goes_through_the_model_converter(tmp_path):
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
-def test_shipped_weights_load_in_float32():
-    assert "padnet_x1" in shipped_weights()
-    model, meta = load_model(shipped_path("padnet_x1"))
-    assert {"model_spec", "recipe", "metrics"} <= set(meta)
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    with pytest.raises(ValueError, match="no shipped weights named 'nope'; available: .*padnet_x1"):
-        shipped_path("nope")
+def test_safetensors_file_with_metadata_rebuilds_its_model(tmp_path):
+    state = {k: v.half() if v.is_floating_point() else v for k, v in _snet_state().items()}
+    spec = {"name": "snet", "kwargs": {"num_out_points": 8}}
+    path = tmp_path / "snet.safetensors"
+    write_safetensors(path, state, {"model_spec": spec, "recipe": "by hand"})
+    model, meta = load_model(path)
+    assert _same_weights(model, state) and all(p.dtype == torch.float32 for p in model.parameters())
+    assert meta == {"model_spec": spec, "recipe": "by hand"}
+    assert _same_weights(get_model("snet", num_out_points=8, weights=path), state)
+    with pytest.raises(RuntimeError, match="snet.safetensors' does not match SNet"):
+        get_model("snet", num_out_points=4, weights=path)
+    with pytest.raises(ValueError, match="must hold model_spec"):
+        write_safetensors(tmp_path / "x.safetensors", state, {"recipe": "no spec"})
+
+
+def test_plain_safetensors_file_needs_the_model_name(tmp_path):
+    state = _snet_state()
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "plain.bin")  # any suffix
+    with pytest.raises(ValueError, match="plain state dict"):
+        load_model(tmp_path / "plain.bin")
+    model, _ = load_model(tmp_path / "plain.bin", model="snet", num_out_points=8)
+    assert _same_weights(model, state)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_damaged_safetensors_file_is_a_clear_error(tmp_path, damage):
+    path = tmp_path / "snet.safetensors"
+    write_safetensors(path, _snet_state(), {"model_spec": {"name": "snet", "kwargs": {}}})
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:  # a byte of the JSON header
+        data[20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match="could not read checkpoint .*snet.safetensors' as safetensors"):
+        load_model(path)
 
 
 class _NotATensor:

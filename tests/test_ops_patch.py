@@ -101,6 +101,43 @@ def test_patch_conv2d_depthwise_direct_path(mode, kw):
             torch.testing.assert_close(a, r)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(B=2, C=5, cout=3, fh=4, fw=11, H=4, W=11),  # 1-pixel cells, 8 + 3 cells per row (tail)
+        dict(B=1, C=9, cout=6, fh=3, fw=17, H=6, W=34),  # 2x2 cells: tiles of 2 outputs x 4 pixels
+        dict(B=2, C=3, cout=5, fh=2, fw=9, H=8, W=36),  # 4x4 cells
+        dict(B=1, C=4, cout=7, fh=2, fw=5, H=6, W=15),  # 3x3 cells: a pixel tile tail
+        dict(B=1, C=4, cout=2, fh=3, fw=4, H=3, W=20),  # 1x5 cells
+    ],
+)
+def test_patch_conv2d_small_cell_1x1_path(kw, dtype):
+    # 1x1, groups 1, cells of at most 16 pixels: the cell-vectorised kernels (patch_pointwise_cpu.h),
+    # forward and both gradients against the reference, with and without bias; the same values
+    # through a strided weight (the per-cell GEMM path).
+    x, w, b = _conv_inputs(k=1, dtype=dtype, **kw)
+    g = torch.randn(x.shape[0], kw["cout"], x.shape[2], x.shape[3], dtype=dtype)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
+    for bias in (b, None):
+        results = []
+        for fn, weight in ((patch_conv2d, w), (ref.patch_conv2d, w), (patch_conv2d, w.transpose(2, 3).contiguous().transpose(2, 3))):
+            xs, ws = x.clone().requires_grad_(), weight.detach().clone().requires_grad_()
+            out = fn(xs, ws, 1, padding=0, bias=bias)
+            out.backward(g)
+            results.append((out.detach(), xs.grad, ws.grad))
+        for ours, want, strided in zip(*results):
+            torch.testing.assert_close(ours, want, **tol)
+            torch.testing.assert_close(strided, want, **tol)
+
+
+@pytest.mark.parametrize("fh,fw,H,W", [(2, 9, 4, 18), (3, 2, 3, 2)])
+def test_patch_conv2d_small_cell_1x1_path_gradcheck(fh, fw, H, W):
+    x, w, b = _conv_inputs(B=1, C=3, cout=2, k=1, fh=fh, fw=fw, H=H, W=W)
+    xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w, b: patch_conv2d(x, w, 1, padding=0, bias=b), (xs, ws, bs))
+
+
 def test_patch_conv2d_one_patch_is_conv2d():
     # With a 1x1 grid and zero padding, the op is F.conv2d with each image's own kernel.
     x, w, b = _conv_inputs(B=1, C=4, H=7, W=9, cout=6, k=3, fh=1, fw=1, groups=2)

@@ -285,6 +285,53 @@ def test_fps_cuda_large_clouds(P):
     _assert_same(cuda, cpu)
 
 
+# The multi-block path (one cloud over many blocks, cooperative launch): planned for clouds of
+# >= 16384 points when the clouds are at most half the SM count.
+@pytest.mark.parametrize("B,P,D,K", [
+    (1, 200_000, 3, 300),     # every block's points and distances in shared memory
+    (1, 2_000_000, 3, 40),    # distances only in shared memory
+    (1, 8_000_000, 3, 6),     # distances in global memory
+    (3, 40_000, 5, 200),      # generic D, ragged, seeded
+])
+def test_fps_cuda_multi_block_equals_cpu(B, P, D, K):
+    pts = torch.rand(B, P, D)
+    lengths = torch.tensor([P, P // 3 + 7, 20_000][:B])
+    seeds = torch.tensor([[-1, 17], [5, -1], [-1, -1]][:B])
+    cpu = _fps_op(pts, lengths, K, seeds)
+    cuda = _fps_op(*_cuda(pts, lengths), K, seeds.cuda())
+    _assert_same(cuda, cpu)
+
+
+def test_fps_cuda_multi_block_ties_and_forced_single_block(monkeypatch):
+    pts = grid_cloud(1, 50_000, 3, side=3, dtype=torch.float32)  # ties across the blocks
+    seeds = torch.zeros(1, 1, dtype=torch.int64)
+    cpu = _fps_op(pts, None, 27, seeds)
+    multi = _fps_op(pts.cuda(), None, 27, seeds.cuda())
+    monkeypatch.setenv("FASTVISION_FPS_SINGLE_BLOCK", "1")
+    single = _fps_op(pts.cuda(), None, 27, seeds.cuda())
+    _assert_same(multi, cpu)
+    _assert_same(single, cpu)
+
+
+def test_fps_cuda_multi_block_graph_capture():
+    pts = torch.rand(1, 60_000, 3, device="cuda")
+    seeds = torch.tensor([[-1]], device="cuda")
+    lengths = torch.tensor([60_000], device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        _fps_op(pts, lengths, 64, seeds)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = _fps_op(pts, lengths, 64, seeds)
+    pts.copy_(torch.rand_like(pts))
+    graph.replay()
+    torch.cuda.synchronize()
+    for x, y in zip(captured, _fps_op(pts, lengths, 64, seeds)):
+        assert torch.equal(x, y)
+
+
 def test_fps_cuda_wrapper_and_non_contiguous():
     pts = torch.rand(3, 3, 500).transpose(1, 2)  # (3, 500, 3) non-contiguous
     idx_c, md_c = farthest_point_sample(pts, 16, start=4, return_min_dists=True)

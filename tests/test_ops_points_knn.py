@@ -269,3 +269,57 @@ def test_knn_backward_cuda_alerts_in_deterministic_mode():
             torch.ops.fastvision._knn_points_backward(p1, p2, idx, grad, 2)
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+_PORTABLE_KNN_SCRIPT = """
+import sys, torch
+import fastvision
+from fastvision.ops import knn_points
+assert fastvision.build_info()["cpu_kernels"] == "baseline"
+cases = torch.load(sys.argv[1])
+out = [tuple(knn_points(p1, p2, K, l1, l2, norm=norm, method="brute_force")) for p1, p2, l1, l2, K, norm in cases]
+torch.save(out, sys.argv[2])
+"""
+
+
+def _bits(t):
+    return t.view(torch.int64 if t.dtype == torch.float64 else torch.int32)
+
+
+@pytest.mark.skipif(__import__("fastvision").build_info()["cpu_kernels"] == "baseline",
+                    reason="this machine runs the portable scan only")
+def test_knn_avx2_scan_bitwise_equal_to_portable_scan(tmp_path):
+    # The AVX2 few-query scan (knn_scan_cpu.h) against the portable knn_brute, run in a
+    # subprocess with FASTVISION_CPU_BASELINE=1: same distances bit for bit (-0.0 included) and
+    # same indices, ties by index, ragged clouds (the +inf padding), D past the AVX2 limit.
+    import os
+    import subprocess
+    import sys
+
+    g = torch.Generator().manual_seed(5)
+    cases = []
+    for dtype in (torch.float32, torch.float64):
+        for D in (1, 3, 4, 17):
+            for norm in (1, 2):
+                p1 = torch.rand(3, 45, D, generator=g, dtype=dtype)
+                p2 = torch.rand(3, 2100, D, generator=g, dtype=dtype)  # two cache blocks
+                p2[:, 1000:1500] = grid_cloud(3, 500, D, side=3).to(dtype) / 3  # exact ties
+                p1[:, :5] = p2[:, 1000:1005]
+                p1[0, 5] = -0.0  # |-0.0 - 0.0| is -0.0: the sum of the terms stays -0.0
+                p2[0, 7] = 0.0
+                l2 = torch.tensor([2100, 1037, 6])
+                l1 = torch.tensor([45, 0, 30])
+                cases.append((p1, p2, None, None, 8, norm))
+                cases.append((p1, p2, l1, l2, 9, norm))
+    src, dst = tmp_path / "cases.pt", tmp_path / "out.pt"
+    torch.save(cases, src)
+    script = tmp_path / "portable.py"
+    script.write_text(_PORTABLE_KNN_SCRIPT)
+    env = dict(os.environ, FASTVISION_CPU_BASELINE="1")
+    run = subprocess.run([sys.executable, str(script), str(src), str(dst)], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    portable = torch.load(dst)
+    for (p1, p2, l1, l2, K, norm), (pd, pi) in zip(cases, portable):
+        d, i = knn_points(p1, p2, K, l1, l2, norm=norm, method="brute_force")
+        assert torch.equal(i, pi), (p1.dtype, p1.shape[2], norm)
+        assert torch.equal(_bits(d), _bits(pd)), (p1.dtype, p1.shape[2], norm)

@@ -16,7 +16,7 @@ from fastvision.data.particles import ProceduralParticles
 from fastvision.tasks.padnet.detect import SHIPPED_DETECTOR, detect_images
 from fastvision.metrics.particles import ParticleMetrics
 from fastvision.tasks.padnet.recipe import predict_centres
-from fastvision.models import load_model, shipped_path
+from fastvision.models import load_model
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_detect_unreadable_image_is_named(tmp_path, pads, capsys):
 
 def test_detect_with_a_training_checkpoint(tmp_path, pads):
     folder, _ = pads
-    model, meta = load_model(shipped_path(SHIPPED_DETECTOR))
+    model, meta = load_model(SHIPPED_DETECTOR)
     ckpt = tmp_path / "model.pt"
     torch.save({"model": model.state_dict(), "model_spec": meta["model_spec"]}, ckpt)
     shipped = detect_images([folder / "pad1.png"], tmp_path / "a")
@@ -105,6 +105,23 @@ def test_detect_with_a_training_checkpoint(tmp_path, pads):
                not_padnet)
     with pytest.raises(ValueError, match="not a PAD-Net-style particle detector"):
         detect_images([folder / "pad1.png"], tmp_path / "c", model=str(not_padnet))
+    with pytest.raises(ValueError, match="'snet.embedded_r32' holds snet, not a PAD-Net"):
+        detect_images([folder / "pad1.png"], tmp_path / "c", model="snet.embedded_r32")
+
+
+def test_detect_cli_takes_weights_by_name_or_path(tmp_path, pads, capsys):
+    folder, _ = pads
+    model, meta = load_model(SHIPPED_DETECTOR)
+    ckpt = tmp_path / "model.pt"
+    torch.save({"model": model.state_dict(), "model_spec": meta["model_spec"]}, ckpt)
+    for i, weights in enumerate([SHIPPED_DETECTOR, str(ckpt)]):
+        out = tmp_path / f"out{i}"
+        assert main(["detect", str(folder / "pad1.png"), "--out", str(out), "--weights", weights,
+                     "--quiet"]) == 0
+        assert (out / "counts.csv").is_file()
+    assert main(["detect", str(folder / "pad1.png"), "--out", str(tmp_path / "x"), "--weights",
+                 "padnet.nope", "--quiet"]) == 2
+    assert "checkpoint not found: 'padnet.nope'" in capsys.readouterr().err
 
 
 def get_pointnet():
@@ -119,7 +136,7 @@ def test_shipped_padnet_detects_particles():
     Bound: those metrics minus 0.03. float16 rounding moves a few peaks across the threshold
     (a handful of particles, ~0.001); 0.03 is 150 particles, so a broken loader, a wrong
     normalisation or a model that lost its training fails, as does one below 0.9 outright."""
-    model, meta = load_model(shipped_path(SHIPPED_DETECTOR))
+    model, meta = load_model(SHIPPED_DETECTOR)
     assert meta["model_spec"]["name"] == "padnet"
     test = ProceduralParticles("test", 200)
     images = torch.stack([test[i]["image"] for i in range(len(test))])

@@ -23,6 +23,15 @@
 //     Static shared memory is known only once a block declares it, so that part of the check runs
 //     at the first FV_SHARED of the launch (before any thread passes it).
 //   - Atomics go through std::atomic_ref, so ThreadSanitizer sees them as atomic.
+//   - Cooperative launches (LaunchConfig::cooperative, cudaLaunchCooperativeKernel on a GPU): every
+//     block of the grid is resident at once (all their threads are fibers of one schedule), and
+//     cooperative_groups::this_grid().sync() is a real barrier of the whole grid. The grid must fit
+//     the emulated GPU's co-resident blocks (threads, blocks and shared memory per SM; registers
+//     are not modelled), or the launch is refused like cudaErrorCooperativeLaunchTooLarge. A grid
+//     sync that not every thread of the grid reaches (one exited, or waits at __syncthreads) is
+//     reported, and so is a grid sync in a kernel launched without the cooperative flag. Under
+//     TSan, blocks of a cooperative launch are fibers of one schedule, so races *between* its
+//     blocks that no grid sync orders are reported too.
 // Thread schedules (FVEMU_SCHEDULE): within each barrier interval the runnable threads run one
 // after another in `forward` (0, 1, ...), `reverse` or `random:SEED` order (reshuffled every
 // round), each until it reaches a sync point. Block order (FVEMU_BLOCK_ORDER): `forward`,
@@ -35,9 +44,9 @@
 // exit status 86 (the test harness turns it into a test failure).
 //
 // Limits: g++ is not nvcc: no PTX, no occupancy, registers or timing; no inline PTX, tensor-core
-// intrinsics, cp.async, cooperative groups, __activemask or independent thread scheduling inside
+// intrinsics, cp.async, cooperative groups other than this_grid().sync(), __activemask or independent thread scheduling inside
 // a barrier interval (a thread runs until its next sync point). __launch_bounds__ is not checked.
-// Races between blocks are not detected (blocks run one after another). Floating point equals the
+// Races between blocks are not detected outside cooperative launches (blocks run one after another). Floating point equals the
 // GPU's where the code uses the _rn intrinsics or plain + - * / on x86-64 SSE with
 // -ffp-contract=off (the test build sets it; `#pragma STDC FP_CONTRACT` is ignored by g++); it may
 // differ where nvcc contracts a * b + c into an FMA, and for the fast math library functions.
@@ -124,15 +133,24 @@ struct Gpu {
   int max_threads_per_block;
   unsigned max_block[3];
   unsigned max_grid[3];
+  // Per-SM limits: what decides how many blocks a cooperative launch may have.
+  int max_threads_per_sm;
+  int max_blocks_per_sm;
+  std::size_t smem_per_sm;  // shared memory per SM (each block also reserves 1 KiB on sm_80+)
 };
 
 inline const std::vector<Gpu>& gpu_table() {
   static const std::vector<Gpu> table = {
-      {"A100", 80, 108, 48 * 1024, 163 * 1024, 1024, {1024, 1024, 64}, {2147483647u, 65535, 65535}},
-      {"H100", 90, 132, 48 * 1024, 227 * 1024, 1024, {1024, 1024, 64}, {2147483647u, 65535, 65535}},
-      {"H200", 90, 132, 48 * 1024, 227 * 1024, 1024, {1024, 1024, 64}, {2147483647u, 65535, 65535}},
-      {"L4", 89, 58, 48 * 1024, 99 * 1024, 1024, {1024, 1024, 64}, {2147483647u, 65535, 65535}},
-      {"T4", 75, 40, 48 * 1024, 64 * 1024, 1024, {1024, 1024, 64}, {2147483647u, 65535, 65535}},
+      {"A100", 80, 108, 48 * 1024, 163 * 1024, 1024, {1024, 1024, 64}, {2147483647u, 65535, 65535},
+       2048, 32, 164 * 1024},
+      {"H100", 90, 132, 48 * 1024, 227 * 1024, 1024, {1024, 1024, 64}, {2147483647u, 65535, 65535},
+       2048, 32, 228 * 1024},
+      {"H200", 90, 132, 48 * 1024, 227 * 1024, 1024, {1024, 1024, 64}, {2147483647u, 65535, 65535},
+       2048, 32, 228 * 1024},
+      {"L4", 89, 58, 48 * 1024, 99 * 1024, 1024, {1024, 1024, 64}, {2147483647u, 65535, 65535},
+       1536, 24, 100 * 1024},
+      {"T4", 75, 40, 48 * 1024, 64 * 1024, 1024, {1024, 1024, 64}, {2147483647u, 65535, 65535},
+       1024, 16, 64 * 1024},
   };
   return table;
 }
@@ -210,7 +228,7 @@ using Error = int;
 constexpr Error kSuccess = 0;
 
 // ---- the running block -------------------------------------------------------------------------
-enum class Wait { kRunnable, kBarrier, kWarp, kExited };
+enum class Wait { kRunnable, kBarrier, kGridBarrier, kWarp, kExited };
 enum class WarpOp { kShfl, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kSyncwarp };
 
 inline const char* warp_op_name(WarpOp op) {
@@ -231,7 +249,8 @@ struct Thread {
   ucontext_t ctx{};
   void* stack = nullptr;
   uint3 idx;
-  int tid = 0;
+  int tid = 0;    // within its block
+  int block = 0;  // its block: an index into Launch::resident
   Wait wait = Wait::kRunnable;
   std::source_location at;
   // The pending warp operation.
@@ -253,24 +272,34 @@ struct SharedBuffer {
 // A plain array, not a std::map: the runtime's own accesses must stay uninstrumented under TSan.
 inline constexpr int kMaxSharedDeclarations = 64;
 
+// A block resident in the emulator: one at a time, or every block of a cooperative launch.
+struct ResidentBlock {
+  uint3 idx;
+  unsigned char* dyn = nullptr;
+  SharedBuffer statics[kMaxSharedDeclarations];
+  int static_count = 0;
+  std::size_t static_bytes = 0;
+#if defined(FVEMU_TSAN)
+  char barrier_sync = 0;  // the address TSan's acquire/release of its __syncthreads pair on
+#endif
+};
+
 struct Launch {
   dim3 grid, block;
   std::size_t dyn_bytes = 0;
   bool opt_in = false;
   std::size_t opt_in_limit = 0;  // the dynamic limit the opt-in attribute sets (>= dyn_bytes)
+  bool cooperative = false;
   std::function<void()> body;
-  std::vector<Thread> threads;
-  uint3 block_idx;
-  unsigned char* dyn = nullptr;
-  SharedBuffer statics[kMaxSharedDeclarations];  // of the current block
-  int static_count = 0;
-  std::size_t static_bytes = 0;
+  int block_threads = 0;            // threads per block
+  std::vector<ResidentBlock> resident;
+  std::vector<Thread> threads;      // resident.size() * block_threads, block after block
   Thread* current = nullptr;
   ucontext_t scheduler{};
   std::size_t stack_bytes = 0;
 #if defined(FVEMU_TSAN)
   void* scheduler_fiber = nullptr;
-  char barrier_sync = 0;  // addresses that TSan's acquire/release pair on
+  char grid_sync = 0;  // addresses that TSan's acquire/release pair on
   char launch_sync = 0;
   char block_end_sync = 0;
   std::vector<char> warp_sync;
@@ -322,36 +351,64 @@ inline std::string smem_limit_text(const Launch& l, std::size_t static_bytes) {
   return s.str();
 }
 
+// How many blocks of this launch fit on one SM of the emulated GPU (threads, blocks and shared
+// memory; registers are not modelled), for the co-residency check of cooperative launches.
+inline std::size_t blocks_per_sm(const Launch& l, std::size_t static_bytes) {
+  const Gpu& g = gpu();
+  const std::size_t warps = (static_cast<std::size_t>(l.block_threads) + 31) / 32;
+  std::size_t fit = static_cast<std::size_t>(g.max_blocks_per_sm);
+  fit = std::min(fit, static_cast<std::size_t>(g.max_threads_per_sm) / (warps * 32));
+  const std::size_t reserved = g.sm >= 80 ? 1024 : 0;  // per block, by the driver
+  fit = std::min(fit, g.smem_per_sm / (static_bytes + l.dyn_bytes + reserved));
+  return fit;
+}
+
+inline std::string coresidency_text(const Launch& l, std::size_t static_bytes) {
+  if (!l.cooperative) return "";
+  const Gpu& g = gpu();
+  const std::uint64_t blocks = std::uint64_t{l.grid.x} * l.grid.y * l.grid.z;
+  const std::size_t per_sm = blocks_per_sm(l, static_bytes);
+  if (blocks <= per_sm * static_cast<std::size_t>(g.sm_count)) return "";
+  std::ostringstream s;
+  s << "cooperative launch refused on the emulated " << g.name << " (sm_" << g.sm << "): " << blocks
+    << " blocks > " << per_sm * static_cast<std::size_t>(g.sm_count) << " co-resident ("
+    << per_sm << " per SM of " << l.block_threads << " threads, " << static_bytes << " B static + "
+    << l.dyn_bytes << " B dynamic shared memory, x " << g.sm_count
+    << " SMs): cudaErrorCooperativeLaunchTooLarge";
+  return s.str();
+}
+
 // FV_SHARED: the block's instance of a static shared variable, allocated and poisoned by the
 // first thread that reaches the declaration.
 template <typename T>
 FVEMU_RUNTIME T& static_shared(const void* site, const std::source_location& loc) {
   Launch& l = *active();
-  self();
-  for (int k = 0; k < l.static_count; ++k) {
-    if (l.statics[k].site == site) {
+  ResidentBlock& blk = l.resident[static_cast<std::size_t>(self().block)];
+  for (int k = 0; k < blk.static_count; ++k) {
+    if (blk.statics[k].site == site) {
 #if defined(FVEMU_TSAN)
       // The allocation by the first thread (which TSan sees as its write) precedes every use,
       // as a real block's shared memory exists before its threads start.
-      __tsan_acquire(l.statics[k].data);
+      __tsan_acquire(blk.statics[k].data);
 #endif
-      return *reinterpret_cast<T*>(l.statics[k].data);
+      return *reinterpret_cast<T*>(blk.statics[k].data);
     }
   }
   {
     const std::size_t bytes = sizeof(T);
-    const std::size_t total_static = l.static_bytes + align_up(bytes, kSharedAlign);
-    const std::string refused = smem_limit_text(l, total_static);
+    const std::size_t total_static = blk.static_bytes + align_up(bytes, kSharedAlign);
+    std::string refused = smem_limit_text(l, total_static);
+    if (refused.empty()) refused = coresidency_text(l, total_static);
     if (!refused.empty()) {
       fail(refused + "; at the static shared declaration " + where(loc));
     }
-    l.static_bytes = total_static;
+    blk.static_bytes = total_static;
     auto* data = static_cast<unsigned char*>(std::aligned_alloc(kSharedAlign, align_up(bytes, kSharedAlign)));
     poison(data, bytes);
-    if (l.static_count == kMaxSharedDeclarations) {
+    if (blk.static_count == kMaxSharedDeclarations) {
       fail("more than " + std::to_string(kMaxSharedDeclarations) + " FV_SHARED declarations in a kernel");
     }
-    l.statics[l.static_count++] = SharedBuffer{site, data};
+    blk.statics[blk.static_count++] = SharedBuffer{site, data};
 #if defined(FVEMU_TSAN)
     __tsan_release(data);
 #endif
@@ -360,8 +417,7 @@ FVEMU_RUNTIME T& static_shared(const void* site, const std::source_location& loc
 }
 
 FVEMU_RUNTIME inline unsigned char* dynamic_shared() {
-  self();
-  return active()->dyn;
+  return active()->resident[static_cast<std::size_t>(self().block)].dyn;
 }
 
 // ---- fiber switching ------------------------------------------------------------------------------
@@ -423,8 +479,9 @@ inline void block_until_released(Thread& t) {
 
 inline std::string thread_name(const Launch& l, const Thread& t) {
   std::ostringstream s;
-  s << "thread (" << t.idx.x << "," << t.idx.y << "," << t.idx.z << ") of block (" << l.block_idx.x
-    << "," << l.block_idx.y << "," << l.block_idx.z << ")";
+  const uint3& b = l.resident[static_cast<std::size_t>(t.block)].idx;
+  s << "thread (" << t.idx.x << "," << t.idx.y << "," << t.idx.z << ") of block (" << b.x << ","
+    << b.y << "," << b.z << ")";
   return s.str();
 }
 
@@ -433,6 +490,7 @@ inline std::string state_of(const Thread& t) {
     case Wait::kRunnable: return "runnable";
     case Wait::kExited: return "exited";
     case Wait::kBarrier: return "at __syncthreads " + where(t.at);
+    case Wait::kGridBarrier: return "at the grid sync " + where(t.at);
     case Wait::kWarp: {
       std::ostringstream s;
       s << "at " << warp_op_name(t.op) << " (mask 0x" << std::hex << t.mask << ") " << where(t.at);
@@ -442,15 +500,29 @@ inline std::string state_of(const Thread& t) {
   return "?";
 }
 
+// Where the threads wait: one line per run of consecutive threads of a block in the same state
+// (the message stays short enough to read whole, however many blocks are resident).
 inline std::string block_states(const Launch& l) {
   std::ostringstream s;
   int shown = 0;
-  for (const Thread& t : l.threads) {
+  for (std::size_t i = 0; i < l.threads.size();) {
+    const Thread& t = l.threads[i];
+    const std::string state = state_of(t);
+    std::size_t j = i + 1;
+    while (j < l.threads.size() && l.threads[j].block == t.block && state_of(l.threads[j]) == state) {
+      ++j;
+    }
     if (shown++ == 64) {
       s << "\n  ...";
       break;
     }
-    s << "\n  " << thread_name(l, t) << ": " << state_of(t);
+    const Thread& last = l.threads[j - 1];
+    s << "\n  " << thread_name(l, t);
+    if (j - i > 1) {
+      s << " to (" << last.idx.x << "," << last.idx.y << "," << last.idx.z << ")";
+    }
+    s << ": " << state;
+    i = j;
   }
   return s.str();
 }
@@ -458,14 +530,46 @@ inline std::string block_states(const Launch& l) {
 FVEMU_RUNTIME inline void syncthreads_at(const std::source_location& loc) {
   Thread& t = self();
 #if defined(FVEMU_TSAN)
-  __tsan_release(&active()->barrier_sync);
+  __tsan_release(&active()->resident[static_cast<std::size_t>(t.block)].barrier_sync);
 #endif
   t.wait = Wait::kBarrier;
   t.at = loc;
   block_until_released(t);
 #if defined(FVEMU_TSAN)
-  __tsan_acquire(&active()->barrier_sync);
+  __tsan_acquire(&active()->resident[static_cast<std::size_t>(t.block)].barrier_sync);
 #endif
+}
+
+// cooperative_groups::this_grid().sync(): a barrier of every thread of a cooperative launch.
+FVEMU_RUNTIME inline void grid_sync_at(const std::source_location& loc) {
+  Thread& t = self();
+  Launch& l = *active();
+  if (!l.cooperative) {
+    fail("grid sync (cooperative_groups::this_grid().sync()) at " + where(loc) + " in a kernel "
+         "that was not launched cooperatively (LaunchConfig::cooperative / "
+         "cudaLaunchCooperativeKernel): undefined on a GPU");
+  }
+#if defined(FVEMU_TSAN)
+  __tsan_release(&l.grid_sync);
+#endif
+  t.wait = Wait::kGridBarrier;
+  t.at = loc;
+  block_until_released(t);
+#if defined(FVEMU_TSAN)
+  __tsan_acquire(&l.grid_sync);
+#endif
+}
+
+// The thread's warp, numbered across the resident blocks (TSan's per-warp sync addresses).
+inline std::size_t warp_slot(const Launch& l, const Thread& t) {
+  const std::size_t warps_per_block = (static_cast<std::size_t>(l.block_threads) + 31) / 32;
+  return static_cast<std::size_t>(t.block) * warps_per_block + static_cast<std::size_t>(t.tid / 32);
+}
+
+// Index in Launch::threads of lane 0 of thread t's warp.
+inline std::size_t warp_base_index(const Launch& l, const Thread& t) {
+  return static_cast<std::size_t>(t.block) * static_cast<std::size_t>(l.block_threads) +
+         static_cast<std::size_t>(t.tid - t.tid % 32);
 }
 
 template <typename V>
@@ -489,7 +593,7 @@ FVEMU_RUNTIME inline std::uint64_t warp_meet(WarpOp op, unsigned mask, std::uint
   Thread& t = self();
   const int lane = t.tid % 32;
   const int warp_base = t.tid - lane;
-  const int nthreads = static_cast<int>(l.threads.size());
+  const int nthreads = l.block_threads;
   std::ostringstream err;
   if ((mask >> lane & 1u) == 0) {
     err << warp_op_name(op) << " at " << where(loc) << ": " << thread_name(l, t) << " (lane "
@@ -510,7 +614,7 @@ FVEMU_RUNTIME inline std::uint64_t warp_meet(WarpOp op, unsigned mask, std::uint
     fail(err.str());
   }
 #if defined(FVEMU_TSAN)
-  __tsan_release(&l.warp_sync[static_cast<std::size_t>(t.tid / 32)]);
+  __tsan_release(&l.warp_sync[warp_slot(l, t)]);
 #endif
   t.wait = Wait::kWarp;
   t.op = op;
@@ -521,7 +625,7 @@ FVEMU_RUNTIME inline std::uint64_t warp_meet(WarpOp op, unsigned mask, std::uint
   t.at = loc;
   block_until_released(t);
 #if defined(FVEMU_TSAN)
-  __tsan_acquire(&l.warp_sync[static_cast<std::size_t>(t.tid / 32)]);
+  __tsan_acquire(&l.warp_sync[warp_slot(l, t)]);
 #endif
   return t.result;
 }
@@ -530,11 +634,11 @@ FVEMU_RUNTIME inline std::uint64_t warp_meet(WarpOp op, unsigned mask, std::uint
 // exited or disagree. Returns whether the lanes were released.
 FVEMU_RUNTIME inline bool try_complete_warp(Launch& l, Thread& t) {
   const int lane = t.tid % 32;
-  const int base = t.tid - lane;
+  const std::size_t base = warp_base_index(l, t);
   Thread* lanes[32] = {};
   for (int k = 0; k < 32; ++k) {
     if ((t.mask >> k & 1u) == 0) continue;
-    Thread& o = l.threads[static_cast<std::size_t>(base + k)];
+    Thread& o = l.threads[base + static_cast<std::size_t>(k)];
     if (o.wait == Wait::kExited) {
       std::ostringstream e;
       e << warp_op_name(t.op) << " at " << where(t.at) << ": " << thread_name(l, t)
@@ -614,9 +718,13 @@ inline std::vector<std::size_t> order(std::size_t n, const std::string& spec, st
   return o;
 }
 
-FVEMU_RUNTIME inline void run_block(Launch& l, std::mt19937_64* thread_rng) {
+// Runs the resident blocks (one, or every block of a cooperative launch) to completion.
+// turn_order: the resident blocks in the order their threads take turns within a round.
+FVEMU_RUNTIME inline void run_resident(Launch& l, std::mt19937_64* thread_rng,
+                                       const std::vector<std::size_t>& turn_order) {
   const Config& cfg = config();
   const std::size_t n = l.threads.size();
+  const std::size_t per_block = static_cast<std::size_t>(l.block_threads);
   for (std::size_t i = 0; i < n; ++i) {
     Thread& t = l.threads[i];
     t.wait = Wait::kRunnable;
@@ -626,9 +734,24 @@ FVEMU_RUNTIME inline void run_block(Launch& l, std::mt19937_64* thread_rng) {
     t.ctx.uc_link = nullptr;
     makecontext(&t.ctx, fiber_entry, 0);
   }
+  // Threads of the resident blocks in block order (forward / reverse / shuffled), each block's
+  // threads in the schedule's order; a random schedule shuffles all of them every round.
+  auto round_order = [&] {
+    std::vector<std::size_t> o;
+    o.reserve(n);
+    if (thread_rng != nullptr) {
+      o = order(n, cfg.schedule, thread_rng);
+      return o;
+    }
+    const std::vector<std::size_t> within = order(per_block, cfg.schedule, nullptr);
+    for (std::size_t b : turn_order) {
+      for (std::size_t i : within) o.push_back(b * per_block + i);
+    }
+    return o;
+  };
   for (;;) {
     bool ran = false;
-    for (std::size_t i : order(n, cfg.schedule, thread_rng)) {
+    for (std::size_t i : round_order()) {
       Thread& t = l.threads[i];
       if (t.wait != Wait::kRunnable) continue;
       ran = true;
@@ -636,15 +759,26 @@ FVEMU_RUNTIME inline void run_block(Launch& l, std::mt19937_64* thread_rng) {
       if (t.wait == Wait::kWarp) try_complete_warp(l, t);
     }
     if (ran) continue;
-    std::size_t exited = 0, at_barrier = 0;
+    std::size_t exited_total = 0, at_grid_total = 0;
     for (const Thread& t : l.threads) {
-      exited += t.wait == Wait::kExited;
-      at_barrier += t.wait == Wait::kBarrier;
+      exited_total += t.wait == Wait::kExited;
+      at_grid_total += t.wait == Wait::kGridBarrier;
     }
-    if (exited == n) return;
-    if (at_barrier + exited == n) {
+    if (exited_total == n) return;
+    // A block whose threads all wait at __syncthreads (or exited) is released, block by block.
+    bool released = false;
+    for (std::size_t b = 0; b < l.resident.size(); ++b) {
+      std::size_t exited = 0, at_barrier = 0, at_grid = 0;
+      for (std::size_t i = b * per_block; i < (b + 1) * per_block; ++i) {
+        const Thread& t = l.threads[i];
+        exited += t.wait == Wait::kExited;
+        at_grid += t.wait == Wait::kGridBarrier;
+        at_barrier += t.wait == Wait::kBarrier;
+      }
+      if (at_barrier == 0 || at_barrier + exited + at_grid != per_block) continue;
       const Thread* first = nullptr;
-      for (const Thread& t : l.threads) {
+      for (std::size_t i = b * per_block; i < (b + 1) * per_block; ++i) {
+        const Thread& t = l.threads[i];
         if (t.wait != Wait::kBarrier) continue;
         if (first == nullptr) first = &t;
         if (t.at.line() != first->at.line() ||
@@ -652,9 +786,36 @@ FVEMU_RUNTIME inline void run_block(Launch& l, std::mt19937_64* thread_rng) {
           fail("divergent __syncthreads: threads wait at different barriers" + block_states(l));
         }
       }
+      if (at_grid > 0) {
+        fail("divergent sync: threads of a block wait at __syncthreads " + where(first->at) +
+             " while others of the block wait at the grid sync" + block_states(l));
+      }
       if (exited > 0) {
-        fail("divergent __syncthreads: " + std::to_string(exited) + " of " + std::to_string(n) +
-             " threads exited while the others wait at " + where(first->at) + block_states(l));
+        fail("divergent __syncthreads: " + std::to_string(exited) + " of " +
+             std::to_string(per_block) + " threads exited while the others wait at " +
+             where(first->at) + block_states(l));
+      }
+      for (std::size_t i = b * per_block; i < (b + 1) * per_block; ++i) {
+        l.threads[i].wait = Wait::kRunnable;
+      }
+      released = true;
+    }
+    if (released) continue;
+    // The grid sync completes when every thread of the grid waits at it.
+    if (at_grid_total > 0 && at_grid_total + exited_total == n) {
+      const Thread* first = nullptr;
+      for (const Thread& t : l.threads) {
+        if (t.wait != Wait::kGridBarrier) continue;
+        if (first == nullptr) first = &t;
+        if (t.at.line() != first->at.line() ||
+            std::strcmp(t.at.file_name(), first->at.file_name()) != 0) {
+          fail("divergent grid sync: threads wait at different grid syncs" + block_states(l));
+        }
+      }
+      if (exited_total > 0) {
+        fail("divergent grid sync: " + std::to_string(exited_total) + " of " + std::to_string(n) +
+             " threads of the grid exited while the others wait at the grid sync " +
+             where(first->at) + block_states(l));
       }
       for (Thread& t : l.threads) t.wait = Wait::kRunnable;
       continue;
@@ -687,6 +848,8 @@ inline void check_launch(const Launch& l) {
   }
   const std::string smem = smem_limit_text(l, 0);
   if (!smem.empty()) fail(smem);
+  const std::string coresident = coresidency_text(l, 0);
+  if (!coresident.empty()) fail(coresident);
 }
 
 [[noreturn]] inline void on_timeout(int) {
@@ -697,9 +860,12 @@ inline void check_launch(const Launch& l) {
   std::_Exit(86);
 }
 
+// The most fibers one cooperative launch may have here (each has its own stack).
+inline constexpr std::size_t kMaxCooperativeThreads = 16384;
+
 template <typename... KArgs, typename... Args>
 FVEMU_RUNTIME Error launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, bool opt_in,
-                    std::size_t opt_in_limit, Args&&... args) {
+                    std::size_t opt_in_limit, bool cooperative, Args&&... args) {
   if (active() != nullptr) {
     fail("a kernel launched another kernel (dynamic parallelism is not emulated)");
   }
@@ -710,19 +876,31 @@ FVEMU_RUNTIME Error launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 bloc
   l.dyn_bytes = smem;
   l.opt_in = opt_in;
   l.opt_in_limit = opt_in_limit > smem ? opt_in_limit : smem;
+  l.cooperative = cooperative;
+  const std::size_t n = std::size_t{block.x} * block.y * block.z;
+  l.block_threads = static_cast<int>(std::min<std::size_t>(n, 1u << 30));
   check_launch(l);
   auto packed = std::make_tuple(static_cast<KArgs>(std::forward<Args>(args))...);
   l.body = [&packed, kernel] { std::apply(kernel, packed); };
-  const std::size_t n = std::size_t{block.x} * block.y * block.z;
+  const std::uint64_t total_blocks = std::uint64_t{grid.x} * grid.y * grid.z;
+  // A cooperative launch has every block resident at once; otherwise one block at a time.
+  const std::size_t resident = cooperative ? static_cast<std::size_t>(total_blocks) : 1;
+  if (resident * n > kMaxCooperativeThreads && cooperative) {
+    fail("cooperative launch of " + std::to_string(resident * n) + " threads: more than the "
+         "emulator's " + std::to_string(kMaxCooperativeThreads) + " fibers; test a smaller grid");
+  }
   l.stack_bytes = 256 * 1024;
-  l.threads.resize(n);
+  l.resident.resize(resident);
+  l.threads.resize(resident * n);
   const std::size_t guard = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-  for (std::size_t i = 0; i < n; ++i) {
+  for (std::size_t i = 0; i < l.threads.size(); ++i) {
     Thread& t = l.threads[i];
-    t.tid = static_cast<int>(i);
-    t.idx.x = static_cast<unsigned>(i % block.x);
-    t.idx.y = static_cast<unsigned>(i / block.x % block.y);
-    t.idx.z = static_cast<unsigned>(i / (std::size_t{block.x} * block.y));
+    const std::size_t local = i % n;
+    t.tid = static_cast<int>(local);
+    t.block = static_cast<int>(i / n);
+    t.idx.x = static_cast<unsigned>(local % block.x);
+    t.idx.y = static_cast<unsigned>(local / block.x % block.y);
+    t.idx.z = static_cast<unsigned>(local / (std::size_t{block.x} * block.y));
     // A guard page under every stack turns a stack overflow into a crash, not corruption.
     void* mem = mmap(nullptr, l.stack_bytes + guard, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -732,12 +910,11 @@ FVEMU_RUNTIME Error launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 bloc
   }
 #if defined(FVEMU_TSAN)
   l.scheduler_fiber = __tsan_get_current_fiber();
-  l.warp_sync.assign((n + 31) / 32, 0);
+  l.warp_sync.assign(resident * ((n + 31) / 32), 0);
   for (Thread& t : l.threads) {
     t.tsan_fiber = __tsan_create_fiber(0);
   }
 #endif
-  const std::uint64_t total_blocks = std::uint64_t{grid.x} * grid.y * grid.z;
   std::vector<std::uint64_t> blocks(total_blocks);
   for (std::uint64_t i = 0; i < total_blocks; ++i) blocks[i] = i;
   if (cfg.block_order == "reverse") {
@@ -752,26 +929,42 @@ FVEMU_RUNTIME Error launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 bloc
   active() = &l;
   std::signal(SIGALRM, on_timeout);
   alarm(cfg.timeout_s);
-  for (std::uint64_t bi : blocks) {
-    l.block_idx.x = static_cast<unsigned>(bi % grid.x);
-    l.block_idx.y = static_cast<unsigned>(bi / grid.x % grid.y);
-    l.block_idx.z = static_cast<unsigned>(bi / (std::uint64_t{grid.x} * grid.y));
-    // Exactly the requested size (malloc(0) still gives a unique pointer ASan guards).
-    l.dyn = static_cast<unsigned char*>(std::malloc(smem));
-    if (l.dyn == nullptr && smem > 0) fail("could not allocate dynamic shared memory");
-    poison(l.dyn, smem);
+  auto block_index = [&](std::uint64_t bi) {
+    uint3 idx;
+    idx.x = static_cast<unsigned>(bi % grid.x);
+    idx.y = static_cast<unsigned>(bi / grid.x % grid.y);
+    idx.z = static_cast<unsigned>(bi / (std::uint64_t{grid.x} * grid.y));
+    return idx;
+  };
+  // Batches of resident blocks: all of them at once (cooperative) or one after another.
+  for (std::size_t first = 0; first < blocks.size(); first += resident) {
+    std::vector<std::size_t> turns(resident);
+    for (std::size_t r = 0; r < resident; ++r) {
+      ResidentBlock& blk = l.resident[r];
+      // Resident slot r holds block blocks[first + r] (for a cooperative launch, slot r is
+      // block r, and the block order decides the order in which the slots take turns).
+      const std::uint64_t bi = cooperative ? r : blocks[first + r];
+      turns[r] = cooperative ? static_cast<std::size_t>(blocks[r]) : r;
+      blk.idx = block_index(bi);
+      // Exactly the requested size (malloc(0) still gives a unique pointer ASan guards).
+      blk.dyn = static_cast<unsigned char*>(std::malloc(smem));
+      if (blk.dyn == nullptr && smem > 0) fail("could not allocate dynamic shared memory");
+      poison(blk.dyn, smem);
+    }
 #if defined(FVEMU_TSAN)
     __tsan_release(&l.launch_sync);  // the host's writes and the poison, before the block
 #endif
-    run_block(l, rng);
+    run_resident(l, rng, turns);
 #if defined(FVEMU_TSAN)
     __tsan_acquire(&l.block_end_sync);  // the block's writes, before the host frees or reads
 #endif
-    std::free(l.dyn);
-    l.dyn = nullptr;
-    for (int k = 0; k < l.static_count; ++k) std::free(l.statics[k].data);
-    l.static_count = 0;
-    l.static_bytes = 0;
+    for (ResidentBlock& blk : l.resident) {
+      std::free(blk.dyn);
+      blk.dyn = nullptr;
+      for (int k = 0; k < blk.static_count; ++k) std::free(blk.statics[k].data);
+      blk.static_count = 0;
+      blk.static_bytes = 0;
+    }
   }
   alarm(0);
   active() = nullptr;
@@ -785,16 +978,18 @@ FVEMU_RUNTIME Error launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 bloc
 }
 
 // The launcher behind fastvision::cuda::launch (cuda_compat.h): LaunchConfig has grid, block,
-// smem, opt_in_smem and opt_in_limit.
+// smem, opt_in_smem, opt_in_limit and cooperative.
 template <typename Config, typename... KArgs, typename... Args>
 Error launch(void (*kernel)(KArgs...), const Config& cfg, Stream, Args&&... args) {
   return launch_kernel(kernel, cfg.grid, cfg.block, cfg.smem, cfg.opt_in_smem, cfg.opt_in_limit,
-                       std::forward<Args>(args)...);
+                       cfg.cooperative, std::forward<Args>(args)...);
 }
 
 // ---- device-side built-ins --------------------------------------------------------------------
 FVEMU_RUNTIME inline uint3 thread_idx() { return self().idx; }
-FVEMU_RUNTIME inline uint3 block_idx() { self(); return active()->block_idx; }
+FVEMU_RUNTIME inline uint3 block_idx() {
+  return active()->resident[static_cast<std::size_t>(self().block)].idx;
+}
 FVEMU_RUNTIME inline dim3 block_dim() { self(); return active()->block; }
 FVEMU_RUNTIME inline dim3 grid_dim() { self(); return active()->grid; }
 
@@ -817,6 +1012,16 @@ FVEMU_RUNTIME inline dim3 grid_dim() { self(); return active()->grid; }
 inline void __syncthreads(std::source_location loc = std::source_location::current()) {
   ::fvemu::syncthreads_at(loc);
 }
+// The subset of cooperative groups the kernels use: this_grid().sync() under a cooperative launch.
+namespace cooperative_groups {
+struct grid_group {
+  void sync(std::source_location loc = std::source_location::current()) const {
+    ::fvemu::grid_sync_at(loc);
+  }
+};
+inline grid_group this_grid() { return {}; }
+}  // namespace cooperative_groups
+
 inline void __syncwarp(unsigned mask = 0xffffffffu,
                        std::source_location loc = std::source_location::current()) {
   ::fvemu::warp_meet(::fvemu::WarpOp::kSyncwarp, mask, 0, 0, 32, loc);
@@ -918,6 +1123,8 @@ inline double __ddiv_rn(double a, double b) { return a / b; }
 inline double __drcp_rn(double a) { return 1.0 / a; }
 inline double __dsqrt_rn(double a) { return std::sqrt(a); }
 inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
+// Position of the least significant set bit, from 1; 0 for 0.
+inline int __ffs(int x) { return x == 0 ? 0 : std::countr_zero(static_cast<unsigned>(x)) + 1; }
 inline int __float_as_int(float f) { return std::bit_cast<int>(f); }
 inline float __int_as_float(int i) { return std::bit_cast<float>(i); }
 inline long long __double_as_longlong(double d) { return std::bit_cast<long long>(d); }

@@ -80,7 +80,7 @@ def _detect(args) -> int:
     from fastvision.tasks.padnet.detect import detect_images
 
     try:
-        results = detect_images(args.images, args.out, model=args.model, threshold=args.threshold,
+        results = detect_images(args.images, args.out, model=args.weights, threshold=args.threshold,
                                 device="cuda" if args.device == "cuda" else "cpu",
                                 progress=not args.quiet)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
@@ -89,6 +89,24 @@ def _detect(args) -> int:
     if not args.quiet:
         total = sum(r["count"] for r in results)
         print(f"{len(results)} image(s), {total} particles; outputs in {args.out}")
+    return 0
+
+
+def _weights(args) -> int:
+    from fastvision.models import get_weights, list_weights
+
+    entries = [get_weights(name) for name in list_weights(args.model)]
+    if args.json:
+        print(json.dumps({e.name: {"model": e.model, "kwargs": e.kwargs, "file": str(e.path),
+                                   "sha256": e.sha256, "recipe": e.recipe, "data": e.data,
+                                   "metrics": e.metrics, "evaluation": e.evaluation,
+                                   "license": e.license} for e in entries}, indent=2))
+        return 0
+    for e in entries:
+        metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in e.metrics.items())
+        print(f"{e.name}\n  model    {e.model} {json.dumps(e.kwargs)}\n  recipe   {e.recipe}\n"
+              f"  data     {e.data}\n  metrics  {metrics} ({e.evaluation})\n  license  {e.license}")
     return 0
 
 
@@ -157,14 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PNG / BMP / TIFF pads, 8- or 16-bit grayscale (colour is converted to "
                              "grayscale with a warning), at most 2048 x 2048 pixels (4 Mpx)")
     detect.add_argument("--out", required=True, help="output folder")
-    detect.add_argument("--model", default=None,
-                        help="training checkpoint of a PAD-Net (default: the shipped padnet_x1, "
+    detect.add_argument("--weights", "--model", dest="weights", default=None,
+                        help="named shipped weights (`fastvision weights`) or a training checkpoint "
+                             "/ safetensors file of a PAD-Net (default: the shipped padnet.embedded, "
                              "trained on the embedded procedural pads)")
     detect.add_argument("--threshold", type=float, default=0.5,
                         help="peak threshold on the particle probability, in (0, 1)")
     detect.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     detect.add_argument("--quiet", action="store_true")
     detect.set_defaults(func=_detect)
+
+    weights = sub.add_parser("weights", help="the named weights shipped with the package: model, "
+                                             "recipe, data, metrics, license")
+    weights.add_argument("--model", default=None, help="only the weights of this model")
+    weights.add_argument("--json", action="store_true", help="print JSON")
+    weights.set_defaults(func=_weights)
 
     demo = sub.add_parser("demo", help="the main job on embedded defaults: checks, benchmarks, report")
     demo.add_argument("--out", default="fastvision-demo", help="output folder for the report")

@@ -19,7 +19,32 @@ enum Mode : int64_t {
   kRefusedBlockSize = 8,
   kMissingBarrier = 9,
   kOptInTooLarge = 10,
+  // Cooperative launches (grid_exchange): each block publishes a value, syncs the grid, and sums
+  // every block's value.
+  kCooperativeCorrect = 11,
+  kCooperativeMissingGridSync = 12,
+  kGridSyncNotCooperative = 13,
+  kCooperativeTooLarge = 14,
+  kGridSyncAfterExit = 15,
+  kGridSyncBesideSyncthreads = 16,
 };
+
+// Needs the grid sync: block b reads the values the other blocks wrote before it.
+FV_GLOBAL void grid_exchange(int64_t mode, double* slots, double* out) {
+  const int tid = threadIdx.x;
+  if (tid == 0) slots[blockIdx.x] = blockIdx.x + 1.0;
+  if (mode == kGridSyncAfterExit && blockIdx.x == 1 && tid == 5) return;
+  if (mode == kGridSyncBesideSyncthreads && blockIdx.x == 0 && tid == 3) {
+    __syncthreads();
+  } else if (mode != kCooperativeMissingGridSync) {
+    cooperative_groups::this_grid().sync();
+  }
+  if (tid == 0) {
+    double s = 0;
+    for (unsigned b = 0; b < gridDim.x; ++b) s += slots[b];
+    atomicAdd(out, s);
+  }
+}
 
 FV_GLOBAL void block_sum(const float* x, int n, int64_t mode, double* out) {
   FV_SHARED(float[32], warp_sums);
@@ -62,6 +87,19 @@ int main(int argc, char** argv) {
     std::vector<float> x(1000);
     for (int i = 0; i < 1000; ++i) x[i] = static_cast<float>(i % 7);
     double sum = 0;
+    if (mode >= kCooperativeCorrect) {
+      fastvision::cuda::LaunchConfig cfg;
+      cfg.grid = dim3(mode == kCooperativeTooLarge ? 2 * fvemu::gpu().sm_count + 1 : 3);
+      cfg.block = dim3(mode == kCooperativeTooLarge ? 1024 : 64);
+      cfg.cooperative = mode != kGridSyncNotCooperative;
+      std::vector<double> slots(cfg.grid.x, 0.0);
+      fastvision::cuda::launch(grid_exchange, cfg, fastvision::cuda::Stream{}, mode, slots.data(),
+                               &sum);
+      FILE* out = std::fopen((std::string(argv[c]) + ".out").c_str(), "wb");
+      fvtest::write_array(out, "sum", "f8", {}, &sum, 8);
+      std::fclose(out);
+      continue;
+    }
     fastvision::cuda::LaunchConfig cfg;
     cfg.grid = dim3(3);
     cfg.block = dim3(mode == kRefusedBlockSize ? 2048 : 128);

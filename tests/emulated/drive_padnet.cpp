@@ -1,7 +1,8 @@
 // Emulated driver of padnet_encoder (padnet_encoder_kernels.cuh): for every case file named on the
 // command line, plans the launch as padnet_encoder_cuda.cu does (the emulated GPU's limits, with
 // sm_count and the scratch budget taken from the case), runs it unless plan_only, and writes
-// <case>.out with t1, t2, t3 (the taps; empty when plan_only), blocks and scratch_elements.
+// <case>.out with t1, t2, t3 (the taps; empty when plan_only), chunk (images per launch
+// sequence), scratch_elements (of the compute type) and tiles (the tile count of each bneck).
 // Inputs: x (B, 1, H, W) f4/f8 (only its shape is read when plan_only), params (P,), width,
 // sm_count (0: the GPU's), scratch_budget (bytes; 0: kPadnetScratchBudget), plan_only: () i8.
 #include <type_traits>
@@ -43,9 +44,12 @@ void run_case(fvtest::Arrays& in, FILE* out) {
     fvtest::write_array(out, "t" + std::to_string(i + 1), fvtest::dtype_of<T>(), shape,
                         taps[i].data(), sizeof(T));
   }
-  const int64_t blocks = plan.blocks, elements = plan.scratch_elements();
-  fvtest::write_array(out, "blocks", "i8", {}, &blocks, 8);
+  const int64_t chunk = plan.chunk, elements = plan.scratch_elements();
+  int64_t tiles[6];
+  for (int i = 0; i < 6; ++i) tiles[i] = plan.tiling[i].tiles;
+  fvtest::write_array(out, "chunk", "i8", {}, &chunk, 8);
   fvtest::write_array(out, "scratch_elements", "i8", {}, &elements, 8);
+  fvtest::write_array(out, "tiles", "i8", {6}, tiles, 8);
 }
 
 template <typename T>

@@ -18,14 +18,17 @@
 //   fastvision::cuda::launch(kernel, LaunchConfig, stream, args...) -> Error
 //       under nvcc: opts in to more than 48 KiB of shared memory when config.opt_in_smem (to
 //       max(smem, opt_in_limit)), then
-//       kernel<<<grid, block, smem, stream>>>(args...) and the launch check; when emulated: runs
-//       the grid on the CPU, validating the launch against the emulated GPU's limits.
+//       kernel<<<grid, block, smem, stream>>>(args...) (cudaLaunchCooperativeKernel when
+//       config.cooperative) and the launch check; when emulated: runs the grid on the CPU,
+//       validating the launch against the emulated GPU's limits (for a cooperative launch: all
+//       blocks resident at once, cooperative_groups::this_grid().sync() a real grid barrier).
 // __syncthreads, __shfl_*_sync, __ballot_sync, atomics, __fmul_rn-style intrinsics, threadIdx
 // and friends keep their CUDA names: native under nvcc, provided by the emulator otherwise.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 
 #include "fastvision/common.h"
@@ -35,6 +38,7 @@
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <cooperative_groups.h>
 #elif defined(FV_CUDA_EMULATION)
 #include "cuda_on_cpu.h"  // csrc/testing, on the include path of the emulated test builds only
 #endif
@@ -61,6 +65,7 @@ struct DeviceLimits {
   std::size_t smem_per_block_default = 48 * 1024;  // without the opt-in attribute
   std::size_t smem_per_block_optin = 227 * 1024;   // cudaDevAttrMaxSharedMemoryPerBlockOptin
   int max_threads_per_block = 1024;
+  bool cooperative_launch = true;  // cudaDevAttrCooperativeLaunch
 };
 
 struct LaunchConfig {
@@ -72,6 +77,10 @@ struct LaunchConfig {
   // launch: planning that always sets the device's whole budget keeps concurrent launches of one
   // kernel with different sizes from lowering each other's limit.
   std::size_t opt_in_limit = 0;
+  // Launch with cudaLaunchCooperativeKernel: every block co-resident, so that the kernel may call
+  // cooperative_groups::this_grid().sync(). The plan must keep the grid within the co-resident
+  // blocks (the launch fails with cudaErrorCooperativeLaunchTooLarge otherwise).
+  bool cooperative = false;
 };
 
 #if defined(__CUDACC__)
@@ -91,6 +100,17 @@ inline cudaError_t launch(void (*kernel)(KArgs...), const LaunchConfig& cfg, Str
     if (err != cudaSuccess) {
       return err;
     }
+  }
+  if (cfg.cooperative) {
+    // The arguments converted to the kernel's parameter types, and their addresses.
+    std::tuple<KArgs...> packed(static_cast<KArgs>(args)...);
+    return std::apply(
+        [&](auto&... a) {
+          void* pointers[] = {static_cast<void*>(&a)...};
+          return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), cfg.grid,
+                                             cfg.block, pointers, cfg.smem, stream);
+        },
+        packed);
   }
   kernel<<<cfg.grid, cfg.block, cfg.smem, stream>>>(static_cast<KArgs>(args)...);
   return cudaGetLastError();

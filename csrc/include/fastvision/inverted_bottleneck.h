@@ -133,6 +133,44 @@ FV_HOST_DEVICE FV_INLINE void depthwise_span(const A* __restrict__ in, int64_t H
   }
 }
 
+// One output (oy, ox) of depthwise_span (n = 1), read from a window of the input plane: win[r *
+// win_stride + c] holds input (wy0 + r, wx0 + c), and the window covers every tap inside the
+// image. Same taps in the same order as depthwise_span (taps outside [0, H) x [0, W) skipped), so
+// the same rounding; used by the CUDA kernel, whose input tiles live in shared memory.
+template <int K, int S, Act ACT, typename A>
+FV_HOST_DEVICE FV_INLINE A depthwise_window_at(const A* __restrict__ win, int64_t win_stride,
+                                               int64_t wy0, int64_t wx0, int64_t H, int64_t W,
+                                               const A* __restrict__ w, A b, int64_t oy,
+                                               int64_t ox) {
+  constexpr int P = K / 2;
+  A out = b;
+  for (int ky = 0; ky < K; ++ky) {
+    const int64_t iy = oy * S - P + ky;
+    if (iy < 0 || iy >= H) {
+      continue;
+    }
+    const A* __restrict__ row = win + (iy - wy0) * win_stride;
+    for (int kx = 0; kx < K; ++kx) {
+      const int64_t ix = ox * S - P + kx;
+      if (ix >= 0 && ix < W) {
+        out += w[ky * K + kx] * row[ix - wx0];
+      }
+    }
+  }
+  return activate<ACT>(out);
+}
+
+// Continues a 1x1 conv's sum over CN more input channels: acc + sum_c w[c] in[c * in_stride], in
+// channel order (conv1x1_tile's order, so a sum split into channel groups rounds alike).
+template <int CN, typename A>
+FV_HOST_DEVICE FV_INLINE A conv1x1_accumulate(A acc, const A* __restrict__ in, int64_t in_stride,
+                                              const A* __restrict__ w) {
+  for (int c = 0; c < CN; ++c) {
+    acc += w[c] * in[c * in_stride];
+  }
+  return acc;
+}
+
 // SE squeeze unit j: relu(b1 + sum_c w1row[c] mean[c]).
 template <int C, typename A>
 FV_HOST_DEVICE FV_INLINE A se_squeeze(const A* __restrict__ mean, const A* __restrict__ w1row,

@@ -27,6 +27,7 @@
 #include "fastvision/common.h"
 #include "patch_common.h"
 #include "patch_gemm_cpu.h"
+#include "patch_pointwise_cpu.h"
 
 namespace fastvision::patch {
 
@@ -224,6 +225,102 @@ void scatter_tile(const A* dtile, const ConvGeometry& g, const Cell& c, int64_t 
   }
 }
 
+// HyperSeg's 1x1 levels (cells of 1-16 pixels): the cell-vectorised kernels of
+// patch_pointwise_cpu.h. Larger cells keep the per-cell GEMM, whose FMA register tiles over the
+// cell's pixels win once a cell fills them.
+constexpr int64_t kPointwiseMaxCell = 16;
+
+inline bool pointwise_cells(const ConvGeometry& g, const at::Tensor& weight) {
+  return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.groups == 1 &&
+         g.fh > 0 && g.fw > 0 && g.Ho % g.fh == 0 && g.Wo % g.fw == 0 && (g.Ho / g.fh) * (g.Wo / g.fw) <= kPointwiseMaxCell &&
+         weight.stride(3) == 1;
+}
+
+// dst[(c * S + r * cw + q) * fw + j] = plane c at (y0 + r, j * cw + q): the C channels of one patch
+// row (cells ch x cw, S = ch * cw pixels) cell-major; src is one image, read through strides.
+template <typename T>
+void gather_cells(const T* src, int64_t cstride, int64_t hstride, int64_t wstride, int64_t C, int64_t y0,
+                  int64_t ch, int64_t cw, int64_t fw, T* dst) {
+  const int64_t S = ch * cw;
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t r = 0; r < ch; ++r) {
+      const T* row = src + c * cstride + (y0 + r) * hstride;
+      for (int64_t q = 0; q < cw; ++q) {
+        T* d = dst + (c * S + r * cw + q) * fw;
+        for (int64_t j = 0; j < fw; ++j) d[j] = row[(j * cw + q) * wstride];
+      }
+    }
+  }
+}
+
+// The inverse of gather_cells into contiguous planes (H x W), plus a per-channel offset.
+template <typename T>
+void scatter_cells(const T* src, int64_t C, int64_t y0, int64_t ch, int64_t cw, int64_t fw, int64_t H, int64_t W,
+                   const T* offset, T* dst) {
+  const int64_t S = ch * cw;
+  for (int64_t c = 0; c < C; ++c) {
+    const T add = offset ? offset[c] : T(0);
+    for (int64_t r = 0; r < ch; ++r) {
+      T* row = dst + (c * H + y0 + r) * W;
+      for (int64_t q = 0; q < cw; ++q) {
+        const T* s = src + (c * S + r * cw + q) * fw;
+        for (int64_t j = 0; j < fw; ++j) row[j * cw + q] = s[j] + add;
+      }
+    }
+  }
+}
+
+template <typename T>
+void pointwise_forward(const at::Tensor& x, const at::Tensor& weight, const T* bias, const ConvGeometry& g,
+                       at::Tensor& out) {
+  const Strides xs = strides_of(x), ws = strides_of(weight);
+  const T* xd = x.const_data_ptr<T>();
+  const T* wd = weight.const_data_ptr<T>();
+  T* od = out.mutable_data_ptr<T>();
+  const int64_t ch = g.Ho / g.fh, cw = g.Wo / g.fw, S = ch * cw;
+  at::parallel_for(0, g.B * g.fh, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<T> cells(g.Cin * S * g.fw), y(g.Cout * S * g.fw);
+    for (int64_t item = w0; item < w1; ++item) {
+      const int64_t b = item / g.fh, i = item % g.fh;
+      gather_cells(xd + b * xs.b, xs.c, xs.h, xs.w, g.Cin, i * ch, ch, cw, g.fw, cells.data());
+      // Kernel entry (co, ci) is hypernetwork row co * Cin + ci.
+      pointwise_mix(wd + b * ws.b + i * ws.h, ws.c, g.Cin, 1, cells.data(), y.data(), g.Cout, S, g.Cin, g.fw);
+      scatter_cells(y.data(), g.Cout, i * ch, ch, cw, g.fw, g.Ho, g.Wo, bias, od + b * g.Cout * g.Ho * g.Wo);
+    }
+  });
+}
+
+// grad_input and grad_weight of the cell-vectorised path, one patch row per work item (each item
+// owns its pixels and its kernels: no two items write the same element).
+template <typename T>
+void pointwise_backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& weight, const ConvGeometry& g,
+                        T* gx, T* gw) {
+  const Strides xs = strides_of(x), ws = strides_of(weight);
+  const T* xd = x.const_data_ptr<T>();
+  const T* wd = weight.const_data_ptr<T>();
+  const T* gd = go.const_data_ptr<T>();  // contiguous (B, Cout, Ho, Wo)
+  const int64_t ch = g.Ho / g.fh, cw = g.Wo / g.fw, S = ch * cw;
+  at::parallel_for(0, g.B * g.fh, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<T> gcells(g.Cout * S * g.fw), cells(g.Cin * S * g.fw);
+    for (int64_t item = w0; item < w1; ++item) {
+      const int64_t b = item / g.fh, i = item % g.fh;
+      gather_cells(gd + b * g.Cout * g.Ho * g.Wo, g.Ho * g.Wo, g.Wo, int64_t{1}, g.Cout, i * ch, ch, cw, g.fw,
+                   gcells.data());
+      if (gx != nullptr) {
+        // dL/dx(ci) = sum_co W(co, ci) g(co): rows co * Cin + ci, reduced over co.
+        pointwise_mix(wd + b * ws.b + i * ws.h, ws.c, 1, g.Cin, gcells.data(), cells.data(), g.Cin, S, g.Cout,
+                      g.fw);
+        scatter_cells<T>(cells.data(), g.Cin, i * ch, ch, cw, g.fw, g.H, g.W, nullptr, gx + b * g.Cin * g.H * g.W);
+      }
+      if (gw != nullptr) {
+        gather_cells(xd + b * xs.b, xs.c, xs.h, xs.w, g.Cin, i * ch, ch, cw, g.fw, cells.data());
+        pointwise_weight_grad(gcells.data(), cells.data(), gw + b * g.K * g.fh * g.fw + i * g.fw, g.fh * g.fw,
+                              g.Cout, g.Cin, S, g.fw);
+      }
+    }
+  });
+}
+
 template <typename T, typename A>
 void forward_impl(const at::Tensor& x, const at::Tensor& weight, const T* bias, const ConvGeometry& g,
                   at::Tensor& out) {
@@ -300,9 +397,14 @@ at::Tensor patch_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight_in,
   const std::optional<at::Tensor> bias =
       bias_in.has_value() ? std::optional<at::Tensor>(to_opmath(*bias_in).contiguous()) : std::nullopt;
   at::Tensor out = at::empty({g.B, g.Cout, g.Ho, g.Wo}, x.options());
+  const bool pointwise = pointwise_cells(g, weight);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "patch_conv2d_cpu", [&] {
-    forward_impl<scalar_t, opmath_t<scalar_t>>(x, weight, bias ? bias->const_data_ptr<scalar_t>() : nullptr,
-                                            g, out);
+    const scalar_t* b = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
+    if (pointwise) {
+      pointwise_forward<scalar_t>(x, weight, b, g, out);
+    } else {
+      forward_impl<scalar_t, opmath_t<scalar_t>>(x, weight, b, g, out);
+    }
   });
   return out.to(x_in.scalar_type());
 }
@@ -544,14 +646,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cpu(
   const at::Tensor x = to_opmath(x_in), weight = to_opmath(weight_in);
   const at::Tensor go = to_opmath(grad_out_in).to(x.scalar_type()).contiguous();
   at::Tensor gx, gw, gb;
+  const bool pointwise = pointwise_cells(g, weight);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "patch_conv2d_backward_cpu", [&] {
     using A = opmath_t<scalar_t>;
-    if (need_x) {
+    if (pointwise && (need_x || need_weight)) {
+      // Every input pixel lies in one cell: grad_input is written once, no zero fill needed.
+      if (need_x) gx = at::empty({g.B, g.Cin, g.H, g.W}, x.options());
+      if (need_weight) gw = at::empty({g.B, g.K, g.fh, g.fw}, x.options());
+      pointwise_backward<scalar_t>(go, x, weight, g, need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr,
+                                   need_weight ? gw.mutable_data_ptr<scalar_t>() : nullptr);
+      if (need_x) gx = gx.to(x_in.scalar_type());
+      if (need_weight) gw = gw.to(x_in.scalar_type());
+    }
+    if (need_x && !gx.defined()) {
       at::Tensor acc = at::zeros({g.B, g.Cin, g.H, g.W}, x.options().dtype(c10::CppTypeToScalarType<A>::value));
       grad_input_impl<scalar_t, A>(go, weight, g, acc);
       gx = acc.to(x_in.scalar_type());
     }
-    if (need_weight) {
+    if (need_weight && !gw.defined()) {
       gw = at::empty({g.B, g.K, g.fh, g.fw}, x.options());
       grad_weight_impl<scalar_t, A>(go, x, g, gw);
       gw = gw.to(x_in.scalar_type());

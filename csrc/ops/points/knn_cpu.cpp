@@ -1,19 +1,24 @@
 // CPU kernels of knn_points and its backward: a blocked brute-force scan (vectorised distance
-// chunks over a structure-of-arrays copy of p2) for small clouds, a k-d tree for large ones.
+// chunks over a structure-of-arrays copy of p2; on AVX2 CPUs the register-resident scan of
+// knn_scan_cpu.h, bit-identical) for small clouds, a k-d tree for large ones.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "fastvision/common.h"
 #include "fastvision/point_math.h"
 #include "kdtree.h"
 #include "cpu_distance.h"
+#include "fastvision/cpu_simd.h"
 #include "knn_common.h"
 #include "knn_cpu.h"
+#include "knn_scan_cpu.h"
 #include "points_common.h"
 
 namespace fastvision::points {
@@ -127,6 +132,46 @@ void knn_impl(const at::Tensor& p1, const at::Tensor& p2, const int64_t* len1,
     });
     return;
   }
+#if FV_X86_SIMD
+  if (cpu_avx2_fma() && D <= kMaxScanDims) {
+    // Padded structure-of-arrays copy of p2, (B, D, stride), +inf past each cloud's length.
+    const int64_t stride = std::max<int64_t>(ceil_div(P2, kScanStep), 1) * kScanStep;
+    // float32 with K <= 8 and indices that fit int32: the top-K list in registers.
+    const bool register_topk = K <= 8 && stride <= INT32_MAX;
+    at::Tensor soa = at::empty({B, D, stride}, p2.options());
+    const T* pts = p2.const_data_ptr<T>();
+    T* sp = soa.mutable_data_ptr<T>();
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t d = 0; d < D; ++d) {
+          T* row = sp + (b * D + d) * stride;
+          const T* src = pts + b * P2 * D + d;
+          for (int64_t j = 0; j < len2[b]; ++j) row[j] = src[j * D];
+          std::fill(row + len2[b], row + stride, fv_infinity<T>());
+        }
+      }
+    });
+    at::parallel_for(0, B * chunks, 1, [&](int64_t w0, int64_t w1) {
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t b = w / chunks, c = w % chunks;
+        const int64_t i0 = c * kQueryGrain, i1 = std::min(len1[b], i0 + kQueryGrain);
+        if (i0 >= i1 || len2[b] == 0) {
+          continue;
+        }
+        if constexpr (std::is_same_v<T, float>) {
+          if (register_topk) {
+            knn_scan_avx2_k8<NORM, DS>(q + b * P1 * D, i0, i1, sp + b * D * stride, stride, len2[b], D, K,
+                                       out_d + b * P1 * K, out_i + b * P1 * K);
+            continue;
+          }
+        }
+        knn_scan_avx2<NORM, DS>(q + b * P1 * D, i0, i1, sp + b * D * stride, stride, len2[b], D, K,
+                                out_d + b * P1 * K, out_i + b * P1 * K);
+      }
+    });
+    return;
+  }
+#endif
   // Structure-of-arrays copy of p2: (B, D, P2).
   const at::Tensor soa = p2.transpose(1, 2).contiguous();
   const T* s = soa.const_data_ptr<T>();

@@ -1,11 +1,10 @@
 // ATen glue of soft_project and its backward on CUDA: checks, dtype dispatch, allocation, stream
 // and guard. The kernels and their launch planning are in soft_project_kernels.cuh; the forward's
 // k nearest neighbours come from the knn_points CUDA search (ties to the lower index, exactly the
-// CPU's result). The backward scatters with atomicAdd, so under
-// torch.use_deterministic_algorithms(True) it raises (alertNotDeterministic), as PyTorch's own
-// scatter-add ops do.
+// CPU's result). The backward has no atomics: per-(query, neighbour) entries, sorted stably by
+// neighbour per cloud (at::sort, at::searchsorted: deterministic), then summed per point in that
+// order, so it is deterministic and needs no alertNotDeterministic.
 #include <ATen/ATen.h>
-#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -71,9 +70,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_project_backward
   constexpr const char* op = "_soft_project_backward";
   check_soft_project_backward_args(grad_projected, grad_projected_features, query, points,
                                    temperature, idx, features, min_sigma, op);
-  at::globalContext().alertNotDeterministic(
-      "_soft_project_backward (CUDA): grad_points and grad_features are accumulated with "
-      "atomicAdd");
   const c10::cuda::CUDAGuard guard(query.device());
   const int64_t B = query.size(0), M = query.size(1), N = points.size(1);
   const int64_t F = features.has_value() ? features->size(2) : 0;
@@ -87,22 +83,45 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_project_backward
                             ? grad_projected_features->to(ct).contiguous()
                             : at::zeros({B, M, F}, q.options().dtype(ct));
   const at::Tensor sigma = soft_project_sigma(temperature, min_sigma, B, ct);
-  at::Tensor gq = at::zeros({B, M, 3}, q.options().dtype(ct));
-  at::Tensor gp = at::zeros({B, N, 3}, q.options().dtype(ct));
-  at::Tensor gf = at::zeros({B, N, F}, q.options().dtype(ct));
-  at::Tensor gsig = at::zeros({B, M}, q.options().dtype(ct));
-  if (B > 0 && M > 0) {
+  // With queries, the kernels write every element (N >= k >= 1); without, the gradients are 0.
+  const bool work = B > 0 && M > 0;
+  const auto alloc = [&](at::IntArrayRef shape) {
+    return work ? at::empty(shape, q.options().dtype(ct)) : at::zeros(shape, q.options().dtype(ct));
+  };
+  at::Tensor gq = alloc({B, M, 3}), gp = alloc({B, N, 3}), gf = alloc({B, N, F});
+  at::Tensor gsig = alloc({B, M});
+  if (work) {
     TORCH_CHECK(k <= std::numeric_limits<int>::max(), op, ": k must fit in 32 bits, got ", k);
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    // Step 1: per query dL/dq and dL/dsigma, per (query, slot) entry its key, weight and point
+    // gradient.
+    at::Tensor keys = at::empty({B, M * k}, q.options().dtype(at::kLong));
+    at::Tensor entry_w = at::empty({B, M * k}, q.options().dtype(ct));
+    at::Tensor entry_gp = at::empty({B, M * k, 3}, q.options().dtype(ct));
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
                                     "soft_project_backward_cuda", [&] {
       using A = opmath_t<scalar_t>;
-      C10_CUDA_CHECK(launch_soft_project_backward<scalar_t>(
+      C10_CUDA_CHECK(launch_soft_project_backward_queries<scalar_t>(
           g.const_data_ptr<A>(), gF.const_data_ptr<A>(), q.const_data_ptr<scalar_t>(),
           p.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(),
           ix.const_data_ptr<int64_t>(), sigma.const_data_ptr<A>(), B, M, N, F,
-          static_cast<int>(k), hard, gq.mutable_data_ptr<A>(), gp.mutable_data_ptr<A>(),
-          gf.mutable_data_ptr<A>(), gsig.mutable_data_ptr<A>(), stream));
+          static_cast<int>(k), hard, gq.mutable_data_ptr<A>(), gsig.mutable_data_ptr<A>(),
+          EntryOut<A>{keys.mutable_data_ptr<int64_t>(), entry_w.mutable_data_ptr<A>(),
+                      entry_gp.mutable_data_ptr<A>()},
+          stream));
+    });
+    // Step 2: each cloud's entries in (neighbour, query, slot) order, and each point's segment.
+    const auto [sorted_keys, order] = at::sort(keys, /*stable=*/true, /*dim=*/1);
+    const at::Tensor points_ix =
+        at::arange(N + 1, keys.options()).unsqueeze(0).expand({B, N + 1}).contiguous();
+    const at::Tensor seg = at::searchsorted(sorted_keys, points_ix);
+    // Step 3: per point, its entries summed in that order.
+    AT_DISPATCH_FLOATING_TYPES(ct, "soft_project_backward_gather_cuda", [&] {
+      C10_CUDA_CHECK(launch_soft_project_backward_gather<scalar_t>(
+          gF.const_data_ptr<scalar_t>(), order.const_data_ptr<int64_t>(),
+          seg.const_data_ptr<int64_t>(), entry_w.const_data_ptr<scalar_t>(),
+          entry_gp.const_data_ptr<scalar_t>(), B, M, N, F, static_cast<int>(k),
+          gp.mutable_data_ptr<scalar_t>(), gf.mutable_data_ptr<scalar_t>(), stream));
     });
   }
   const at::Tensor gt = soft_project_temperature_grad(gsig, temperature, min_sigma);

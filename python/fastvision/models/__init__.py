@@ -1,13 +1,18 @@
 """fastvision.models: model registry and torchvision-style builders.
 
 ``get_model(name, **kwargs)`` builds a registered model; ``list_models()`` lists the names.
-Every builder takes ``weights=`` (``None`` or a local checkpoint path in any format that
-:mod:`fastvision.models.checkpoint` reads) loaded with ``strict=True``; ``load_model(path)``
-rebuilds the model of a training checkpoint or shipped weights file. Official pretrained weights
-cannot be downloaded here. ``convert_official_state_dict(name, sd, **kwargs)`` converts an
-official checkpoint by the converter registered beside the model (TF variables of the sampling
-papers in ``pointnet.py``; HRNet's training wrappers in ``hrnet.py``; BiSeNet V2's booster heads
-in ``bisenetv2.py``; HyperSeg's ``{"state_dict", "arch"}`` in ``hyperseg.py``).
+Every builder takes ``weights=``: ``None``, the name of shipped weights (``get_model("padnet",
+weights="embedded")``; ``list_weights()`` lists them, ``get_weights(name)`` gives their recipe,
+data, metrics and license; table in :mod:`fastvision.models.weights`, safetensors files checked
+by sha256) or a local checkpoint path in any format that :mod:`fastvision.models.checkpoint`
+reads (safetensors, ``.pt`` / ``.pth``), loaded with ``strict=True``; ``load_model(name or path)``
+rebuilds the model of shipped weights, a training checkpoint or a fastvision safetensors file.
+Official pretrained weights cannot be downloaded here. ``convert_official_state_dict(name, sd,
+**kwargs)`` converts an official checkpoint by the converter registered beside the model (TF
+variables of the sampling papers in ``pointnet.py``; HRNet's training wrappers in ``hrnet.py``;
+BiSeNet V2's booster heads in ``bisenetv2.py``; HyperSeg's ``{"state_dict", "arch"}`` in
+``hyperseg.py``); ``convert_mmseg_state_dict(name, sd, **kwargs)`` converts mmsegmentation's
+Cityscapes BiSeNet V2 and HRNetV2 (FCN head) checkpoints (converters beside the models).
 
 Registered (point-cloud sampling papers, ``pointnet.py``, ``snet.py``):
 
@@ -50,8 +55,10 @@ Registered (PAD-Net, no public code: the paper's counts, see ``padnet.py``; Mobi
 
 from __future__ import annotations
 
-from ._registry import convert_official_state_dict, get_model, list_models, register_model
-from .checkpoint import load_model, load_weights, read_checkpoint, shipped_path, shipped_weights
+from ._registry import (convert_mmseg_state_dict, convert_official_state_dict, get_model, list_models,
+                        register_model)
+from .checkpoint import load_model, load_weights, read_checkpoint, write_safetensors
+from .weights import WeightsEntry, get_weights, list_weights
 from .pointnet import (PointNetCls, PointNetClsVanilla, TransformNet, pointnet_cls, pointnet_cls_loss,
                        pointnet_cls_vanilla)
 from .snet import SampleNet, SNet, SoftProjection, progressivenet, samplenet, samplenet_progressive, snet
@@ -68,9 +75,12 @@ __all__ = [
     "load_weights",
     "load_model",
     "read_checkpoint",
-    "shipped_path",
-    "shipped_weights",
+    "write_safetensors",
+    "list_weights",
+    "get_weights",
+    "WeightsEntry",
     "convert_official_state_dict",
+    "convert_mmseg_state_dict",
     "PointNetCls",
     "PointNetClsVanilla",
     "TransformNet",

@@ -27,21 +27,41 @@ checkpoint saved in ``"train"`` mode loads into ``aux_mode="eval"`` after
 Initialisation as official: Kaiming-normal (fan_out) convs, zero biases, BN weight 1 except the
 last BN of each GE layer's main path (zero). Input height and width must be divisible by 32
 (the BGA adds stride-8 and upsampled stride-32 features).
+
+**mmsegmentation's BiSeNet V2** (``mmseg/models/backbones/bisenetv2.py`` + ``FCNHead``s, config
+``bisenetv2_fcn_4xb4-160k_cityscapes-1024x1024.py``; :func:`convert_mmseg`) is the same network
+except where it changes outputs:
+
+* its BGA resizes bilinearly (``align_corners=False``) to the detail size where CoinCheung
+  upsamples x4 nearest, and its two 1x1 convs (the pointwise half of mmcv's
+  ``DepthwiseSeparableConvModule`` without norm) have a bias: build with ``bga="mmseg"``;
+* its main head (``FCNHead``: 3x3 ConvModule 128 -> 1024, Dropout(0.1), 1x1 ``conv_seg``; the
+  segmentor resizes the 1/8 logits bilinearly to the input) is CoinCheung's ``head`` key for key;
+* its four auxiliary heads are ``FCNHead``s with two 3x3 convs (16, 64, 256, 1024 channels) on the
+  same stages, not CoinCheung's booster heads: training-only, they are dropped, so mmseg weights
+  load into ``aux_mode="eval"`` / ``"pred"``;
+* its input normalisation is ImageNet's, mean (123.675, 116.28, 103.53) and std (58.395, 57.12,
+  57.375) in 0..255 units on RGB (``bgr_to_rgb=True``), i.e. ``IMAGENET_MEAN`` / ``IMAGENET_STD``
+  on 0..1 images, where CoinCheung uses Cityscapes statistics (0.3257, 0.3690, 0.3223) /
+  (0.2112, 0.2148, 0.2115).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Dict, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from ._registry import register_model
+from ._registry import register_mmseg_converter, register_model
 from .checkpoint import finish
 
-__all__ = ["BiSeNetV2", "drop_booster_heads"]
+__all__ = ["BiSeNetV2", "drop_booster_heads", "convert_mmseg"]
 
 AUX_MODES = ("train", "eval", "pred")
+BGA_VARIANTS = ("coincheung", "mmseg")
 _BOOSTER_HEADS = ("aux2", "aux3", "aux4", "aux5_4")
 
 
@@ -171,26 +191,35 @@ class SegmentBranch(nn.Module):
 
 
 class BGALayer(nn.Module):
-    """Bilateral guided aggregation of the detail (1/8) and semantic (1/32) features."""
+    """Bilateral guided aggregation of the detail (1/8) and semantic (1/32) features.
+    ``variant="mmseg"``: bilinear resizing and biased 1x1 convs, as mmsegmentation's."""
 
-    def __init__(self, channels: int = 128):
+    def __init__(self, channels: int = 128, variant: str = "coincheung"):
         super().__init__()
         c = channels
+        self.variant = variant
+        mmseg = variant == "mmseg"
         self.left1 = nn.Sequential(*_conv_bn(c, c, 3, groups=c),
-                                   nn.Conv2d(c, c, 1, bias=False))
+                                   nn.Conv2d(c, c, 1, bias=mmseg))
         self.left2 = nn.Sequential(*_conv_bn(c, c, 3, stride=2),
                                    nn.AvgPool2d(kernel_size=3, stride=2, padding=1))
         self.right1 = nn.Sequential(*_conv_bn(c, c, 3))
         self.right2 = nn.Sequential(*_conv_bn(c, c, 3, groups=c),
-                                    nn.Conv2d(c, c, 1, bias=False))
+                                    nn.Conv2d(c, c, 1, bias=mmseg))
         self.up1 = nn.Upsample(scale_factor=4)
         self.up2 = nn.Upsample(scale_factor=4)
         self.conv = nn.Sequential(*_conv_bn(c, c, 3), nn.ReLU(inplace=True))
 
+    def _up(self, up: nn.Module, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if self.variant == "mmseg":
+            return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+        return up(x)
+
     def forward(self, x_d: torch.Tensor, x_s: torch.Tensor) -> torch.Tensor:
-        detail_kept = self.left1(x_d) * torch.sigmoid(self.up1(self.right1(x_s)))
+        detail = self.left1(x_d)
+        detail_kept = detail * torch.sigmoid(self._up(self.up1, self.right1(x_s), detail))
         semantic_kept = self.left2(x_d) * torch.sigmoid(self.right2(x_s))
-        return self.conv(detail_kept + self.up2(semantic_kept))
+        return self.conv(detail_kept + self._up(self.up2, semantic_kept, detail_kept))
 
 
 class SegmentHead(nn.Module):
@@ -221,17 +250,19 @@ class BiSeNetV2(nn.Module):
     """BiSeNet V2 (CoinCheung layout); see the module docstring for ``aux_mode`` and the
     departures from the paper."""
 
-    def __init__(self, num_classes: int = 19, aux_mode: str = "train"):
+    def __init__(self, num_classes: int = 19, aux_mode: str = "train", bga: str = "coincheung"):
         super().__init__()
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if aux_mode not in AUX_MODES:
             raise ValueError(f"aux_mode must be one of {AUX_MODES}, got {aux_mode!r}")
+        if bga not in BGA_VARIANTS:
+            raise ValueError(f"bga must be one of {BGA_VARIANTS}, got {bga!r}")
         n = int(num_classes)
         self.aux_mode = aux_mode
         self.detail = DetailBranch()
         self.segment = SegmentBranch()
-        self.bga = BGALayer(128)
+        self.bga = BGALayer(128, bga)
         self.head = SegmentHead(128, 1024, n, up_factor=8, booster=False)
         if aux_mode == "train":
             self.aux2 = SegmentHead(16, 128, n, up_factor=4, booster=True)
@@ -289,8 +320,90 @@ def convert_official(state_dict: Dict[str, torch.Tensor], aux_mode: str = "train
     return drop_booster_heads(state_dict) if aux_mode != "train" else dict(state_dict)
 
 
+# mmseg key (after "backbone.") -> ours, first match wins; \g<n> are the regex groups.
+_MMSEG_RULES = [(re.compile(pattern), repl) for pattern, repl in [
+    (r"detail\.detail_branch\.(\d)\.(\d)\.", lambda m: f"detail.S{int(m[1]) + 1}.{m[2]}."),
+    (r"semantic\.stage1\.conv_first\.", "segment.S1S2.conv."),
+    (r"semantic\.stage1\.convs\.(\d)\.", r"segment.S1S2.left.\1."),
+    (r"semantic\.stage1\.fuse_last\.", "segment.S1S2.fuse."),
+    # stride-2 GE layers (the first of stages 2-4)
+    (r"semantic\.stage(\d)\.0\.dwconv\.(\d)\.(conv|bn)\.",
+     lambda m: f"{_stage(m[1])}.0.dwconv{int(m[2]) + 1}.{_pos(m[3])}."),
+    (r"semantic\.stage(\d)\.0\.shortcut\.0\.(depthwise|pointwise)_conv\.(conv|bn)\.",
+     lambda m: f"{_stage(m[1])}.0.shortcut.{(0 if m[2] == 'depthwise' else 2) + _pos(m[3])}."),
+    # stride-1 GE layers
+    (r"semantic\.stage(\d)\.(\d)\.dwconv\.0\.(conv|bn)\.",
+     lambda m: f"{_stage(m[1])}.{m[2]}.dwconv.{_pos(m[3])}."),
+    (r"semantic\.stage(\d)\.(\d)\.conv1\.", lambda m: f"{_stage(m[1])}.{m[2]}.conv1."),
+    (r"semantic\.stage(\d)\.(\d)\.conv2\.0\.(conv|bn)\.",
+     lambda m: f"{_stage(m[1])}.{m[2]}.conv2.{_pos(m[3])}."),
+    (r"semantic\.stage4_CEBlock\.gap\.1\.", "segment.S5_5.bn."),
+    (r"semantic\.stage4_CEBlock\.", "segment.S5_5."),
+    (r"bga\.(detail|semantic)_dwconv\.0\.depthwise_conv\.(conv|bn)\.",
+     lambda m: f"bga.{_BGA_SIDE[m[1]]}.{_pos(m[2])}."),
+    (r"bga\.(detail|semantic)_dwconv\.0\.pointwise_conv\.conv\.",
+     lambda m: f"bga.{_BGA_SIDE[m[1]]}.2."),
+    (r"bga\.detail_down\.0\.(conv|bn)\.", lambda m: f"bga.left2.{_pos(m[1])}."),
+    (r"bga\.semantic_conv\.0\.(conv|bn)\.", lambda m: f"bga.right1.{_pos(m[1])}."),
+    (r"bga\.conv\.(conv|bn)\.", lambda m: f"bga.conv.{_pos(m[1])}."),
+]]
+_BGA_SIDE = {"detail": "left1", "semantic": "right2"}
+
+
+def _stage(index: str) -> str:
+    return f"segment.{('S3', 'S4', 'S5_4')[int(index) - 2]}"
+
+
+def _pos(kind: str) -> int:
+    """Position of a ConvModule's conv / bn in our ``nn.Sequential(conv, bn, ...)``."""
+    return 0 if kind == "conv" else 1
+
+
+def convert_mmseg(state_dict: Dict[str, torch.Tensor], aux_mode: str = "train",
+                  bga: str = "coincheung", **model_kwargs) -> Dict[str, torch.Tensor]:
+    """mmsegmentation's BiSeNet V2 (``EncoderDecoder`` state dict: ``backbone.*``,
+    ``decode_head.*``, ``auxiliary_head.*``) -> ``BiSeNetV2(aux_mode="eval" or "pred",
+    bga="mmseg")``. Every backbone and decode-head entry is mapped (module docstring: mmseg's
+    ConvModule ``conv`` / ``bn`` become positions in our Sequentials, the stages are renamed);
+    the auxiliary heads, which have no counterpart, are dropped; anything else is an error."""
+    if bga != "mmseg":
+        raise ValueError("mmsegmentation's BiSeNet V2 needs bga='mmseg' (its BGA resizes "
+                         f"bilinearly and its 1x1 convs have biases), got bga={bga!r}")
+    if aux_mode == "train":
+        raise ValueError("mmsegmentation's auxiliary heads (FCNHeads) are not CoinCheung's booster "
+                         "heads: load mmseg weights with aux_mode='eval' or 'pred'")
+    out, unknown = {}, []
+    for key, value in state_dict.items():
+        if key.startswith("auxiliary_head."):
+            continue
+        if key.startswith("decode_head.convs.0."):
+            out["head.conv." + key[len("decode_head.convs.0."):]] = value
+            continue
+        if key.startswith("decode_head.conv_seg."):
+            out["head.conv_out.1." + key[len("decode_head.conv_seg."):]] = value
+            continue
+        rest = key[len("backbone."):] if key.startswith("backbone.") else None
+        for pattern, repl in _MMSEG_RULES if rest is not None else ():
+            match = pattern.match(rest)
+            if match:
+                new = repl(match) if callable(repl) else match.expand(repl)
+                out[new + rest[match.end():]] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"not an mmsegmentation BiSeNet V2 state dict: {len(unknown)} unknown "
+                         f"key(s), e.g. {unknown[:3]}")
+    return out
+
+
 @register_model(converter=convert_official)
-def bisenetv2(*, num_classes: int = 19, aux_mode: str = "train", weights=None) -> BiSeNetV2:
+def bisenetv2(*, num_classes: int = 19, aux_mode: str = "train", bga: str = "coincheung",
+              weights=None) -> BiSeNetV2:
     """BiSeNet V2, official CoinCheung layout; 5,231,487 params with the booster heads
-    (``aux_mode="train"``), 3,358,627 without (19 classes)."""
-    return finish(BiSeNetV2(num_classes, aux_mode), weights)
+    (``aux_mode="train"``), 3,358,627 without (19 classes). ``bga="mmseg"``: mmsegmentation's
+    BGA (bilinear, biased 1x1 convs; +256 params), for its checkpoints (:func:`convert_mmseg`)."""
+    return finish(BiSeNetV2(num_classes, aux_mode, bga), weights)
+
+
+register_mmseg_converter("bisenetv2")(convert_mmseg)

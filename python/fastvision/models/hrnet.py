@@ -35,6 +35,19 @@ Official checkpoints: the segmentation and detection training scripts save the m
 wrapper (``model.*`` keys, the whole mmdetection detector); ``strip_official_wrapper`` returns
 the entries these models load with ``strict=True``.
 
+mmsegmentation's HRNetV2 + ``FCNHead`` segmentation checkpoints (``fcn_hr18``, ``fcn_hr18s``,
+``fcn_hr48`` Cityscapes configs = ``hrnetv2_w18``, ``hrnetv2_w18_small_v2``, ``hrnetv2_w48``) load
+through :func:`convert_mmseg`. Its backbone keys are the official ones under ``backbone.``; its
+head, ``FCNHead(in_channels=[18, 36, 72, 144], input_transform="resize_concat", kernel_size=1,
+num_convs=1, concat_input=False, dropout_ratio=-1)``, is the official ``last_layer`` (resize to
+branch 0 bilinearly, concat, 1x1 conv, BN, ReLU, 1x1 ``conv_seg``) except that its first 1x1 conv
+(a ConvModule with BN) has no bias: it becomes a zero bias. Outputs are the same for inputs
+whose sides are multiples of 32; for other sizes mmseg's fuse layers upsample by the factor
+2^(j-i) and then resize to the exact size (two bilinear steps) where the official code resizes
+once. Its input normalisation is ImageNet's mean (123.675, 116.28, 103.53) / std (58.395, 57.12,
+57.375) in 0..255 units on RGB, the official code's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225)
+on 0..1.
+
 Input sizes: the segmentation model resizes by target size, so any image size works, as in the
 official code; the pose and detection models upsample by fixed factors (as official) and need a
 height and width divisible by 32.
@@ -49,7 +62,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._registry import register_model
+from ._registry import register_mmseg_converter, register_model
 from .checkpoint import finish
 
 __all__ = [
@@ -62,6 +75,7 @@ __all__ = [
     "HRFPN",
     "HRNetV2p",
     "strip_official_wrapper",
+    "convert_mmseg",
 ]
 
 BN_MOMENTUM = 0.1
@@ -458,6 +472,35 @@ def convert_official(state_dict: Dict[str, torch.Tensor], **model_kwargs) -> Dic
     """The converter of every HRNet model: the official keys are ours, so only the training
     wrappers go (:func:`strip_official_wrapper`)."""
     return strip_official_wrapper(state_dict)
+
+
+@register_mmseg_converter("hrnetv2_w18_small_v1", "hrnetv2_w18_small_v2", "hrnetv2_w18",
+                          "hrnetv2_w32", "hrnetv2_w40", "hrnetv2_w48")
+def convert_mmseg(state_dict: Dict[str, torch.Tensor], **model_kwargs) -> Dict[str, torch.Tensor]:
+    """mmsegmentation's HRNetV2 + FCNHead (``EncoderDecoder`` state dict) -> ``HRNetV2Seg``:
+    ``backbone.*`` keys are ours without the prefix; ``decode_head.convs.0.conv`` /
+    ``.bn`` / ``conv_seg`` become ``last_layer.0`` (with a zero bias: mmseg's conv has none) /
+    ``last_layer.1`` / ``last_layer.3``. Anything else (an auxiliary head, another head's
+    layout) is an error."""
+    out, unknown = {}, []
+    head = {"decode_head.convs.0.conv.": "last_layer.0.", "decode_head.convs.0.bn.": "last_layer.1.",
+            "decode_head.conv_seg.": "last_layer.3."}
+    for key, value in state_dict.items():
+        if key.startswith("backbone."):
+            out[key[len("backbone."):]] = value
+            continue
+        prefix = next((p for p in head if key.startswith(p)), None)
+        if prefix is None:
+            unknown.append(key)
+            continue
+        out[head[prefix] + key[len(prefix):]] = value
+    if unknown:
+        raise ValueError(f"not an mmsegmentation HRNetV2 + FCNHead state dict: {len(unknown)} "
+                         f"unknown key(s), e.g. {unknown[:3]}")
+    weight = out.get("last_layer.0.weight")
+    if weight is not None and "last_layer.0.bias" not in out:
+        out["last_layer.0.bias"] = torch.zeros(weight.shape[0], dtype=weight.dtype)
+    return out
 
 
 @register_model(converter=convert_official)

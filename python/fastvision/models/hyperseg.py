@@ -575,6 +575,11 @@ class HyperSeg(nn.Module):
             raise ValueError("unify_level is given exactly for the 'v1_0_unify' design")
         self.design = design
         self.num_classes = num_classes
+        # Inference on the CPU runs the EfficientNet backbone and the context head in channels_last
+        # (oneDNN's depthwise and 1x1 kernels; in NCHW the depthwise convolutions fall back to
+        # PyTorch's slow im2col path, most of the model's time); the decoder gets contiguous maps.
+        # Not a parameter: state dicts are unchanged. False gives the official NCHW execution.
+        self.channels_last_backbone = True
         self.inference_hflip = inference_hflip
         self.inference_gather = inference_gather
         self.backbone = EfficientNetFeatures(backbone, out_feat_scale)
@@ -604,8 +609,12 @@ class HyperSeg(nn.Module):
                              f"{tuple(x.shape)}")
         if hflip:
             x = torch.flip(x, [-1])
-        feats = self.backbone(x)
+        channels_last = self.channels_last_backbone and not self.training and x.device.type == "cpu"
+        feats = self.backbone(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
         signal = self.weight_mapper(feats[-1])
+        if channels_last:  # the patch ops read the hypernetwork weights and the maps contiguous
+            feats = [f.contiguous() for f in feats]
+            signal = [t.contiguous() for t in signal] if isinstance(signal, list) else signal.contiguous()
         out = self.decoder([x] + feats[:-1], signal)
         return torch.flip(out, [-1]) if hflip else out
 

@@ -6,16 +6,20 @@ model.
 Cases (``size="full"``):
 
 * ``level{0,1,2}``: the 1x1 levels (``HyperPatchNoPadding``: 82->64 at 32x16, 94->32 at 64x32,
-  44->16 at 128x64), ``patch_conv2d`` against the unfold formulation, forward (``fwd``) and
-  forward + backward to the input and the weights (``fwd+bwd``, what training runs);
+  44->16 at 128x64), ``patch_conv2d`` against the unfold formulation and against the plain
+  grouped convolution a user would write for a 1x1 patch layer (:func:`grouped_conv_formulation`),
+  forward (``fwd``) and forward + backward to the input and the weights (``fwd+bwd``, what
+  training runs);
 * ``level{3,4}_dw``: the 3x3 patch convolutions with a neighbour halo inside the two inverted
   residual levels (depthwise, 48 channels at 256x128 and 68 at 512x256, reflect padding), forward
   and forward + backward;
 * ``level{3,4}_ir``: the whole inverted-residual block in inference (24->48->16 and 34->68->19),
   the fused ``patch_inverted_residual`` against HyperSeg's unfused block with its BatchNorms (eval);
-* ``model``: HyperSeg-M at 1024x512, batch 1, eval, with the fastvision ops against the same model
-  switched to HyperSeg's formulation (``fastvision.nn.set_fastvision_ops(model, False)``): the
-  backbone and context head run the same code in both.
+* ``model``: HyperSeg-M at 1024x512, batch 1, eval, with the fastvision ops (and the channels_last
+  backbone of fastvision's CPU inference path) against the same model switched to HyperSeg's
+  formulation (``fastvision.nn.set_fastvision_ops(model, False)``, NCHW backbone as the official
+  code); a variant row runs HyperSeg's formulation with the channels_last backbone, to separate the
+  layout's share from the ops'.
 
 Every variant's output is checked against fastvision's. ``size="small"``: the same cases at
 1/8 of the resolution (smoke). Float32; ``torch.set_flush_denormal(True)`` (HyperSeg's random
@@ -32,7 +36,7 @@ import torch
 
 from fastvision.benchmarks.harness import Case, Impl, measure_case, timed
 
-__all__ = ["CASES", "build_case", "run"]
+__all__ = ["CASES", "build_case", "grouped_conv_formulation", "run"]
 
 # HyperSeg-M decoder at 1024x512: (name, kind, cin, cout or hidden, out, height, width) at scale 1;
 # the patch grid is the input / 32 (16 x 32).
@@ -50,6 +54,20 @@ CASES: dict[str, list[tuple[str, str]]] = {
     + [("model", "fwd")],
     "small": [("level1", "fwd+bwd"), ("level4_dw", "fwd+bwd"), ("level4_ir", "fwd"), ("model", "fwd")],
 }
+
+
+def grouped_conv_formulation(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A 1x1 patch-wise convolution in five lines of PyTorch: the cells become channel groups
+    (view + permute, no pad / unfold / fold) and one ``conv2d`` with ``B x cells`` groups applies
+    each cell's ``(Cout, Cin)`` kernel. ``weight``: ``(B, Cout * Cin, fh, fw)``; the cell size
+    must divide the image."""
+    B, C, H, W = x.shape
+    fh, fw = weight.shape[-2:]
+    ph, pw, cout = H // fh, W // fw, weight.shape[1] // C
+    w = weight.view(B, cout, C, fh, fw).permute(0, 3, 4, 1, 2).reshape(B * fh * fw * cout, C, 1, 1)
+    cells = x.view(B, C, fh, ph, fw, pw).permute(0, 2, 4, 1, 3, 5).reshape(1, B * fh * fw * C, ph, pw)
+    y = torch.nn.functional.conv2d(cells, w, groups=B * fh * fw)
+    return y.view(B, fh, fw, cout, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(B, cout, H, W)
 
 
 def _check(out, ref, rtol: float = 1e-4) -> tuple[str, str]:
@@ -129,6 +147,9 @@ def _level_case(name: str, mode: str, scale: int, device: str) -> Case:
 
     case.impls.append(Impl("patch_conv2d", with_reference(ours), None, role="fastvision"))
     case.impls.append(Impl("HyperSeg unfold formulation", lambda: timed_call(official), check))
+    if kind == "conv1x1":
+        case.impls.append(Impl("grouped conv2d (view + permute)", lambda: timed_call(grouped_conv_formulation),
+                               check))
     return case
 
 
@@ -149,9 +170,10 @@ def _model_case(scale: int, device: str) -> Case:
                 {"level": "model", "kind": "model", "mode": "fwd", "height": h, "width": w})
     reference: dict[str, object] = {}
 
-    def run_with(enabled: bool) -> Callable:
+    def run_with(enabled: bool, channels_last: bool | None = None) -> Callable:
         def fn():
             set_fastvision_ops(model, enabled)
+            model.channels_last_backbone = enabled if channels_last is None else channels_last
             with torch.inference_mode():
                 return model(image)
         return timed(fn, device)
@@ -163,7 +185,10 @@ def _model_case(scale: int, device: str) -> Case:
 
     case.impls.append(Impl("fastvision ops", ours_setup, None, role="fastvision"))
     case.impls.append(Impl("HyperSeg formulation (unfused)", lambda: run_with(False),
-                           lambda out: _check(out, reference["out"], rtol=1e-3)))
+                           lambda out: _check(out, reference["out"], rtol=1e-3), "NCHW backbone, as the official code"))
+    # The share of the layout alone: HyperSeg's formulation with fastvision's channels_last backbone.
+    case.impls.append(Impl("HyperSeg formulation, channels_last backbone", lambda: run_with(False, True),
+                           lambda out: _check(out, reference["out"], rtol=1e-3), role="variant"))
     return case
 
 

@@ -1,6 +1,6 @@
 """Demo section: PAD-Net particle detection on embedded test pads with the shipped model.
 
-The shipped ``padnet_x1`` (``fastvision/weights/``; made by ``tools/make_shipped_weights.py
+The shipped ``padnet.embedded`` (``fastvision/weights/``; made by ``tools/make_shipped_weights.py
 padnet`` from the PAD-Net (KD) run of ``fastvision eval padnet``) counts the particles of a few
 procedural test pads: counts against the truth, Precision / Recall, an overlay PNG and the time
 per pad. The check passes when Precision and Recall are both at least ``MIN_SCORE``.
@@ -24,10 +24,10 @@ def section(out_dir: Path, devices: list[str]) -> tuple[list[str], list[dict], b
     from fastvision.tasks.padnet.detect import SHIPPED_DETECTOR, draw_overlay
     from fastvision.metrics.particles import ParticleMetrics
     from fastvision.tasks.padnet.recipe import predict_centres
-    from fastvision.models import load_model, shipped_path, shipped_weights
+    from fastvision.models import list_weights, load_model
 
     lines = ["## Particle detection (PAD-Net)", ""]
-    if SHIPPED_DETECTOR not in shipped_weights():
+    if SHIPPED_DETECTOR not in list_weights():
         lines.append("The shipped PAD-Net weights are missing from this installation; skipped.")
         return lines, [], True
     test = ProceduralParticles("test", NUM_PADS)
@@ -36,7 +36,7 @@ def section(out_dir: Path, devices: list[str]) -> tuple[list[str], list[dict], b
     truth = [test[i]["centres"] for i in range(NUM_PADS)]
     rows, ok = [], True
     for device in devices:
-        model, meta = load_model(shipped_path(SHIPPED_DETECTOR), device)
+        model, meta = load_model(SHIPPED_DETECTOR, device)
         predict_centres(model, images[:1].to(device))  # warm-up (oneDNN kernel selection)
         start = time.perf_counter()
         found = predict_centres(model, images.to(device))

@@ -9,7 +9,7 @@ Colour images (RGB, RGBA, palette, grayscale + alpha) are converted to grayscale
 601-2 luma) with a warning naming the file. Images larger than ``MAX_PIXELS`` (4,194,304 pixels,
 e.g. 2048 x 2048) are refused up front, before decoding (PAD-Net's full-resolution activations
 would take tens of GB): crop or tile them. The default model is the PAD-Net shipped with the package
-(``fastvision/weights/``: ``padnet_x1``, trained on the embedded procedural pads, which are only a
+(named weights ``padnet.embedded`` in ``fastvision/weights/``, trained on the embedded procedural pads, which are only a
 stand-in for real line-scan pads: train on your own data for real use).
 """
 
@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from fastvision.data.particles import read_image, standardize
 from fastvision.metrics.particles import DEFAULT_THRESHOLD, extract_peaks
-from fastvision.models import load_model, shipped_path
+from fastvision.models import load_model
 
 __all__ = ["load_detector", "read_pad", "detect_batch", "detect_images", "draw_overlay", "SHIPPED_DETECTOR",
            "MAX_PIXELS"]
@@ -34,7 +34,7 @@ __all__ = ["load_detector", "read_pad", "detect_batch", "detect_images", "draw_o
 MAX_PIXELS = 2048 * 2048
 _GRAYSCALE_MODES = ("L", "1", "I", "I;16", "I;16B", "I;16L")
 
-SHIPPED_DETECTOR = "padnet_x1"
+SHIPPED_DETECTOR = "padnet.embedded"
 # Pads per forward pass: the fused CPU decoder and encoder run one image per thread, and 256
 # pads of 112 x 48 keep the activations of a batch around 20 MB.
 _BATCH = 256
@@ -42,15 +42,14 @@ _BATCH = 256
 
 def load_detector(model: str | None = None,
                   device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
-    """``(model in eval mode, description)``: a training checkpoint / shipped-format file, or the
-    shipped PAD-Net when ``model`` is None."""
-    if model is None:
-        net, meta = load_model(shipped_path(SHIPPED_DETECTOR), device)
-        return net, f"shipped {SHIPPED_DETECTOR} ({meta['recipe']})"
-    net, meta = load_model(model, device)
+    """``(model in eval mode, description)``: named shipped weights or a training checkpoint /
+    safetensors file of a PAD-Net-style detector; the shipped PAD-Net when ``model`` is None."""
+    net, meta = load_model(SHIPPED_DETECTOR if model is None else model, device)
     if not hasattr(net, "decoder"):
-        raise ValueError(f"--model {str(model)!r} holds {meta['model_spec']['name']}, not a "
+        raise ValueError(f"--weights {str(model)!r} holds {meta['model_spec']['name']}, not a "
                          "PAD-Net-style particle detector")
+    if "weights" in meta:
+        return net, f"shipped {meta['weights']} ({meta['recipe']})"
     return net, f"{meta['model_spec']['name']} from {model}"
 
 

@@ -27,9 +27,9 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="model_best.pt / checkpoint_last.pt of `fastvision train pose`, or a "
-                             "plain state dict of --model")
+    parser.add_argument("--weights", "--checkpoint", dest="checkpoint", required=True,
+                        help="model_best.pt / checkpoint_last.pt of `fastvision train pose`, a "
+                             "plain state dict of --model, or named shipped weights")
     parser.add_argument("--model", default=None, choices=POSE_MODELS,
                         help="model name (default: the one stored in a training checkpoint; "
                              "required for a plain state dict)")

@@ -16,6 +16,8 @@ import torch
 from fastvision.ops import farthest_point_sample, nn_match, soft_project
 
 _RATIO = 32
+# The shipped named weights this section runs (task network, S-NET, SampleNet at ratio 32).
+SHIPPED = ("pointnet_cls_vanilla.embedded", "snet.embedded_r32", "samplenet.embedded_r32")
 
 
 def _op_checks(device: str) -> list[dict]:
@@ -56,11 +58,11 @@ def _gather(cloud, idx):
 def _accuracies(device: str) -> tuple[dict, dict, torch.Tensor]:
     from fastvision.data import ProceduralShapes
     from fastvision.tasks.sampling.recipe import classify, sample_points
-    from fastvision.models import load_model, shipped_path
+    from fastvision.models import load_model
 
-    task_net, _ = load_model(shipped_path("sampling_task_net"), device)
-    samplers = {"S-NET": load_model(shipped_path("sampling_snet_r32"), device)[0],
-                "SampleNet": load_model(shipped_path("sampling_samplenet_r32"), device)[0]}
+    task_net, _ = load_model(SHIPPED[0], device)
+    samplers = {"S-NET": load_model(SHIPPED[1], device)[0],
+                "SampleNet": load_model(SHIPPED[2], device)[0]}
     m = samplers["SampleNet"].num_out_points
     num_points = m * _RATIO
     test = ProceduralShapes("test", num_points=num_points, num_samples=256, seed=0)
@@ -101,11 +103,11 @@ def _plot(path: Path, examples: dict) -> None:
 
 def section(out_dir: Path, devices: list[str]) -> tuple[list[str], list[dict], bool]:
     """Run the section; returns (report lines, op-check rows, ok)."""
-    from fastvision.models import shipped_weights
+    from fastvision.models import list_weights
 
     rows = [r for d in devices for r in _op_checks(d)]
     lines = ["## Learned point-cloud sampling (S-NET, SampleNet)", ""]
-    if not {"sampling_task_net", "sampling_snet_r32", "sampling_samplenet_r32"} <= set(shipped_weights()):
+    if not set(SHIPPED) <= set(list_weights()):
         lines.append("Shipped sampling weights are missing from this installation; only the op "
                      "checks ran.")
         return lines, rows, all(r["ok"] for r in rows)

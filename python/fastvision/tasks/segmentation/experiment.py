@@ -47,8 +47,9 @@ def _float_list(text: str) -> list[float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="model_best.pt or checkpoint_last.pt of `fastvision train segmentation`")
+    parser.add_argument("--weights", "--checkpoint", dest="checkpoint", required=True,
+                        help="model_best.pt or checkpoint_last.pt of `fastvision train segmentation`, "
+                             "or named shipped weights (`fastvision weights`)")
     parser.add_argument("--model", default=None,
                         help="expected model name (default: the one stored in the checkpoint)")
     add_data_arguments(parser)
