@@ -33,6 +33,10 @@ TORCH_LIBRARY(fastvision, m) {
   m.def(
       "padnet_encoder(Tensor x, Tensor params, int width) "
       "-> (Tensor tap1, Tensor tap2, Tensor tap3)");
+  // PAD-Net's decoder (MDR chains), inference only, CPU only: the models' fast path on the CPU.
+  m.def(
+      "padnet_decoder(Tensor fine, Tensor middle, Tensor deep, Tensor params, int channels, "
+      "int chain_stages, int head_kernel) -> Tensor");
 
   // HyperSeg's patch-wise dynamic convolutions (python/fastvision/ops/patch.py documents them).
   // padding_mode: 0 zeros, 1 reflect, 2 replicate.

@@ -5,7 +5,10 @@ import os
 
 import torch
 
-from fastvision.benchmarks.harness import Case, Impl, device_tag, make_clouds, make_pair, measure_case, timed
+import pytest
+
+from fastvision.benchmarks.harness import (Case, Impl, device_tag, format_table, make_clouds, make_pair,
+                                           measure_case, timed, torch_threads)
 
 
 def test_make_clouds_is_reproducible_and_uniform_in_the_unit_cube():
@@ -47,3 +50,44 @@ def test_device_tag():
     assert device_tag("cpu") == f"cpu-{os.cpu_count()}core"
     if not torch.cuda.is_available():
         assert device_tag("cuda") == "cuda-cuda"
+
+
+def test_rows_carry_cpu_time_load_average_and_threads():
+    import time
+
+    def spin():  # 2 ms of CPU time per call, whatever the load
+        end = time.process_time() + 0.002
+        while time.process_time() < end:
+            pass
+
+    def sleep():  # wall time without CPU time
+        time.sleep(0.005)
+
+    case = Case("test", "cpu", "cpu", {})
+    case.impls.append(Impl("spin", lambda: spin, None, role="fastvision"))
+    case.impls.append(Impl("sleep", lambda: sleep, None))
+    with torch_threads(1):
+        rows = measure_case(case, "cpu", repeats=3, min_repeats=3, budget_s=0.01, memory=False)
+    spin_row, sleep_row = rows
+    assert spin_row["threads"] == 1 and sleep_row["threads"] == 1
+    assert spin_row["cpu_ms"] >= 2.0
+    assert sleep_row["cpu_ms"] < 2.0 <= 5.0 <= sleep_row["median_ms"]
+    for r in rows:
+        assert r["load_average_start"] >= 0 and r["load_average_end"] >= 0
+    table = format_table(rows)
+    assert "CPU/call" in table and "load start/end" in table
+
+
+def test_torch_threads_sets_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="torch_threads: n must be an int >= 1"):
+            with torch_threads(bad):
+                pass

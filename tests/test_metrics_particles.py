@@ -128,3 +128,38 @@ def test_matching_is_one_to_one_on_random_points():
     pairs = match_points(pred, true, radius=2.0)
     assert len(set(pairs[:, 0])) == len(pairs) == len(set(pairs[:, 1]))
     assert (np.linalg.norm(pred[pairs[:, 0]] - true[pairs[:, 1]], axis=1) <= 2.0).all()
+
+
+def _greedy_peaks(prob: torch.Tensor, threshold: float, window: int) -> list[torch.Tensor]:
+    # The definition, image by image: candidates by score (ties by raster order), each kept
+    # unless a kept one lies within window // 2 (Chebyshev).
+    import torch.nn.functional as F
+
+    local_max = F.max_pool2d(prob[:, None], window, stride=1, padding=window // 2)[:, 0]
+    candidates = (prob >= threshold) & (prob == local_max)
+    out = []
+    for b in range(prob.shape[0]):
+        ys, xs = torch.nonzero(candidates[b], as_tuple=True)
+        order = torch.argsort(-prob[b, ys, xs], stable=True).tolist()
+        kept = []
+        for i in order:
+            x, y = int(xs[i]), int(ys[i])
+            if all(max(abs(x - kx), abs(y - ky)) > window // 2 for kx, ky in kept):
+                kept.append((x, y))
+        out.append(torch.tensor(kept, dtype=torch.float32).reshape(-1, 2))
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 3, 5, 7])
+@pytest.mark.parametrize("levels", [4, 16, 10**6])
+def test_extract_peaks_equals_the_greedy_definition_with_plateaus(window, levels):
+    # Few grey levels make plateaus and equal maxima within a window: the greedy path runs.
+    g = torch.Generator().manual_seed(levels + window)
+    prob = (torch.rand(6, 23, 17, generator=g) * levels).floor() / levels
+    prob[2] = 0.0  # an image without peaks
+    got = extract_peaks(prob, threshold=0.3, window=window)
+    expected = _greedy_peaks(prob, 0.3, window)
+    assert len(got) == 6 and sum(len(p) for p in got) > 0 and len(got[2]) == 0
+    for a, e in zip(got, expected):
+        assert a.dtype == torch.float32 and a.shape == e.shape
+        assert torch.equal(a, e)

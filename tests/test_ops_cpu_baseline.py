@@ -1,5 +1,5 @@
 """The portable x86-64 builds of the CPU kernels that also have an AVX2 + FMA build (patch ops,
-PAD-Net encoder): on a machine with AVX2 the suite runs the AVX2 code, so this reruns those ops'
+PAD-Net encoder and decoder): on a machine with AVX2 the suite runs the AVX2 code, so this reruns those ops'
 tests in a subprocess with FASTVISION_CPU_BASELINE=1, which forces the portable code."""
 
 import os
@@ -25,7 +25,8 @@ def test_portable_cpu_kernels_pass_the_op_tests():
     probe = subprocess.run([sys.executable, "-c", "import fastvision; print(fastvision.build_info()['cpu_kernels'])"],
                            env=env, capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "baseline"
-    files = [str(TESTS / "test_ops_patch.py"), str(TESTS / "test_ops_padnet_encoder.py")]
+    files = [str(TESTS / "test_ops_patch.py"), str(TESTS / "test_ops_padnet_encoder.py"),
+             str(TESTS / "test_ops_padnet_decoder.py")]
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *files],
                          env=env, capture_output=True, text=True, cwd=TESTS)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]

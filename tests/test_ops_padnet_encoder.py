@@ -367,14 +367,17 @@ def test_bench_family_small_writes_rows(tmp_path):
     assert "padnet" in benchmark_names()
     full = set(CASES["full"])
     for name in ("padnet", "padnet_x2", "padnet_x4"):
-        assert {(name, 1, 112, 48, "encoder"), (name, 256, 112, 48, "encoder")} <= full
+        for scope in ("encoder", "model"):
+            assert {(name, b, 112, 48, scope, t) for b in (1, 256) for t in (1, 2)} <= full
+    assert {("padnet", 256, 112, 48, "detect", t) for t in (1, 2)} <= full
     assert main(["bench", "--family", "padnet", "--size", "small", "--out", str(tmp_path)]) == 0
     (js,) = tmp_path.glob("padnet-cpu-*-small.json")
     rows = json.loads(js.read_text())["rows"]
-    assert {r["case"] for r in rows} == {"padnet_encoder_b2", "padnet_model_b2"}
+    assert {r["case"] for r in rows} == {"padnet_encoder_b2_t1", "padnet_model_b2_t1", "padnet_detect_b2_t1"}
     for r in rows:
-        assert r["status"] == "ok" and r["median_ms"] > 0
+        assert r["status"] == "ok" and r["median_ms"] > 0 and r["cpu_ms"] > 0 and r["threads"] == 1
         assert r["images_per_s"] == pytest.approx(2000 / r["median_ms"])
-        assert r["check"] == ("baseline" if r["is_fastvision"] else "close")
+        expected = "exact" if r["case"] == "padnet_detect_b2_t1" else "close"
+        assert r["check"] == ("baseline" if r["is_fastvision"] else expected)
     # Denormals are flushed while the benchmark runs only.
     assert float(torch.tensor([1e-39]) * 1.0) != 0.0

@@ -14,6 +14,19 @@ Timing
     budget (at least ``min_repeats``, at most ``repeats``); the row reports the median, the
     interquartile range and the minimum.
 
+Shared machines (every row, so that a figure can be judged)
+    ``cpu_ms`` (CPU runs only): the median CPU time of the process, all threads together
+    (``time.process_time``), over the same timed calls. On a loaded machine the wall time
+    includes waiting for a core, the CPU time does not; uncontended it is about the wall time
+    times the busy threads. OpenMP threads that spin while waiting count as busy, so a
+    2-thread implementation on a loaded 2-core machine shows a high CPU time for little work.
+    ``load_average_start`` / ``load_average_end``: the machine's 1-minute load average
+    (``os.getloadavg``) when the case starts and ends. ``threads``: ``torch.get_num_threads()``
+    during the case. To measure at several thread counts, run the case inside
+    ``with torch_threads(n):`` once per count (:func:`torch_threads`; the benchmarks record 1 and
+    2 threads, since a loaded 2-core machine hurts 2-thread implementations far more than
+    single-threaded ones).
+
 Peak memory (one extra, untimed call per implementation)
     CUDA: ``torch.cuda.max_memory_allocated()`` after ``torch.cuda.reset_peak_memory_stats()``,
     minus the memory allocated before the call: the bytes the call allocated through PyTorch's
@@ -46,6 +59,7 @@ import re
 import resource
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -60,6 +74,8 @@ __all__ = [
     "Case",
     "Skip",
     "measure_case",
+    "torch_threads",
+    "load_average",
     "peak_memory",
     "environment",
     "format_table",
@@ -220,6 +236,28 @@ def peak_memory(fn: Callable[[], Any], device: str) -> tuple[float | None, str]:
 # Timing
 
 
+def load_average() -> float | None:
+    """The machine's 1-minute load average, None where the OS does not report one."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Runs the block with ``torch.set_num_threads(n)`` (intra-op threads: ATen's and the
+    ``at::parallel_for`` of fastvision's kernels), restoring the previous count afterwards."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"torch_threads: n must be an int >= 1, got {n!r}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _quantiles(ts: list[float]) -> tuple[float, float]:
     if len(ts) < 4:
         return min(ts), max(ts)
@@ -245,15 +283,19 @@ def measure_case(
     ``clamp(budget_s / warm-up time, min_repeats, repeats)`` repeats); an implementation whose
     warm-up call takes more than ``slow_s`` seconds is timed once more only. Implementations
     whose warm-up took less than ``rewarm_ms`` get one untimed call right before each timed one,
-    so that every timed call finds its data in the caches whatever ran before it.
+    so that every timed call finds its data in the caches whatever ran before it. Each row also
+    carries ``cpu_ms``, ``load_average_start``, ``load_average_end`` and ``threads`` (module
+    docstring).
     """
+    cpu = not str(device).startswith("cuda")
     base = {"family": case.family, "case": case.name, "label": case.label, "device": device,
-            **{f"param_{k}": v for k, v in case.params.items()}}
+            **{f"param_{k}": v for k, v in case.params.items()},
+            "threads": torch.get_num_threads(), "load_average_start": load_average()}
     rows: list[dict] = []
     live: list[tuple[Impl, Callable, dict, Any]] = []
     for impl in case.impls:
         row = dict(base, impl=impl.name, note=impl.note, role=impl.role, is_fastvision=impl.is_fastvision,
-                   status="ok", median_ms=None, iqr_ms=None, min_ms=None, repeats=0,
+                   status="ok", median_ms=None, iqr_ms=None, min_ms=None, cpu_ms=None, repeats=0,
                    peak_mem_mib=None, peak_mem_method=None, check=None, check_detail="")
         rows.append(row)
         try:
@@ -287,6 +329,7 @@ def measure_case(
     gc.collect()
 
     times: dict[int, list[float]] = {id(r): [] for _, _, r in live}
+    cpu_times: dict[int, list[float]] = {id(r): [] for _, _, r in live}
     for rnd in range(max((r["repeats"] for _, _, r in live), default=0)):
         for impl, fn, row in live:
             if rnd >= row["repeats"] or row["status"] != "ok":
@@ -294,9 +337,10 @@ def measure_case(
             try:
                 if row["warmup_ms"] < rewarm_ms:
                     fn()  # untimed: warms the caches the previous implementation evicted
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 fn()
                 times[id(row)].append(time.perf_counter() - t0)
+                cpu_times[id(row)].append(time.process_time() - c0)
             except Exception as e:
                 row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
 
@@ -308,6 +352,8 @@ def measure_case(
         q1, q3 = _quantiles(ts)
         row["iqr_ms"] = (q3 - q1) * 1e3
         row["min_ms"] = min(ts) * 1e3
+        if cpu:
+            row["cpu_ms"] = statistics.median(cpu_times[id(row)]) * 1e3
         if memory:
             try:
                 mib, method = peak_memory(fn, device)
@@ -315,8 +361,10 @@ def measure_case(
             except Exception as e:
                 row["peak_mem_method"] = f"error: {type(e).__name__}"
 
+    end_load = load_average()
     ref = next((r for r in rows if r["is_fastvision"] and r["median_ms"] is not None), None)
     for row in rows:
+        row["load_average_end"] = end_load
         row["ratio_vs_fastvision"] = (
             row["median_ms"] / ref["median_ms"] if ref is not None and row["median_ms"] is not None else None
         )
@@ -403,6 +451,10 @@ def _fmt_mem(m: float | None) -> str:
     return f"{m:.2f}" if m < 10 else f"{m:.0f}"
 
 
+def _fmt_load(start: float | None, end: float | None) -> str:
+    return "-" if start is None or end is None else f"{start:.1f} / {end:.1f}"
+
+
 def _md_table(header: list[str], body: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
@@ -421,7 +473,8 @@ def _cases(rows: list[dict]) -> list[str]:
 def format_table(rows: list[dict]) -> str:
     """Markdown table of every row, grouped by case; ratio = impl median / fastvision median
     (above 1: fastvision is faster)."""
-    header = ["case", "implementation", "median", "IQR", "n", "vs fastvision", "peak MiB", "same result"]
+    header = ["case", "implementation", "threads", "median", "IQR", "n", "CPU/call", "vs fastvision",
+              "peak MiB", "same result", "load start/end"]
     body = []
     for c in _cases(rows):
         for r in (r for r in rows if r["case"] == c):
@@ -432,12 +485,15 @@ def format_table(rows: list[dict]) -> str:
             body.append([
                 r["label"],
                 r["impl"] + (f" [{r['note']}]" if r.get("note") else ""),
+                str(r.get("threads", "")),
                 _fmt_ms(r["median_ms"]) if ok else r["status"],
                 _fmt_ms(r["iqr_ms"]) if ok else "",
                 str(r["repeats"]) if ok else "",
+                _fmt_ms(r.get("cpu_ms")) if ok else "",
                 _fmt_ratio(r["ratio_vs_fastvision"]) if ok else "",
                 _fmt_mem(r["peak_mem_mib"]) if ok else "",
                 check,
+                _fmt_load(r.get("load_average_start"), r.get("load_average_end")),
             ])
     return _md_table(header, body)
 
@@ -522,8 +578,10 @@ def write_table(rows: list[dict], path: str, env: dict | None = None, title: str
     parts.append("## Summary (fastest competitor that gives the same result)\n")
     parts.append(format_summary(rows) + "\n")
     parts.append("## All implementations\n")
-    parts.append("Medians of interleaved repeats; `vs fastvision` = its median / fastvision's "
-                 "(above 1: fastvision faster); peak MiB: see `fastvision.benchmarks.harness`.\n")
+    parts.append("Medians of interleaved repeats; `CPU/call` = the process's CPU time per call, "
+                 "all threads; `vs fastvision` = its median / fastvision's (above 1: fastvision "
+                 "faster); peak MiB: see `fastvision.benchmarks.harness`; `load start/end` = the "
+                 "1-minute load average when the case started and ended.\n")
     parts.append(format_table(rows) + "\n")
     with open(path, "w") as f:
         f.write("\n".join(parts))

@@ -56,21 +56,35 @@ def extract_peaks(prob: torch.Tensor, threshold: float = DEFAULT_THRESHOLD,
         raise ValueError(f"extract_peaks: prob must be (B, 1, H, W), (B, H, W) or (H, W), "
                          f"got shape {tuple(prob.shape)}")
     maps = maps.detach().float().cpu()
-    local_max = F.max_pool2d(maps[:, None], window, stride=1, padding=window // 2)[:, 0]
-    candidates = (maps >= threshold) & (maps == local_max)
     reach = window // 2
-    out = []
-    for b in range(maps.shape[0]):
-        ys, xs = torch.nonzero(candidates[b], as_tuple=True)
-        scores = maps[b, ys, xs]
-        order = torch.argsort(-scores, stable=True).tolist()
-        ys, xs = ys.tolist(), xs.tolist()
-        kept: list[tuple[int, int]] = []
-        for i in order:
-            if all(max(abs(xs[i] - kx), abs(ys[i] - ky)) > reach for kx, ky in kept):
-                kept.append((xs[i], ys[i]))
-        out.append(torch.tensor(kept, dtype=torch.float32).reshape(-1, 2))
-    return out
+    local_max = F.max_pool2d(maps[:, None], window, stride=1, padding=reach)[:, 0]
+    candidates = (maps >= threshold) & (maps == local_max)
+    # Candidates alone in their window (nearly all: ties are rare) are kept, and suppress
+    # nothing: the greedy pass below only runs over the others. Counts of 0/1 summed in float32
+    # are exact.
+    near = F.avg_pool2d(candidates[:, None].float(), window, stride=1, padding=reach,
+                        count_include_pad=True)[:, 0] * (window * window)
+    b, y, x = torch.nonzero(candidates, as_tuple=True)  # raster order, image by image
+    scores = maps[b, y, x]
+    keep = near[b, y, x].round() == 1
+    crowded = torch.nonzero(~keep)[:, 0].tolist()
+    if crowded:
+        cb, cy, cx = b[crowded].tolist(), y[crowded].tolist(), x[crowded].tolist()
+        cs = scores[crowded].tolist()
+        kept: dict[int, list[tuple[int, int]]] = {}
+        # By image, then by score, ties by raster order (the list is in raster order).
+        for i in sorted(range(len(crowded)), key=lambda i: (cb[i], -cs[i], i)):
+            others = kept.setdefault(cb[i], [])
+            if all(max(abs(cx[i] - kx), abs(cy[i] - ky)) > reach for kx, ky in others):
+                others.append((cx[i], cy[i]))
+                keep[crowded[i]] = True
+    b, y, x, scores = b[keep], y[keep], x[keep], scores[keep]
+    # Each image's peaks by score, ties by raster order.
+    order = torch.argsort(-scores, stable=True)
+    order = order[torch.argsort(b[order], stable=True)]
+    points = torch.stack([x[order], y[order]], dim=1).to(torch.float32)
+    counts = torch.bincount(b, minlength=maps.shape[0]).tolist()
+    return [p.clone() for p in torch.split(points, counts)]
 
 
 def _as_points(points, name: str) -> np.ndarray:

@@ -90,6 +90,11 @@ PAD-Net encoders (``padnet``, ``padnet_x2``, ``padnet_x4``) run as the fused op
 weight or BN statistic changes); equal to the modules to float32 rounding. ``use_fused = False``
 runs the modules (for comparison); training, the other encoders, and encoders whose modules carry
 forward hooks (feature extraction, :mod:`fastvision.models.flops`) always run the modules.
+Likewise, on the CPU and under the same conditions, ``forward(x)`` (not ``return_features=True``,
+which knowledge distillation uses in training) runs every MDR decoder (all models but the teacher,
+whose chains are 1x1 CRPs) as the fused op :func:`fastvision.ops.padnet_decoder` (parameters
+packed once, repacked when one changes): equal to the modules to float32 rounding, several times
+faster at every batch size. CUDA runs the decoder modules.
 """
 
 from __future__ import annotations
@@ -100,7 +105,7 @@ import torch
 import torch.nn as nn
 
 from fastvision.nn.mobilenet import MOBILENETV3_SMALL_BNECKS, MobileNetV2Encoder, MobileNetV3Encoder
-from fastvision.ops.padnet import fused_encoder_taps, padnet_bnecks
+from fastvision.ops.padnet import fused_decoder_logits, fused_encoder_taps, padnet_bnecks
 
 from ._registry import register_model
 from .checkpoint import finish
@@ -219,7 +224,8 @@ class PADNet(nn.Module):
 
     ``forward(x)`` -> logits (B, 1, H, W); ``forward(x, return_features=True)`` ->
     ``(logits, (chain1, chain2, chain3))``. ``use_fused`` (default True): inference without
-    gradients runs PAD-Net's encoder as the fused op (see the module docstring).
+    gradients runs PAD-Net's encoder and, on the CPU, the decoder as the fused ops (see the
+    module docstring).
     """
 
     def __init__(self, encoder: nn.Module, decoder: RefineDecoder):
@@ -234,17 +240,32 @@ class PADNet(nn.Module):
                              f"got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"PADNet: x must be a floating-point tensor, got {x.dtype}")
-        logits, features = self.decoder(self._encode(x))
+        taps = self._encode(x)
+        if not return_features and self._fast_decoder(x):
+            logits = fused_decoder_logits(self.decoder, taps)
+            if logits is not None:
+                return logits
+        logits, features = self.decoder(taps)
         return (logits, features) if return_features else logits
 
-    def _encode(self, x: torch.Tensor):
-        # The fused op when nothing needs gradients (inference); the modules otherwise, for
-        # encoders other than PAD-Net's (teacher, comparison encoders), and when forward hooks
-        # observe the encoder's modules (feature extraction, the operation counter).
+    def _fast_path(self, module: nn.Module, x: torch.Tensor) -> bool:
+        # The fused ops when nothing needs gradients (inference); the modules otherwise, and when
+        # forward hooks observe the modules (feature extraction, the operation counter).
         needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.encoder.parameters()))
-        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in self.encoder.modules())
-        if self.use_fused and not self.training and not needs_grad and not hooked:
+            x.requires_grad or any(p.requires_grad for p in module.parameters()))
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+        return self.use_fused and not self.training and not needs_grad and not hooked
+
+    def _fast_decoder(self, x: torch.Tensor) -> bool:
+        # Not while torch.compile / torch.export trace the model: padnet_decoder is a CPU-only
+        # inference op without an ONNX translation, so traced graphs keep the decoder's modules
+        # (which every backend compiles and every exporter translates).
+        return self._fast_path(self.decoder, x) and not torch.compiler.is_compiling()
+
+    def _encode(self, x: torch.Tensor):
+        # The fused encoder for PAD-Net's encoders only (not the teacher's, nor the comparison
+        # encoders): fused_encoder_taps returns None for those.
+        if self._fast_path(self.encoder, x):
             taps = fused_encoder_taps(self.encoder, x)
             if taps is not None:
                 return taps

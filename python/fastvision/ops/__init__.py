@@ -14,7 +14,7 @@ from fastvision.ops.points import (
     knn_points,
     nn_distance,
 )
-from fastvision.ops.padnet import fold_padnet_encoder, padnet_encoder
+from fastvision.ops.padnet import fold_padnet_encoder, pack_padnet_decoder, padnet_decoder, padnet_encoder
 from fastvision.ops.patch import fold_batch_norm, patch_conv2d, patch_inverted_residual
 from fastvision.ops.sampling import soft_project
 
@@ -32,6 +32,8 @@ __all__ = [
     "knn_points",
     "nn_distance",
     "nn_match",
+    "pack_padnet_decoder",
+    "padnet_decoder",
     "padnet_encoder",
     "patch_conv2d",
     "patch_inverted_residual",

@@ -228,6 +228,39 @@ def padnet_encoder(x, params, width):
     return tuple(taps)
 
 
+def padnet_decoder(fine, middle, deep, params, channels, chain_stages, head_kernel):
+    """Reference of :func:`fastvision.ops.padnet_decoder`: the decoder's arithmetic with
+    ``torch.nn.functional`` on the packed parameters unpacked by name (max-pool 5x5, depthwise and
+    pointwise convs, bilinear upsampling, concat, 3x3 conv, ReLU6, head). Returns the logits."""
+    import torch.nn.functional as F
+
+    from fastvision.ops.padnet import unpack_padnet_decoder
+
+    p = unpack_padnet_decoder(params, channels, (fine.shape[1], middle.shape[1], deep.shape[1]),
+                              chain_stages, head_kernel)
+
+    def chain(x, i):
+        top = x
+        for s in range(chain_stages):
+            top = F.max_pool2d(top, 5, 1, 2)
+            top = F.conv2d(top, p[f"chain{i}.{s}.dw"], padding=1, groups=channels)
+            top = F.conv2d(top, p[f"chain{i}.{s}.pw"])
+            x = x + top
+        return x
+
+    def fusion(coarse, tap, i):
+        up = F.conv2d(coarse, p[f"fusion{i}.coarse"])
+        if up.shape[-2:] != tap.shape[-2:]:
+            up = F.interpolate(up, size=tap.shape[-2:], mode="bilinear", align_corners=False)
+        merged = torch.cat([up, F.conv2d(tap, p[f"fusion{i}.fine"])], dim=1)
+        return F.relu6(F.conv2d(merged, p[f"fusion{i}.merge"], padding=1))
+
+    c1 = chain(F.conv2d(deep, p["project"]), 1)
+    c2 = chain(fusion(c1, middle, 1), 2)
+    c3 = chain(fusion(c2, fine, 2), 3)
+    return F.conv2d(c3, p["head.w"], p["head.b"], padding=head_kernel // 2)
+
+
 # --- HyperSeg's patch-wise dynamic convolutions -------------------------------------------------
 
 _TORCH_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}

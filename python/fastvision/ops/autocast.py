@@ -13,7 +13,7 @@ policies (the table ``AUTOCAST_POLICY``), on both devices:
     ``soft_project`` and their backward ops): they select neighbours or points by comparing
     distances, and in bfloat16's 8-bit mantissa distinct distances tie, which changes the chosen
     indices, not just the digits; ``soft_project`` also takes a softmax (``exp``), which PyTorch's
-    autocast keeps in float32 too. For ``padnet_encoder``: an inference-only fused encoder whose
+    autocast keeps in float32 too. For ``padnet_encoder`` (and ``padnet_decoder``): inference-only fused ops whose
     CPU and CUDA kernels compute and keep every activation in float32 anyway, so the low dtype
     would only round its folded weights and its input and save nothing.
 
@@ -46,6 +46,7 @@ AUTOCAST_POLICY = {
     "soft_project": "float32",
     "_soft_project_backward": "float32",
     "padnet_encoder": "float32",
+    "padnet_decoder": "float32",
     "patch_conv2d": "lower",
     "_patch_conv2d_backward": "lower",
     "patch_inverted_residual": "lower",
@@ -119,7 +120,7 @@ def document(fn, *ops: str) -> None:
 
 def _document_wrappers() -> None:
     from fastvision.ops.matching import nn_match
-    from fastvision.ops.padnet import padnet_encoder
+    from fastvision.ops.padnet import padnet_decoder, padnet_encoder
     from fastvision.ops.patch import patch_conv2d, patch_inverted_residual
     from fastvision.ops.points import chamfer_distance, farthest_point_sample, knn_points, nn_distance
     from fastvision.ops.sampling import soft_project
@@ -131,6 +132,7 @@ def _document_wrappers() -> None:
     document(nn_match, "knn_points", "farthest_point_sample")
     document(soft_project, "soft_project", "_soft_project_backward")
     document(padnet_encoder, "padnet_encoder")
+    document(padnet_decoder, "padnet_decoder")
     document(patch_conv2d, "patch_conv2d", "_patch_conv2d_backward")
     document(patch_inverted_residual, "patch_inverted_residual")
 

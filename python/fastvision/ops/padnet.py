@@ -1,4 +1,5 @@
-"""PAD-Net's fused encoder (inference): stem + six MobileNetV3 bnecks in one op.
+"""PAD-Net's fused encoder and decoder (inference): stem + six MobileNetV3 bnecks in one op,
+the whole MDR decoder in another (CPU).
 
 ``padnet_encoder(x, params, width)`` computes what ``model.encoder`` of
 :func:`fastvision.models.padnet` (``width`` 1), ``padnet_x2`` (2) or ``padnet_x4`` (4) computes
@@ -27,6 +28,16 @@ has no backward, and the wrapper raises when autograd would need one.
 
 ``fold_padnet_encoder(model.encoder)`` folds the BatchNorms (running statistics, whatever the
 module's mode) and packs the parameters in the order the kernels read them.
+
+``padnet_decoder(fine, middle, deep, params, channels, chain_stages, head_kernel)`` computes what
+``model.decoder`` (a ``RefineDecoder`` with MDR chains: PAD-Net x1/x2/x4, ``decoder_plus``, the
+Table 2 encoders' decoder) returns as logits, from the three encoder taps. CPU only, inference only
+(no backward): the models call it on the CPU when no gradient is needed and run the decoder
+modules otherwise (training, CUDA, ``return_features=True``). One image per thread, every
+intermediate in a per-thread buffer that stays in cache, separable 5x5 max-pool; float32 on
+AVX2 + FMA CPUs takes an AVX2 build of the same code. Equal to the modules to float32 rounding
+(the order of the sums differs from oneDNN's). ``pack_padnet_decoder(model.decoder)`` packs the
+parameters (``decoder.parameters()`` in order, flattened).
 """
 
 from __future__ import annotations
@@ -40,8 +51,8 @@ import torch.nn as nn
 from fastvision.ops._validation import check_same_device
 from fastvision.ops.folding import fold_batch_norm
 
-__all__ = ["FoldedPadnetEncoder", "fold_padnet_encoder", "padnet_bnecks", "padnet_encoder",
-           "padnet_param_count"]
+__all__ = ["FoldedPadnetEncoder", "PackedPadnetDecoder", "fold_padnet_encoder", "pack_padnet_decoder",
+           "padnet_bnecks", "padnet_decoder", "padnet_encoder", "padnet_param_count"]
 
 PADNET_WIDTHS = (1, 2, 4)
 
@@ -249,7 +260,193 @@ def fused_encoder_taps(encoder: nn.Module, x: torch.Tensor):
 
 
 # ---------------------------------------------------------------------------------------------
-# Fake (meta) kernel and an autograd registration whose backward raises: the op is inference only.
+# The decoder
+
+
+class PackedPadnetDecoder(NamedTuple):
+    """The parameters of a PAD-Net decoder (1-D, packed) and its settings."""
+
+    params: torch.Tensor
+    channels: int
+    chain_stages: int
+    head_kernel: int
+
+
+def _decoder_shapes(channels: int, tap_channels, chain_stages: int, head_kernel: int):
+    """(name, shape) of every packed decoder tensor, in ``RefineDecoder.parameters()`` order."""
+    c = channels
+    fine, middle, deep = tap_channels
+    shapes = [("project", (c, deep, 1, 1))]
+    for i, tap in ((1, middle), (2, fine), (3, None)):
+        for s in range(chain_stages):
+            shapes += [(f"chain{i}.{s}.dw", (c, 1, 3, 3)), (f"chain{i}.{s}.pw", (c, c, 1, 1))]
+        if tap is not None:
+            shapes += [(f"fusion{i}.coarse", (c, c, 1, 1)), (f"fusion{i}.fine", (c, tap, 1, 1)),
+                       (f"fusion{i}.merge", (c, 2 * c, 3, 3))]
+    return shapes + [("head.w", (1, c, head_kernel, head_kernel)), ("head.b", (1,))]
+
+
+def _count(shapes) -> int:
+    total = 0
+    for _, shape in shapes:
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return total
+
+
+def unpack_padnet_decoder(params: torch.Tensor, channels: int, tap_channels, chain_stages: int,
+                          head_kernel: int) -> dict[str, torch.Tensor]:
+    """Views of the packed decoder parameters by name (``_decoder_shapes``)."""
+    out, offset = {}, 0
+    for name, shape in _decoder_shapes(channels, tap_channels, chain_stages, head_kernel):
+        n = _count([(name, shape)])
+        out[name] = params[offset:offset + n].view(shape)
+        offset += n
+    return out
+
+
+def _decoder_mismatch(decoder: nn.Module) -> str:
+    """"" when ``decoder`` is a decoder the op computes, else why not."""
+    # Checked by structure, not class: RefineDecoder is defined in a layer above the ops.
+    needed = ("project", "chain1", "fusion1", "chain2", "fusion2", "chain3", "head", "channels")
+    if not all(hasattr(decoder, a) for a in needed):
+        return f"decoder must be a RefineDecoder, got {type(decoder).__name__}"
+    c = decoder.channels
+    for i in (1, 2, 3):
+        chain = getattr(decoder, f"chain{i}")
+        for stage in chain.convs:
+            if not (isinstance(stage, nn.Sequential) and len(stage) == 2):
+                return "the chains must be MDR chains (depthwise 3x3 + pointwise 1x1)"
+            dw, pw = stage
+            if (dw.kernel_size != (3, 3) or dw.groups != c or dw.padding != (1, 1)
+                    or dw.stride != (1, 1) or dw.dilation != (1, 1) or dw.bias is not None
+                    or pw.kernel_size != (1, 1) or pw.bias is not None):
+                return "the chains must be MDR chains (depthwise 3x3 + pointwise 1x1, no bias)"
+        pool = chain.pool
+        if (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode) != (5, 1, 2, 1, False):
+            return "the chains must pool 5x5, stride 1, padding 2"
+    stages = {len(getattr(decoder, f"chain{i}").convs) for i in (1, 2, 3)}
+    if len(stages) != 1:
+        return "the three chains must have the same number of stages"
+    for i in (1, 2):
+        f = getattr(decoder, f"fusion{i}")
+        if (f.upsample.mode != "bilinear" or f.upsample.align_corners
+                or not isinstance(f.merge_act, nn.ReLU6)):
+            return "fusion must upsample bilinearly (align_corners=False) and end with ReLU6"
+    if decoder.head.out_channels != 1 or decoder.head.bias is None:
+        return "the head must be a conv to one channel with bias"
+    return ""
+
+
+def pack_padnet_decoder(decoder: nn.Module, dtype: torch.dtype | None = None) -> PackedPadnetDecoder:
+    """Packs the parameters of a PAD-Net decoder (``model.decoder`` of ``padnet``, ``padnet_x2``,
+    ``padnet_x4``, with or without ``decoder_plus``, or of the Table 2 encoders) for
+    :func:`padnet_decoder`: ``decoder.parameters()`` flattened in order, cast to ``dtype``
+    (default: the weights' dtype). Raises ValueError when the decoder is not one the op computes
+    (the teacher's 1x1 CRP chains)."""
+    why = _decoder_mismatch(decoder)
+    if why:
+        raise ValueError(f"pack_padnet_decoder: {why}")
+    params = torch.cat([p.detach().reshape(-1) for p in decoder.parameters()])
+    if dtype is not None:
+        params = params.to(dtype)
+    return PackedPadnetDecoder(params, int(decoder.channels), len(decoder.chain1.convs),
+                               int(decoder.head.kernel_size[0]))
+
+
+def padnet_decoder(fine: torch.Tensor, middle: torch.Tensor, deep: torch.Tensor, params: torch.Tensor,
+                   channels: int, chain_stages: int, head_kernel: int) -> torch.Tensor:
+    """PAD-Net's decoder (MDR chains) in one op, CPU, inference only (see the module docstring).
+
+    Args:
+        fine, middle, deep: the encoder taps ``(B, C_f, H, W)``, ``(B, C_m, H2, W2)``,
+            ``(B, C_d, H4, W4)`` (any sizes >= 1: the coarse paths are upsampled bilinearly to
+            the finer tap's size), floating point, one dtype, on the CPU.
+        params: the packed parameters, 1-D (``pack_padnet_decoder(model.decoder).params``),
+            dtype of the taps.
+        channels: the decoder width (PAD-Net 4, ``decoder_plus`` 16).
+        chain_stages: stages of each chain (PAD-Net 4).
+        head_kernel: 1 or 3.
+
+    Returns:
+        logits ``(B, 1, H, W)``, dtype of the taps (float16 / bfloat16 computed in float32).
+
+    Inference only: raises RuntimeError if an input requires grad while grad mode is on.
+    """
+    op = "padnet_decoder"
+    taps = {"fine": fine, "middle": middle, "deep": deep}
+    for name, t in taps.items():
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{op}: {name} must have shape (B, C, H, W), got {got}")
+        if not t.is_floating_point():
+            raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
+        if t.device.type != "cpu":
+            raise ValueError(f"{op}: CPU only, got {name} on {t.device} (the models run the "
+                             "decoder modules on other devices)")
+    for name, value in (("channels", channels), ("chain_stages", chain_stages)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{op}: {name} must be an int >= 1, got {value!r}")
+    if head_kernel not in (1, 3) or isinstance(head_kernel, bool):
+        raise ValueError(f"{op}: head_kernel must be 1 or 3, got {head_kernel!r}")
+    if not isinstance(params, torch.Tensor):
+        raise TypeError(f"{op}: params must be a tensor, got {type(params).__name__}")
+    expected = _count(_decoder_shapes(channels, (fine.shape[1], middle.shape[1], deep.shape[1]),
+                                      chain_stages, head_kernel))
+    if params.dim() != 1 or params.shape[0] != expected:
+        raise ValueError(f"{op}: params must be a 1-D tensor of the {expected} decoder parameters for "
+                         f"these taps and settings, got shape {tuple(params.shape)}")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (fine, middle, deep, params)):
+        raise RuntimeError(f"{op}: inference only (no backward); call it under torch.no_grad() or "
+                           "torch.inference_mode(), or use the decoder modules for training")
+    return torch.ops.fastvision.padnet_decoder(fine, middle, deep, params, channels, chain_stages,
+                                               head_kernel)
+
+
+# Packed parameters per decoder module, repacked when a parameter changes (as _FOLD_CACHE).
+_PACK_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def fused_decoder_logits(decoder: nn.Module, taps):
+    """``decoder(taps)[0]`` (the logits) through :func:`padnet_decoder`, with the packed
+    parameters cached on the module; None when the op does not apply (not an MDR decoder, taps
+    not on the CPU), in which case the caller runs the modules."""
+    if any(t.device.type != "cpu" for t in taps):
+        return None
+    cached = _PACK_CACHE.get(decoder)
+    key = _fold_key(decoder)
+    if cached is None or cached[0] != key:
+        packed = None if _decoder_mismatch(decoder) else pack_padnet_decoder(decoder)
+        cached = (key, packed)
+        _PACK_CACHE[decoder] = cached
+    packed = cached[1]
+    if packed is None:
+        return None
+    params = packed.params if packed.params.dtype == taps[0].dtype else packed.params.to(taps[0].dtype)
+    return padnet_decoder(*taps, params, packed.channels, packed.chain_stages, packed.head_kernel)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake (meta) kernels and autograd registrations whose backward raises: the ops are inference only.
+
+
+@torch.library.register_fake("fastvision::padnet_decoder")
+def _padnet_decoder_fake(fine, middle, deep, params, channels, chain_stages, head_kernel):
+    check_same_device("padnet_decoder", "fine", fine, middle=middle, deep=deep, params=params)
+    torch._check(fine.dim() == 4, lambda: "padnet_decoder: fine must be (B, C, H, W)")
+    return fine.new_empty((fine.shape[0], 1, fine.shape[2], fine.shape[3]))
+
+
+def _padnet_decoder_no_backward(ctx, *grads):
+    raise RuntimeError("padnet_decoder: inference only (no backward); run the decoder modules "
+                       "(model.decoder) to train")
+
+
+torch.library.register_autograd(
+    "fastvision::padnet_decoder", _padnet_decoder_no_backward, setup_context=lambda ctx, inputs, output: None
+)
 
 
 @torch.library.register_fake("fastvision::padnet_encoder")
