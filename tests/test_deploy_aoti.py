@@ -16,7 +16,7 @@ import torch
 from fastvision.deploy import aoti_package, deployment_input, export_program, prepare_for_deployment
 from fastvision.models import get_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.deploy_full]
 
 RUNNER = textwrap.dedent("""
     import sys, torch

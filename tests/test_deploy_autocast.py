@@ -59,6 +59,7 @@ def test_one_model_per_family(name, kwargs):
 
 
 @pytest.mark.slow
+@pytest.mark.deploy_full
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model(name):
     compare_under_autocast(name)

@@ -95,6 +95,7 @@ def test_bisenet_booster_heads_are_dropped():
 
 
 @pytest.mark.slow
+@pytest.mark.deploy_full
 @pytest.mark.parametrize("name", list_models())
 def test_export_every_registered_model(name):
     model = prepare_for_deployment(get_model(name))
@@ -102,6 +103,7 @@ def test_export_every_registered_model(name):
 
 
 @pytest.mark.slow
+@pytest.mark.deploy_full
 @pytest.mark.parametrize("name", ["padnet", "bisenetv2", "hyperseg_m_cityscapes"])
 def test_export_full_resolution(name):
     model = prepare_for_deployment(get_model(name))

@@ -41,6 +41,7 @@ def test_samplenet_matching(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.deploy_full
 @pytest.mark.parametrize("name", ["snet", "pointnet_cls", "samplenet_progressive", "hrnetv2_w18_small_v1",
                                   "hrnetv1_w32_pose", "hrnetv2p_w18", "bisenetv2", "hyperseg_m_cityscapes",
                                   "padnet"])
