@@ -25,7 +25,9 @@ def test_export_pt2_with_weights(tmp_path, capsys):
     model = prepare_for_deployment(model)
     x = torch.rand(3, 1, 112, 48)
     with torch.no_grad():
-        assert torch.equal(program.module()(x), model(x))
+        # eager CPU inference runs the fused padnet_decoder, the exported graph the decoder's
+        # modules (see tests/test_deploy_export.py): equal to float32 rounding
+        torch.testing.assert_close(program.module()(x), model(x), rtol=1e-5, atol=1e-6)
 
 
 def test_export_onnx_runs_on_onnxruntime(tmp_path):

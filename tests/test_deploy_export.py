@@ -28,7 +28,14 @@ def check_program(name, model, spec, batches=(1, 3), sizes=None):
             want, got = leaves(model(x)), leaves(runner(x))
         assert len(want) == len(got)
         for w, g in zip(want, got):
-            assert w.shape == g.shape and torch.equal(w, g), name
+            assert w.shape == g.shape, name
+            if family_of(name) == "padnet":
+                # Eager CPU inference runs the fused padnet_decoder op; the exported graph keeps
+                # the decoder's modules (the op is CPU-only, without an ONNX translation): the
+                # same sums in another order, equal to float32 rounding.
+                torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6, msg=name)
+            else:
+                assert torch.equal(w, g), name
     return program
 
 
