@@ -55,3 +55,20 @@ def listing(model):
 
 def n_params(model):
     return sum(p.numel() for p in model.parameters())
+
+
+# The deployment tests' matrix (issue 18). Registered models that repeat the architecture of a
+# smaller official width (HRNet's wider widths, PAD-Net x2 / x4) export to the same graph with
+# more channels: CI (the `slow` selection) covers each architecture at its smallest official
+# width, and the `deploy_full` run by hand the wider ones (each costs tens of seconds of tracing).
+WIDER_WIDTH_OF = {
+    "hrnetv1_w48_pose": "hrnetv1_w32_pose",
+    "hrnetv2_w32": "hrnetv2_w18", "hrnetv2_w40": "hrnetv2_w18", "hrnetv2_w48": "hrnetv2_w18",
+    "hrnetv2p_w32": "hrnetv2p_w18", "hrnetv2p_w40": "hrnetv2p_w18", "hrnetv2p_w48": "hrnetv2p_w18",
+    "padnet_x2": "padnet", "padnet_x4": "padnet",
+}
+
+
+def deploy_model_params(names):
+    """``names`` as pytest params, the wider widths (``WIDER_WIDTH_OF``) marked ``deploy_full``."""
+    return [pytest.param(n, marks=pytest.mark.deploy_full) if n in WIDER_WIDTH_OF else n for n in names]

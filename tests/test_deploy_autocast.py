@@ -7,13 +7,18 @@ randomly initialised networks in bfloat16: each layer rounds to 2^-9; the measur
 few percent at most). Index outputs (SampleNet's matching) are equal where the generated points
 round to the same neighbours: at least 80% of the matched points are equal; PointNet's
 critical-set indices (the argmax over the points of each feature, where bfloat16 rounding makes
-near-ties flip) at least 50%."""
+near-ties flip) at least 50%.
+
+The default selection runs one model per family; the ``slow`` selection (CI) every registered
+architecture at its smallest official width; ``deploy_full`` (by hand) the wider widths
+(``helpers.WIDER_WIDTH_OF``)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from helpers import deploy_model_params
 from fastvision.deploy import deployment_input, prepare_for_deployment
 from fastvision.models import get_model, list_models
 
@@ -59,7 +64,6 @@ def test_one_model_per_family(name, kwargs):
 
 
 @pytest.mark.slow
-@pytest.mark.deploy_full
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", deploy_model_params(list_models()))
 def test_every_registered_model(name):
     compare_under_autocast(name)

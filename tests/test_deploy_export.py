@@ -1,14 +1,17 @@
 """``torch.export`` of the registered models (``fastvision.deploy``): inference mode, a dynamic
 batch (the exported program run at two other batch sizes) and dynamic height / width for the
-models that allow it, outputs equal to eager (the same kernels run: exact). The default selection
-exports one small model per family; every registered model is exported in a ``slow`` test, and
-the full official resolution of the three deployment models in another."""
+models that allow it, outputs equal to eager (the same kernels run: exact; PAD-Net's family to
+float32 rounding, see ``check_program``). The default selection exports one small model per
+family; the ``slow`` selection (CI) every registered architecture at its smallest official width
+and a small input, at batch 1 and 2; ``deploy_full`` (by hand) the wider widths
+(``helpers.WIDER_WIDTH_OF``) and the full official resolution of the three deployment models."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from helpers import WIDER_WIDTH_OF, deploy_model_params
 from fastvision.deploy import deployment_input, export_program, family_of, prepare_for_deployment
 from fastvision.models import get_model, list_models
 
@@ -101,12 +104,20 @@ def test_bisenet_booster_heads_are_dropped():
     assert model.aux_mode == "eval" and not model.training
 
 
+def test_wider_widths_repeat_a_registered_architecture():
+    """The deploy_full-only models each name a registered smaller width that CI exports."""
+    registered = set(list_models())
+    for wider, smallest in WIDER_WIDTH_OF.items():
+        assert wider in registered and smallest in registered, (wider, smallest)
+        assert smallest not in WIDER_WIDTH_OF
+        assert family_of(wider) == family_of(smallest)
+
+
 @pytest.mark.slow
-@pytest.mark.deploy_full
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", deploy_model_params(list_models()))
 def test_export_every_registered_model(name):
     model = prepare_for_deployment(get_model(name))
-    check_program(name, model, deployment_input(name, model))
+    check_program(name, model, deployment_input(name, model), batches=(1, 2))
 
 
 @pytest.mark.slow
