@@ -46,6 +46,12 @@ static_assert(kTy * kMicro == kTile, "passes and tiles have the same extent");
 constexpr int kStride = kTile + 1;        // a staged coordinate row (padded against bank conflicts)
 constexpr int kDimChunk = 16;             // coordinates staged at once for a run-time D
 constexpr int kMergeThreads = 256;
+// Resident blocks per SM the register allocation must allow: 4 (at most 64 registers a thread,
+// 50% occupancy) in float32; float64's micro-tile needs twice the registers.
+template <typename A>
+constexpr int kMinBlocks = sizeof(A) == 8 ? 2 : 4;
+// Row minima keep their column as a 32-bit offset from the split's first column.
+constexpr int64_t kMaxColsPerSplit = int64_t{1} << 30;
 
 struct NnDistanceTuning {
   // Entries of the column-partial buffer (B, R, P2); beyond it a block takes more row passes.
@@ -122,7 +128,7 @@ FV_DEVICE void accumulate_micro_tile(A (&acc)[kMicro][kMicro], const A* __restri
 // Grid: x = B * R (cloud, row group), z = S (column split). Row partials at (s * B + b) * P1 + i,
 // column partials at (b * R + r) * P2 + j (see the header comment for when these are the outputs).
 template <typename T, int NORM, int DS>
-FV_GLOBAL void __launch_bounds__(kThreads)
+FV_GLOBAL void __launch_bounds__(kThreads, kMinBlocks<opmath_t<T>>)
     nn_distance_pairs_kernel(const T* __restrict__ p1, const T* __restrict__ p2,
                              const int64_t* __restrict__ len1, const int64_t* __restrict__ len2,
                              int64_t B, int64_t P1, int64_t P2, int D, int64_t R,
@@ -159,17 +165,18 @@ FV_GLOBAL void __launch_bounds__(kThreads)
   for (int64_t pass0 = row_begin; pass0 < row_end; pass0 += kTile) {  // block-uniform
     const int rows_n = static_cast<int>(row_end - pass0 < kTile ? row_end - pass0 : kTile);
     A best_d[kMicro];
-    int64_t best_j[kMicro];
+    int best_c[kMicro];  // column - col_begin (< kMaxColsPerSplit), or -1
 #pragma unroll
     for (int m = 0; m < kMicro; ++m) {
       best_d[m] = fv_infinity<A>();
-      best_j[m] = -1;
+      best_c[m] = -1;
     }
     if (one_chunk) {  // the previous pass's last reads of rows_s precede its last red barrier
       stage_points<T, A, DS>(rows_s, cloud1, pass0, rows_n, 0, dims, dims);
     }
     for (int64_t t0 = col_begin; t0 < col_end; t0 += kTile) {  // block-uniform
       const int cols_n = static_cast<int>(col_end - t0 < kTile ? col_end - t0 : kTile);
+      const int c0 = static_cast<int>(t0 - col_begin);
       A acc[kMicro][kMicro] = {};
       for (int d0 = 0; d0 < dims; d0 += dc) {
         const int dn = dims - d0 < dc ? dims - d0 : dc;
@@ -188,7 +195,7 @@ FV_GLOBAL void __launch_bounds__(kThreads)
         for (int n = 0; n < kMicro; ++n) {
           if (acc[m][n] < best_d[m]) {
             best_d[m] = acc[m][n];
-            best_j[m] = t0 + tx + kTx * n;
+            best_c[m] = c0 + tx + kTx * n;
           }
         }
       }
@@ -240,11 +247,10 @@ FV_GLOBAL void __launch_bounds__(kThreads)
     for (int m = 0; m < kMicro; ++m) {
       for (int off = kTx / 2; off > 0; off >>= 1) {
         const A od = __shfl_xor_sync(0xffffffffu, best_d[m], off);
-        const int64_t oj = static_cast<int64_t>(
-            __shfl_xor_sync(0xffffffffu, static_cast<long long>(best_j[m]), off));
-        if (neighbour_less(od, oj, best_d[m], best_j[m])) {
+        const int oc = __shfl_xor_sync(0xffffffffu, best_c[m], off);
+        if (neighbour_less(od, int64_t{oc}, best_d[m], int64_t{best_c[m]})) {
           best_d[m] = od;
-          best_j[m] = oj;
+          best_c[m] = oc;
         }
       }
     }
@@ -253,7 +259,7 @@ FV_GLOBAL void __launch_bounds__(kThreads)
       for (int m = 0; m < kMicro; ++m) {
         if (ty + kTy * m < rows_n) {
           split_row_d[pass0 + ty + kTy * m] = best_d[m];
-          split_row_i[pass0 + ty + kTy * m] = best_j[m];
+          split_row_i[pass0 + ty + kTy * m] = best_c[m] < 0 ? -1 : col_begin + best_c[m];
         }
       }
     }
@@ -335,6 +341,7 @@ inline NnDistancePlan plan_nn_distance(int64_t B, int64_t P1, int64_t P2, int64_
     const int64_t by_memory = tuning.max_row_partials / (B * P1);
     S = std::clamp<int64_t>(std::min({by_work, by_occupancy, by_memory}), 1, 65535);
   }
+  S = std::max(S, ceil_div<int64_t>(P2, kMaxColsPerSplit));
   p.cols_per_split = std::max<int64_t>(ceil_div<int64_t>(ceil_div<int64_t>(P2, S), kTile), 1) * kTile;
   p.splits = std::max<int64_t>(ceil_div<int64_t>(P2, p.cols_per_split), 1);
   return p;
