@@ -5,7 +5,7 @@
 // Pairs kernel. A block of 16 x 16 threads owns a group of cloud-1 rows (`rows_per_group`, walked
 // in passes of 64) and a split of cloud-2 columns (`cols_per_split`, walked in tiles of 64). Each
 // pass stages its 64 rows, each tile its 64 columns, in shared memory as structures of arrays; each
-// thread computes a 4 x 4 register micro-tile of distances (rows ty + 16 m, columns tx + 16 n),
+// thread computes a 4 x 4 register micro-tile of distances (rows 4 ty + m, columns tx + 16 n),
 // coordinate by coordinate with the same rounding as point_dist (dist_step, point_math.h). From
 // the micro-tile:
 //   - row minima stay in registers across the tiles of a pass, then the 16 lanes of a row group
@@ -21,9 +21,10 @@
 // Exactness. Within a thread, candidates arrive in ascending index (columns of a row, rows of a
 // column) and enter only when strictly below the current minimum: the CPU's rule, so an infinite
 // or NaN distance never enters and equal distances keep the lower index. Every other combination
-// (lanes, row groups, passes, splits) merges partial minima lexicographically by (distance, index)
+// (lanes, passes, splits) merges partial minima lexicographically by (distance, index)
 // (neighbour_less); a partial is either (+inf, -1) or a finite distance with its first index, so
-// the lexicographic minimum is the CPU's first minimum. Rows and columns past the cloud (or past
+// the lexicographic minimum is the CPU's first minimum. The 16 row groups of a pass hold
+// ascending row ranges, so their column minima merge in group order with a strict `<` too. Rows and columns past the cloud (or past
 // the tile) are staged as NaN, whose distances never enter, so the inner loop has no bounds tests.
 // No atomics: results are deterministic and equal the CPU's bit for bit.
 #pragma once
@@ -97,8 +98,9 @@ FV_DEVICE void stage_points(A* __restrict__ dst, const T* __restrict__ cloud, in
   }
 }
 
-// acc[m][n] += the terms of coordinates [d0, d0 + dn) of the pair (row ty + kTy m, column
-// tx + kTx n), one coordinate at a time as point_dist adds them.
+// acc[m][n] += the terms of coordinates [d0, d0 + dn) of the pair (row kMicro ty + m, column
+// tx + kTx n), one coordinate at a time as point_dist adds them. A warp's two row groups read two
+// row addresses (broadcasts) and its 16 column lanes 16 consecutive words: no bank conflict.
 template <int NORM, int DS, typename A>
 FV_DEVICE void accumulate_micro_tile(A (&acc)[kMicro][kMicro], const A* __restrict__ rows,
                                      const A* __restrict__ cols, int tx, int ty, int d0, int dn) {
@@ -108,7 +110,7 @@ FV_DEVICE void accumulate_micro_tile(A (&acc)[kMicro][kMicro], const A* __restri
     A rv[kMicro], cv[kMicro];
 #pragma unroll
     for (int m = 0; m < kMicro; ++m) {
-      rv[m] = rows[d * kStride + ty + kTy * m];
+      rv[m] = rows[d * kStride + kMicro * ty + m];
     }
 #pragma unroll
     for (int n = 0; n < kMicro; ++n) {
@@ -208,7 +210,7 @@ FV_GLOBAL void __launch_bounds__(kThreads, kMinBlocks<opmath_t<T>>)
         for (int m = 0; m < kMicro; ++m) {
           if (acc[m][n] < cd) {
             cd = acc[m][n];
-            ci = ty + kTy * m;
+            ci = kMicro * ty + m;
           }
         }
         red_d[ty * kTile + tx + kTx * n] = cd;
@@ -216,15 +218,14 @@ FV_GLOBAL void __launch_bounds__(kThreads, kMinBlocks<opmath_t<T>>)
       }
       __syncthreads();  // every row group's column minima are in red_d / red_i
       if (tid < cols_n) {
-        // Row groups interleave (group g holds rows g, g + 16, ...), so ties need the index.
+        // Group g holds rows [4 g, 4 g + 4): ascending groups, strict `<` keeps the first row.
         A cd = red_d[tid];
-        int64_t ci = red_i[tid];
+        int ci = red_i[tid];
         for (int g = 1; g < kTy; ++g) {
           const A gd = red_d[g * kTile + tid];
-          const int64_t gi = red_i[g * kTile + tid];
-          if (neighbour_less(gd, gi, cd, ci)) {
+          if (gd < cd) {
             cd = gd;
-            ci = gi;
+            ci = red_i[g * kTile + tid];
           }
         }
         const int64_t j = t0 + tid;
@@ -257,9 +258,9 @@ FV_GLOBAL void __launch_bounds__(kThreads, kMinBlocks<opmath_t<T>>)
     if (tx == 0) {
 #pragma unroll
       for (int m = 0; m < kMicro; ++m) {
-        if (ty + kTy * m < rows_n) {
-          split_row_d[pass0 + ty + kTy * m] = best_d[m];
-          split_row_i[pass0 + ty + kTy * m] = best_c[m] < 0 ? -1 : col_begin + best_c[m];
+        if (kMicro * ty + m < rows_n) {
+          split_row_d[pass0 + kMicro * ty + m] = best_d[m];
+          split_row_i[pass0 + kMicro * ty + m] = best_c[m] < 0 ? -1 : col_begin + best_c[m];
         }
       }
     }
