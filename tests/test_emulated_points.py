@@ -1,5 +1,6 @@
-"""The CUDA point kernels (fps_kernels.cuh, knn_kernels.cuh), run on the CPU by the emulator and
-compared bit for bit with the CPU kernels (both use the same round-to-nearest arithmetic)."""
+"""The CUDA point kernels (fps_kernels.cuh, knn_kernels.cuh, nn_distance_kernels.cuh), run on the
+CPU by the emulator and compared bit for bit with the CPU kernels (both use the same
+round-to-nearest arithmetic)."""
 
 import numpy as np
 import pytest
