@@ -89,7 +89,8 @@ def conv_cases(dtype, small):
                       fh=1, fw=1, bias=False, seed=8),
             # One 6 x 37 cell, per-channel groups: three pixel tiles per cell, the last partial.
             conv_case(dtype, mode="reflect", B=1, C=2, cout=2, groups=2, H=6, W=37, fh=1, fw=1, seed=9),
-            # A dilation of 101: no halo tile fits in shared memory, the direct kernels run.
+            # A dilation of 101: no halo tile fits in shared memory, the direct forward and weight
+            # gradient run (the input gradient tiles: an input pixel's output region is small).
             conv_case(dtype, mode="zeros", B=1, C=2, cout=2, k=(2, 2), padding=(0, 0), dilation=(101, 101),
                       H=102, W=102, fh=1, fw=1, seed=10),
             # The input gradient's tiles: HyperSeg's depthwise level in miniature (ragged 7-/8-pixel
@@ -108,6 +109,10 @@ def conv_cases(dtype, small):
             # cells, the region of a tile spans many cells.
             conv_case(dtype, mode="reflect", B=1, C=3, cout=2, k=(5, 5), padding=(2, 2), H=6, W=7, fh=6, fw=7,
                       min_blocks=1, seed=14),
+            # A 51 x 51 kernel: the weights of the 2 cells that read any input pixel (2601 taps each)
+            # do not fit in shared memory, the direct input gradient runs.
+            conv_case(dtype, mode="zeros", B=1, C=1, cout=1, k=(51, 51), padding=(25, 25), H=4, W=5, fh=2, fw=1,
+                      seed=17),
             # Stride 2 with a 1 x 1 kernel: every other input row / column is read by no output
             # (its gradient is zero), ragged cells.
             conv_case(dtype, mode="zeros", B=1, C=5, cout=3, k=(1, 1), stride=(2, 2), padding=(0, 0), H=11, W=9,
