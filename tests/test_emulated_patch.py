@@ -105,6 +105,10 @@ def conv_cases(dtype, small):
             # output-channel chunks per block, stride 2 on one axis, zero padding.
             conv_case(dtype, mode="zeros", B=1, C=40, cout=36, groups=2, k=(3, 3), stride=(2, 1), padding=(1, 1),
                       H=9, W=10, fh=2, fw=3, min_blocks=1, seed=13),
+            # Depthwise with 2 outputs per group, 18 groups: the input gradient packs 16 groups per
+            # block (two packs, the second partial), 2 output channels reduced per group.
+            conv_case(dtype, mode="reflect", B=1, C=18, cout=36, groups=18, H=10, W=9, fh=2, fw=3, min_blocks=1,
+                      seed=18),
             # A 5 x 5 reflect-padded kernel over 1-pixel cells: each input pixel is read by 5 x 5
             # cells, the region of a tile spans many cells.
             conv_case(dtype, mode="reflect", B=1, C=3, cout=2, k=(5, 5), padding=(2, 2), H=6, W=7, fh=6, fw=7,
@@ -208,6 +212,9 @@ def test_patch_conv2d_cases_cover_every_tiling(dtype):
     for field, what in (("co_chunks", "several output-channel chunks"), ("ci_tiles", "several input-channel tiles"),
                         ("tiles", "several input tiles"), ("ci_slots", "several input-channel quads per block")):
         assert any(p[field] > 1 for p in gi_tiled), f"grad_input: no case with {what}"
+    for packed in (0, 1):
+        assert any(p["packed"] == packed for p in gi_tiled), f"grad_input: no case with packed == {packed}"
+    assert any(p["packed"] and p["ci_tiles"] > 1 for p in gi_tiled), "grad_input: no case with several group packs"
     assert any(p["cell_rows"] > 2 and p["cell_cols"] > 2 for p in gi_tiled), \
         "grad_input: no tile whose output region spans more than 2 x 2 cells"
     assert any(c["x"].shape[2] % p["tile_rows"] and c["x"].shape[3] % p["tile_cols"] for p, c in zip(gi, cases)
@@ -218,7 +225,7 @@ def test_patch_conv2d_cases_cover_every_tiling(dtype):
 
 
 GI_PLAN_FIELDS = ("tiled", "tile_rows", "tile_cols", "ci_slots", "co_chunk", "co_chunks", "ci_tiles", "tiles",
-                  "cell_rows", "cell_cols")
+                  "cell_rows", "cell_cols", "packed")
 
 
 IR_PLAN_FIELDS = ("tiled", "tile_rows", "tile_cols", "chunk_hidden", "hidden_chunks", "co_slots", "co_tiles",

@@ -13,7 +13,8 @@
 // input-channel chunks, pixel tiles per cell, pixel-splitting threads, register-tile passes) and
 // of the input gradient (grad_input_plan: tiled, tile rows, tile columns, input-channel quads per
 // block, output channels per chunk, output-channel chunks, input-channel tiles, input tiles,
-// the most cell rows and cell columns a tile's output region spans).
+// the most cell rows and cell columns a tile's output region spans, whether a block's channels
+// are packed groups).
 // op 1, patch_inverted_residual: x, weight, the folded BN vectors s1, b1, s2, b2 (hidden) and
 // s3, b3 (Cout), ir (4,) i8 [hidden, kernel_size, mode, residual]. Writes out and the tile plan
 // (plan: tiled, tile rows, tile columns, hidden channels per chunk, hidden chunks, threads per
@@ -104,7 +105,7 @@ void run_conv(fvtest::Arrays& in, FILE* out) {
   const fp::GradInputPlan gi = fp::plan_conv_grad_input<T>(g, min_blocks);
   const std::vector<int64_t> gi_fields = {gi.tiled, gi.th, gi.tw, gi.ci_slots, gi.bm,
                                           fastvision::ceil_div<int64_t>(g.cout_g, gi.bm), gi.ci_tiles,
-                                          gi.tiles_y * gi.tiles_x, gi.ncy, gi.ncx};
+                                          gi.tiles_y * gi.tiles_x, gi.ncy, gi.ncx, gi.packed};
   fvtest::write_array(out, "grad_input_plan", "i8", {static_cast<int64_t>(gi_fields.size())}, gi_fields.data(),
                       sizeof(int64_t));
   fvtest::write_array(out, "out", dt, go.shape, y.data(), sizeof(T));

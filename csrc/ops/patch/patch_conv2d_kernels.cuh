@@ -561,7 +561,8 @@ FV_GLOBAL void patch_conv2d_direct_grad_weight_kernel(const A* __restrict__ go, 
 // oy sh - ph + ky dh = py, ox sw - pw + kx dw = px, and the output channels co of the group, of
 // W_cell(oy, ox)[co, c, ky, kx] grad_out[co, oy, ox].
 // The tiled kernel gives a block an input tile of th x tw pixels and bci input channels of one
-// group: it stages the output region that reads the tile (bm output channels at a time) and the
+// group (or, when groups have one input channel (depthwise), bci consecutive groups, so that no
+// register-tile slot is padding): it stages the output region that reads the tile (bm output channels at a time) and the
 // weights of the cells that region spans, and each thread sums a register tile of kCiPerThread
 // input channels x 1 input pixel. Which (output row, tap row) pairs reach an input row is a short
 // list per row (and per column), built once per block in shared memory, so the inner loop is two
@@ -655,6 +656,7 @@ struct GradInputPlan {
   int th = 1, tw = 1;  // input pixel tile
   int ci_slots = 1;    // input-channel quads per block
   int bci = kCiPerThread;  // input channels per block (ci_slots kCiPerThread)
+  bool packed = false;     // the block's channels are bci groups of one input channel each
   int bm = 1;          // output channels per staged chunk (the reduction)
   int orh = 1, orw = 1;  // the largest output region of a tile (rows, columns)
   int ncy = 1, ncx = 1;  // the most cells such a region spans (rows, columns)
@@ -680,7 +682,7 @@ inline AxisRegion max_axis_region(const GradAxis& a, int64_t t) {
 template <typename A>
 inline std::size_t grad_input_smem(GradInputPlan& p, const ConvGeometry& g) {
   p.w_elems = int64_t{p.ncy} * p.ncx * g.kh * g.kw * p.bm * p.bci;
-  p.go_elems = int64_t{p.bm} * p.orh * p.orw;
+  p.go_elems = int64_t{p.packed ? p.bci : 1} * p.bm * p.orh * p.orw;
   const int64_t ints = (p.th + 1) + 2 * int64_t{p.ylist} + (p.tw + 1) + 2 * int64_t{p.xlist};
   return sizeof(A) * static_cast<std::size_t>(p.w_elems + p.go_elems) + sizeof(int) * static_cast<std::size_t>(ints);
 }
@@ -694,6 +696,7 @@ inline GradInputPlan plan_conv_grad_input_with(const ConvGeometry& g, int ci_slo
   p.ax = grad_axis_x(g);
   p.ci_slots = ci_slots;
   p.bci = ci_slots * kCiPerThread;
+  p.packed = g.cin_g == 1 && g.groups > 1;
   p.bm = static_cast<int>(g.cout_g < 16 ? g.cout_g : 16);
   p.tw = static_cast<int>(g.W < 16 ? g.W : 16);
   p.tw = p.tw < pixels ? p.tw : pixels;
@@ -726,8 +729,8 @@ inline GradInputPlan plan_conv_grad_input_with(const ConvGeometry& g, int ci_slo
   p.tiled = true;
   p.tiles_y = ceil_div<int64_t>(g.H, p.th);
   p.tiles_x = ceil_div<int64_t>(g.W, p.tw);
-  p.ci_tiles = ceil_div<int64_t>(g.cin_g, p.bci);
-  p.blocks = g.B * g.groups * p.ci_tiles * p.tiles_y * p.tiles_x;
+  p.ci_tiles = ceil_div<int64_t>(p.packed ? g.groups : g.cin_g, p.bci);
+  p.blocks = g.B * (p.packed ? 1 : g.groups) * p.ci_tiles * p.tiles_y * p.tiles_x;
   return p;
 }
 
@@ -736,7 +739,9 @@ inline GradInputPlan plan_conv_grad_input_with(const ConvGeometry& g, int ci_slo
 // tests pass 1 to run the largest tiles on small images).
 template <typename A>
 inline GradInputPlan plan_conv_grad_input(const ConvGeometry& g, int64_t min_blocks = kMinTileBlocks) {
-  const int64_t quads = ceil_div<int64_t>(g.cin_g, kCiPerThread);
+  // Packed groups share no grad_out or weights between slots: one quad per block, so that the
+  // pixel tile (and the reuse of each staged element by the taps) is as large as it can be.
+  const int64_t quads = g.cin_g == 1 && g.groups > 1 ? 1 : ceil_div<int64_t>(g.cin_g, kCiPerThread);
   GradInputPlan best;
   for (int slots = static_cast<int>(quads < 4 ? quads : 4); slots >= 1; slots /= 2) {
     for (int pixels = kPatchThreads / slots; pixels >= 1; pixels /= 2) {
@@ -766,7 +771,7 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 3) void patch_conv2d_tile_grad_input_
     GradInputPlan p) {
   FV_DYNAMIC_SHARED(A, smem);
   A* w_tile = smem;                 // [cell row][cell column][tap][bm][bci]
-  A* go_tile = smem + p.w_elems;    // [bm][orh][orw]
+  A* go_tile = smem + p.w_elems;    // [bm][orh][orw]; packed: [bci][bm][orh][orw]
   int* y_start = reinterpret_cast<int*>(go_tile + p.go_elems);  // th + 1 list offsets
   int* y_go = y_start + p.th + 1;   // ylist entries
   int* y_w = y_go + p.ylist;
@@ -787,9 +792,12 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 3) void patch_conv2d_tile_grad_input_
     rest /= p.tiles_x;
     const int64_t ty = rest % p.tiles_y;
     rest /= p.tiles_y;
-    const int64_t ci0 = rest % p.ci_tiles * p.bci;
+    const int64_t ci0 = rest % p.ci_tiles * p.bci;  // packed: the first group
     rest /= p.ci_tiles;
-    const int64_t grp = rest % g.groups, b = rest / g.groups;
+    const int64_t grp = p.packed ? 0 : rest % g.groups, b = p.packed ? rest : rest / g.groups;
+    // The block's channel slot s is input channel c_base + s (of group grp, or, packed, of group
+    // c_base + s); `channels` of them exist.
+    const int64_t c_base = grp * g.cin_g + ci0, channels = p.packed ? g.groups - ci0 : g.cin_g - ci0;
     const int64_t y0 = ty * p.th, x0 = tx * p.tw;
     const int64_t y1 = y0 + p.th < g.H ? y0 + p.th : g.H, x1 = x0 + p.tw < g.W ? x0 + p.tw : g.W;
     const AxisRegion ry = axis_region(p.ay, y0, y1), rx = axis_region(p.ax, x0, x1);
@@ -824,17 +832,19 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 3) void patch_conv2d_tile_grad_input_
     for (int r = 0; r < kCiPerThread; ++r) acc[r] = A(0);
     const int region_cells = static_cast<int>(ry.cells * rx.cells);
     for (int64_t co0 = 0; co0 < g.cout_g; co0 += p.bm) {
-      // grad_out of the region, zero for channels past the group.
-      const int go_n = p.bm * static_cast<int>(ry.count * rx.count);
+      // grad_out of the region (packed: of each slot's group), zero for channels past the group.
+      const int plane = static_cast<int>(ry.count * rx.count);
+      const int go_n = (p.packed ? p.bci : 1) * p.bm * plane;
       for (int e = tid; e < go_n; e += static_cast<int>(blockDim.x)) {
-        const int plane = static_cast<int>(ry.count * rx.count);
-        const int m = e / plane, q = e - m * plane, r = q / static_cast<int>(rx.count),
+        const int sm = e / plane, q = e - sm * plane, r = q / static_cast<int>(rx.count),
                   c = q - r * static_cast<int>(rx.count);
+        const int slot = sm / p.bm, m = sm - slot * p.bm;  // slot 0 unless packed
         A v = A(0);
-        if (co0 + m < g.cout_g) {
-          v = go[((b * g.Cout + grp * g.cout_g + co0 + m) * g.Ho + ry.o0 + r) * g.Wo + rx.o0 + c];
+        if (co0 + m < g.cout_g && slot < channels) {
+          const int64_t co = (p.packed ? c_base + slot : grp) * g.cout_g + co0 + m;
+          v = go[((b * g.Cout + co) * g.Ho + ry.o0 + r) * g.Wo + rx.o0 + c];
         }
-        go_tile[(m * p.orh + r) * p.orw + c] = v;
+        go_tile[(sm * p.orh + r) * p.orw + c] = v;
       }
       // The weights of the region's cells, zero for channels past the group.
       const int w_n = region_cells * khkw * mb;
@@ -854,8 +864,10 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 3) void patch_conv2d_tile_grad_input_
         }
         const int cy = cell / static_cast<int>(rx.cells), cx = cell - cy * static_cast<int>(rx.cells);
         A v = A(0);
-        if (co0 + m < g.cout_g && ci0 + ci < g.cin_g) {
-          const int64_t k = (grp * g.cout_g + co0 + m) * KK + (ci0 + ci) * khkw + tap;  // (co, ci, ky, kx)
+        if (co0 + m < g.cout_g && ci < channels) {
+          // Entry (co, ci, ky, kx) of the cell's kernel; packed: ci = 0 of group c_base + ci.
+          const int64_t k = p.packed ? ((c_base + ci) * g.cout_g + co0 + m) * KK + tap
+                                     : (grp * g.cout_g + co0 + m) * KK + (ci0 + ci) * khkw + tap;
           v = w[b * ws.b + k * ws.c + (ry.c0 + cy) * ws.h + (rx.c0 + cx) * ws.w];
         }
         w_tile[(((cy * p.ncx + cx) * khkw + tap) * p.bm + m) * p.bci + ci] = v;
@@ -863,14 +875,23 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 3) void patch_conv2d_tile_grad_input_
       __syncthreads();  // grad_out and the weights are staged
       if (computes && py < y1 - y0 && px < x1 - x0) {
         const int area = p.orh * p.orw, yend = y_start[py + 1], xbeg = x_start[px], xend = x_start[px + 1];
+        // Packed, each slot reads its own group's grad_out, bm area apart.
+        const int slot_stride = p.bm * area;
+        const A* go_slot = go_tile + (p.packed ? ci_slot * kCiPerThread * slot_stride : 0);
         for (int ey = y_start[py]; ey < yend; ++ey) {
           const int gy = y_go[ey], wy = y_w[ey] + ci_slot * kCiPerThread;
           for (int ex = xbeg; ex < xend; ++ex) {
-            const A* gt = go_tile + gy + x_go[ex];
+            const A* gt = go_slot + gy + x_go[ex];
             const A* wt = w_tile + wy + x_w[ex];
-            for (int m = 0; m < p.bm; ++m) {
-              const A gv = gt[m * area];
-              for (int r = 0; r < kCiPerThread; ++r) acc[r] += wt[m * p.bci + r] * gv;
+            if (p.packed) {
+              for (int m = 0; m < p.bm; ++m) {
+                for (int r = 0; r < kCiPerThread; ++r) acc[r] += wt[m * p.bci + r] * gt[r * slot_stride + m * area];
+              }
+            } else {
+              for (int m = 0; m < p.bm; ++m) {
+                const A gv = gt[m * area];
+                for (int r = 0; r < kCiPerThread; ++r) acc[r] += wt[m * p.bci + r] * gv;
+              }
             }
           }
         }
@@ -879,9 +900,9 @@ FV_GLOBAL __launch_bounds__(kPatchThreads, 3) void patch_conv2d_tile_grad_input_
     }
     if (computes && py < y1 - y0 && px < x1 - x0) {
       for (int r = 0; r < kCiPerThread; ++r) {
-        const int64_t ci = ci0 + ci_slot * kCiPerThread + r;
-        if (ci >= g.cin_g) break;
-        gx[((b * g.Cin + grp * g.cin_g + ci) * g.H + y0 + py) * g.W + x0 + px] = acc[r];
+        const int slot = ci_slot * kCiPerThread + r;
+        if (slot >= channels) break;
+        gx[((b * g.Cin + c_base + slot) * g.H + y0 + py) * g.W + x0 + px] = acc[r];
       }
     }
   }
