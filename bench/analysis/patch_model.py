@@ -23,8 +23,9 @@ OLD_GW_PER_FMA, OLD_GW_PER_ENTRY = 12, 400      # per pixel; per entry (decompos
 NEW_GW_PER_FMA = 1.7                            # 4 LDS go + 4 LDS x + 16 FFMA per pixel
 GI_PER_FMA, GI_PER_TAP = 10, 140                # old grad-input gather: per term; per tap (2 cell_of)
 # Tiled grad-input, per (row entry, column entry) pair of a thread: 2 LDS of the column entry, 2
-# IADD, loop control; per output channel of the chunk: 1 LDS grad_out, 4 LDS weights, 4 FFMA.
-GI_TILE_PER_PAIR, GI_TILE_PER_CO = 6, 9
+# IADD, loop control; per output channel of the chunk: 1 LDS grad_out (4 when the 4 channels are
+# packed groups), 4 LDS weights, 4 FFMA.
+GI_TILE_PER_PAIR, GI_TILE_PER_CO, GI_TILE_PER_CO_PACKED = 6, 9, 12
 GI_LIST = 80                                    # per list-building thread and tap row (2 passes: preimages, 64-bit %)
 OLD_IR_PER_FMA, OLD_IR_PROJECT = 6, 8           # expand / depthwise terms; project term with the out RMW
 NEW_IR_EXPAND, NEW_IR_DW, NEW_IR_PROJECT = 2.25, 3.5, 2.1
@@ -38,13 +39,14 @@ CONV = [  # name, cin, cout, k, groups, H, W, plan: (forward x re-staging factor
 ]
 # The tiled input gradient's plans (bench/analysis/patch_plans.cpp): tile rows, columns, output
 # region rows, columns, cells the region spans, output channels per chunk, input channels per block,
-# output-channel chunks, input-channel tiles, blocks.
+# output-channel chunks, input-channel tiles (packed: group packs), blocks, whether the channels of
+# a block are packed groups (depthwise).
 GI_PLANS = {
-    "level0 1x1 82->64": (1, 8, 1, 8, 8, 16, 16, 4, 6, 384),
-    "level1 1x1 94->32": (2, 16, 2, 16, 8, 16, 16, 2, 6, 384),
-    "level2 1x1 44->16": (4, 16, 4, 16, 4, 16, 16, 1, 3, 384),
-    "level3 dw3x3 48": (16, 16, 18, 18, 16, 1, 4, 1, 1, 6144),
-    "level4 dw3x3 68": (16, 16, 18, 18, 9, 1, 4, 1, 1, 34816),
+    "level0 1x1 82->64": (1, 8, 1, 8, 8, 16, 16, 4, 6, 384, False),
+    "level1 1x1 94->32": (2, 16, 2, 16, 8, 16, 16, 2, 6, 384, False),
+    "level2 1x1 44->16": (4, 16, 4, 16, 4, 16, 16, 1, 3, 384, False),
+    "level3 dw3x3 48": (16, 16, 18, 18, 16, 1, 4, 1, 12, 1536, True),
+    "level4 dw3x3 68": (16, 16, 18, 18, 9, 1, 4, 1, 17, 8704, True),
 }
 
 IR = [  # name, cin, hidden, cout, H, W, tile pixels, region pixels
@@ -80,12 +82,14 @@ def conv_rows():
         # Backward: grad_input (old gather, new tiled) + grad_weight.
         gi_instr = fma * GI_PER_FMA + cin * H * W * kk * GI_PER_TAP
         gi = t(O + Wt + X, fma, gi_instr, 1)
-        th, tw, orh, orw, cells, bm, bci, co_chunks, ci_tiles, blocks = GI_PLANS[name]
-        # Every (pixel, input-channel quad) register tile of the blocks, padded channels included
-        # (depthwise: 1 of the 4 channels is real), kk pairs per pixel in the interior.
-        tiles = H * W * groups * ci_tiles * (bci // 4)
-        gi_tile_instr = (tiles * kk * (GI_TILE_PER_PAIR * co_chunks + co_chunks * bm * GI_TILE_PER_CO)
-                         + blocks * co_chunks * (bm * orh * orw + cells * kk * bm * bci) * STAGE
+        th, tw, orh, orw, cells, bm, bci, co_chunks, ci_tiles, blocks, packed = GI_PLANS[name]
+        # Every (pixel, input-channel quad) register tile of the blocks, padded channels included,
+        # kk pairs per pixel in the interior.
+        tiles = H * W * (1 if packed else groups) * ci_tiles * (bci // 4)
+        per_co = GI_TILE_PER_CO_PACKED if packed else GI_TILE_PER_CO
+        go_staged = (bci if packed else 1) * bm * orh * orw
+        gi_tile_instr = (tiles * kk * (GI_TILE_PER_PAIR * co_chunks + co_chunks * bm * per_co)
+                         + blocks * co_chunks * (go_staged + cells * kk * bm * bci) * STAGE
                          + blocks * (th + tw) * k * GI_LIST)
         gi_new = t(O + Wt + X, fma, gi_tile_instr, 1)
         gw_old = t(O + X + Wt, fma, fma * OLD_GW_PER_FMA + entries * OLD_GW_PER_ENTRY, 1)
