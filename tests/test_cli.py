@@ -69,3 +69,22 @@ def test_demo_runs_checks_and_writes_report(tmp_path, capsys):
     assert (tmp_path / "segmentation-bisenetv2-cpu.png").stat().st_size > 0
     assert "## HyperSeg" in report and "patch_inverted_residual vs HyperSeg block" in report
     assert (tmp_path / "hyperseg-m-cpu.png").stat().st_size > 0
+
+
+def test_bench_threads_and_only_select_and_tag_the_rows(tmp_path):
+    assert main(["bench", "--family", "sampling", "--size", "small", "--out", str(tmp_path),
+                 "--only", "nn_match", "--threads", "1,2"]) == 0
+    (path,) = tmp_path.glob("sampling-*-small-t1-t2.json")
+    data = json.loads(path.read_text())
+    rows = data["rows"] if isinstance(data, dict) else data
+    assert {r["case"] for r in rows} == {"nn_match"}
+    assert sorted({r["threads"] for r in rows}) == [1, 2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only", "no_such_case"], "no case of the sampling benchmarks is named in only=['no_such_case']"),
+    (["--threads", "0"], "threads must be a non-empty list of ints >= 1, got [0]"),
+])
+def test_bench_bad_selection_is_a_clear_error(tmp_path, capsys, args, message):
+    assert main(["bench", "--family", "sampling", "--size", "small", "--out", str(tmp_path), *args]) == 2
+    assert f"fastvision bench --family sampling: error: {message}" in capsys.readouterr().err

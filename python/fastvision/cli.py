@@ -48,7 +48,8 @@ def _info(args) -> int:
 def _bench(args) -> int:
     from fastvision.tasks import run_family
 
-    run_family(args.family, size=args.size, device=args.device, out_dir=Path(args.out))
+    run_family(args.family, size=args.size, device=args.device, out_dir=Path(args.out),
+               only=args.only, threads=args.threads)
     return 0
 
 
@@ -206,11 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="operator microbenchmarks: table, JSON and PNG plot")
     from fastvision.tasks import benchmark_names
+    from fastvision.tasks.arguments import int_list
 
     bench.add_argument("--family", default="points", choices=benchmark_names())
     bench.add_argument("--size", default="full", choices=["small", "full"])
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--out", default="fastvision-bench", help="output folder")
+    bench.add_argument("--only", type=lambda t: [v for v in t.split(",") if v], default=None,
+                       help="comma-separated case names (see the family's benchmark module)")
+    bench.add_argument("--threads", type=int_list, default=None,
+                       help="run every case once per torch thread count, e.g. 1,2 (default: torch's)")
     bench.set_defaults(func=_bench)
 
     _add_train_parser(sub)
@@ -254,13 +260,14 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("fastvision: --device cuda was asked for but no CUDA GPU is available", file=sys.stderr)
             return 2
-    if args.command != "eval":
+    if args.command not in ("eval", "bench"):
         return args.func(args)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         # A bad checkpoint or argument: one line and exit code 2, as `detect` does.
-        print(f"fastvision eval {args.experiment}: error: {_one_line(err)}", file=sys.stderr)
+        what = args.experiment if args.command == "eval" else f"--family {args.family}"
+        print(f"fastvision {args.command} {what}: error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 

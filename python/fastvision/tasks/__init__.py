@@ -4,6 +4,7 @@ papers' experiments, benchmarks, the demo section and anything else only that fa
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 from typing import Callable
@@ -75,27 +76,39 @@ def run_family(
     competitors: bool = True,
     repeats: int | None = None,
     only: list[str] | None = None,
+    threads: list[int] | None = None,
     log: Callable[[str], None] | None = print,
 ) -> list[dict]:
     """Runs one benchmark family and returns its rows (one dict per case and implementation).
 
-    With ``out_dir``, writes ``<family>-<device tag>-<date>[-small].{md,json,png}`` there (a
-    markdown table with medians and ratios against fastvision, the rows as JSON with the
-    environment, a bar chart). Prints the summary and the full table through ``log``.
+    ``only`` keeps the named cases; ``threads`` runs the whole family once per torch thread count
+    (the rows say which in ``threads``), since a loaded 2-core machine hurts 2-thread
+    implementations far more than single-threaded ones. With ``out_dir``, writes
+    ``<family>-<device tag>-<date>[-small][-t<N>...].{md,json,png}`` there (a markdown table with
+    medians and ratios against fastvision, the rows as JSON with the environment, a bar chart).
+    Prints the summary and the full table through ``log``.
     """
     mod = _benchmark_module(family)
     if size not in ("small", "full"):
         raise ValueError(f"size must be 'small' or 'full', got {size!r}")
+    if threads is not None and (not threads or any(not isinstance(n, int) or n < 1 for n in threads)):
+        raise ValueError(f"threads must be a non-empty list of ints >= 1, got {threads!r}")
     env = harness.environment(device)
     env.update(family=family, size=size)
-    rows = mod.run(size=size, device=device, competitors=competitors, repeats=repeats, only=only,
-                   log=log if size == "full" else None)
+    rows: list[dict] = []
+    for n in threads or [None]:
+        with harness.torch_threads(n) if n is not None else contextlib.nullcontext():
+            rows += mod.run(size=size, device=device, competitors=competitors, repeats=repeats,
+                            only=only, log=log if size == "full" else None)
+    if only and not rows:
+        raise ValueError(f"no case of the {family} benchmarks is named in only={only!r}")
     if hasattr(os, "getloadavg"):
         env["load_average_at_end"] = list(os.getloadavg())
     title = f"fastvision {family} benchmarks ({size}, {device})"
     if out_dir is not None:
         stem = (f"{family}-{harness.device_tag(device)}-{_dt.date.today().isoformat()}"
-                + ("-small" if size == "small" else ""))
+                + ("-small" if size == "small" else "")
+                + "".join(f"-t{n}" for n in threads or []))
         base = os.path.join(out_dir, stem)
         harness.write_table(rows, base + ".md", env, title)
         harness.write_json(rows, base + ".json", env)

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from fastvision.engine import CHECKPOINT, TrainConfig, fit, run_finished
 from fastvision.models import load_model
+from fastvision.tasks.arguments import int_list
 from fastvision.tasks.pose.recipe import (
     POSE_MODELS,
     PoseData,
@@ -190,13 +191,6 @@ def run_study(study: PoseStudy) -> dict:
     return results
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``fastvision eval pose-study``."""
     d = PoseStudy()
@@ -208,7 +202,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-samples", type=int, default=d.val_samples)
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--seeds", type=_int_list, default=list(d.seeds), help="e.g. 0,1")
+    parser.add_argument("--seeds", type=int_list, default=list(d.seeds), help="e.g. 0,1")
     parser.add_argument("--backend", default=d.backend, choices=["auto", "pycocotools", "fastvision"],
                         help="OKS AP implementation (auto: pycocotools when importable)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

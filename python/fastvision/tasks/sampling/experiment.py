@@ -27,6 +27,7 @@ import torch
 
 from fastvision.engine import CHECKPOINT, TrainConfig, fit, run_finished
 from fastvision.models import load_model
+from fastvision.tasks.arguments import int_list
 from fastvision.tasks.sampling.recipe import (
     PointCloudData,
     PointNetTask,
@@ -283,13 +284,6 @@ def run_sampling_experiment(exp: SamplingExperiment) -> dict:
         print(table)
         print(f"learned samplers above FPS at ratios >= 16: {verdict}")
     return results
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

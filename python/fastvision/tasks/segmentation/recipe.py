@@ -44,6 +44,7 @@ from fastvision.losses.segmentation import (
     ohem_cross_entropy_bisenet,
 )
 from fastvision.models import get_model
+from fastvision.tasks.arguments import height_width
 from fastvision.tasks.family import Recipe
 
 from .inference import evaluate_segmentation
@@ -151,16 +152,6 @@ def family_of(model: str, family: str | None = None) -> str:
             return name
     raise ValueError(f"cannot tell the recipe family of model {model!r}; pass --family "
                      f"({', '.join(sorted(FAMILIES))})")
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 128x256), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
-    return h, w
 
 
 @dataclass
@@ -358,7 +349,7 @@ class SegmentationTask(Task):
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="embedded",
                    help="'embedded' (procedural scenes, no download), 'cityscapes:PATH' or 'camvid:PATH'")
-    p.add_argument("--image-size", type=_parse_size, default=(128, 256),
+    p.add_argument("--image-size", type=height_width, default=(128, 256),
                    help="embedded data: HxW (default 128x256)")
     p.add_argument("--train-samples", type=int, default=256, help="embedded data: training images")
     p.add_argument("--val-samples", type=int, default=32, help="embedded data: validation images")
@@ -376,7 +367,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="registered segmentation model (hrnetv2_w18_small_v1 ... hrnetv2_w48, bisenetv2, ...)")
     add_data_arguments(p)
-    p.add_argument("--crop-size", type=_parse_size, default=None,
+    p.add_argument("--crop-size", type=height_width, default=None,
                    help="training crop HxW (default: official per family; embedded: the image size)")
     p.add_argument("--loss", default=None, choices=LOSSES, help="default: the family's official loss")
     p.add_argument("--class-weights", default="auto", choices=["auto", "cityscapes", "none"],

@@ -47,6 +47,7 @@ from fastvision.metrics.segmentation import mean_iou
 from fastvision.models import get_model, load_model
 from fastvision.models.bisenetv2 import drop_booster_heads
 from fastvision.models.flops import count_ops, count_params
+from fastvision.tasks.arguments import height_width, int_list
 from fastvision.tasks.segmentation.recipe import (
     SegmentationData,
     SegmentationTask,
@@ -358,32 +359,17 @@ def run_study(study: SegmentationStudy) -> dict:
     return results
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 128x256), got {text!r}") from None
-    return h, w
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``fastvision eval segmentation-study``."""
     d = SegmentationStudy()
     parser.add_argument("--out", default=d.out_dir, help="output (and cache) folder")
-    parser.add_argument("--image-size", type=_size, default=d.image_size,
+    parser.add_argument("--image-size", type=height_width, default=d.image_size,
                         help=f"HxW of the embedded scenes (default {d.image_size[0]}x{d.image_size[1]})")
     parser.add_argument("--train-samples", type=int, default=d.train_samples)
     parser.add_argument("--val-samples", type=int, default=d.val_samples)
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--seeds", type=_int_list, default=list(d.seeds), help="e.g. 0,1")
+    parser.add_argument("--seeds", type=int_list, default=list(d.seeds), help="e.g. 0,1")
     parser.add_argument("--runs", type=lambda t: [v for v in t.split(",") if v], default=list(RUN_KEYS),
                         help=f"comma-separated subset of {','.join(RUN_KEYS)}")
     parser.add_argument("--timing-rounds", type=int, default=d.timing_rounds)
