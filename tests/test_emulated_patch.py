@@ -117,6 +117,9 @@ def conv_cases(dtype, small):
             # do not fit in shared memory, the direct input gradient runs.
             conv_case(dtype, mode="zeros", B=1, C=1, cout=1, k=(51, 51), padding=(25, 25), H=4, W=5, fh=2, fw=1,
                       seed=17),
+            # Reflect padding wider than 'same' (2 at k = 3): the output region of a tile near the
+            # border starts at the farthest reflection of its rows, not at the tile's own rows.
+            conv_case(dtype, mode="reflect", B=1, C=2, cout=3, padding=(2, 2), H=9, W=8, fh=2, fw=2, seed=19),
             # Stride 2 with a 1 x 1 kernel: every other input row / column is read by no output
             # (its gradient is zero), ragged cells.
             conv_case(dtype, mode="zeros", B=1, C=5, cout=3, k=(1, 1), stride=(2, 2), padding=(0, 0), H=11, W=9,
