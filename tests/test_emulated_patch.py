@@ -120,6 +120,10 @@ def conv_cases(dtype, small):
             # Reflect padding wider than 'same' (2 at k = 3): the output region of a tile near the
             # border starts at the farthest reflection of its rows, not at the tile's own rows.
             conv_case(dtype, mode="reflect", B=1, C=2, cout=3, padding=(2, 2), H=9, W=8, fh=2, fw=2, seed=19),
+            # A 1 x 1 kernel with reflect padding 2: output 0 reads input row 2 (reflected) only,
+            # so the first tile's region starts below its own rows' outputs; multi-row tiles.
+            conv_case(dtype, mode="reflect", B=1, C=2, cout=3, k=(1, 1), padding=(2, 2), H=7, W=6, fh=2, fw=2,
+                      min_blocks=1, seed=20),
             # Stride 2 with a 1 x 1 kernel: every other input row / column is read by no output
             # (its gradient is zero), ragged cells.
             conv_case(dtype, mode="zeros", B=1, C=5, cout=3, k=(1, 1), stride=(2, 2), padding=(0, 0), H=11, W=9,
