@@ -1,5 +1,6 @@
-"""The CUDA point kernels (fps_kernels.cuh, knn_kernels.cuh), run on the CPU by the emulator and
-compared bit for bit with the CPU kernels (both use the same round-to-nearest arithmetic)."""
+"""The CUDA point kernels (fps_kernels.cuh, knn_kernels.cuh, nn_distance_kernels.cuh), run on the
+CPU by the emulator and compared bit for bit with the CPU kernels (both use the same
+round-to-nearest arithmetic)."""
 
 import numpy as np
 import pytest
@@ -235,20 +236,166 @@ def test_knn_matches_cpu(variant, schedule, block_order, dtype):
         assert {int(o["register_capacity"]) for o in outs} == {0, 1, 2, 4, 8, 16, 32}
 
 
+def nn_case(B, P1, P2, D, dtype, *, norm=2, lengths1=None, lengths2=None, sms=None,
+            integer=False, seed=0, **tuning):
+    """tuning: NnDistanceTuning overrides (max_column_partials, max_row_partials,
+    min_split_cols). integer: coordinates in {-2..2} (many exact ties)."""
+    case = knn_case(B, P1, P2, D, 1, dtype, norm=norm, lengths1=lengths1, lengths2=lengths2,
+                    sms=sms, integer=integer, seed=seed)
+    del case["K"], case["pad"]
+    case.update({k: np.array(v, dtype=np.int64) for k, v in tuning.items()})
+    return case
+
+
+def nn_oracle(case):
+    """The CPU kernel's rule written out in numpy, for inputs the CPU op rejects (non-finite
+    coordinates): distances summed in coordinate order, the first strict minimum of each row; a
+    row without a distance below +inf (all +inf or NaN) gets (+inf, -1); rows past a cloud's
+    length (0, -1)."""
+    p1, p2, norm = case["p1"], case["p2"], int(case["norm"])
+    l1 = np.clip(case["lengths1"], 0, p1.shape[1])
+    l2 = np.clip(case["lengths2"], 0, p2.shape[1])
+
+    def nearest(a, c, n_a, n_c, P):
+        d = np.zeros(P, a.dtype)
+        i = np.full(P, -1, np.int64)
+        if n_a == 0:
+            return d, i
+        d[:n_a] = np.inf
+        if n_c == 0:
+            return d, i
+        diff = a[:n_a, None, :] - c[None, :n_c, :]
+        terms = diff * diff if norm == 2 else np.abs(diff)
+        dist = terms[..., 0]
+        for k in range(1, a.shape[1]):
+            dist = dist + terms[..., k]
+        entered = dist < np.inf  # False for NaN
+        masked = np.where(entered, dist, np.inf)
+        first = masked.argmin(axis=1)
+        has = entered.any(axis=1)
+        d[:n_a] = np.where(has, masked[np.arange(n_a), first], np.inf)
+        i[:n_a] = np.where(has, first, -1)
+        return d, i
+
+    out = [[], [], [], []]
+    with np.errstate(invalid="ignore", over="ignore"):
+        for b in range(p1.shape[0]):
+            d12, i12 = nearest(p1[b], p2[b], l1[b], l2[b], p1.shape[1])
+            d21, i21 = nearest(p2[b], p1[b], l2[b], l1[b], p2.shape[1])
+            for lst, v in zip(out, (d12, i12, d21, i21)):
+                lst.append(v)
+    return [np.stack(v) for v in out]
+
+
+def with_duplicates(case):
+    """p2 repeats points of p1 (distance 0 to several columns, and several rows)."""
+    p1, p2 = case["p1"].copy(), case["p2"].copy()
+    n = min(p1.shape[1], p2.shape[1]) // 3
+    p2[:, 2 * n:3 * n] = p1[:, :n]
+    p2[:, :n] = p1[:, :n]
+    p1[:, -n:] = p1[:, :n]
+    return dict(case, p1=p1, p2=p2)
+
+
+def with_non_finite(case):
+    """+-inf and NaN coordinates: a row all NaN (never enters), +inf columns (inf or NaN
+    distances), single non-finite coordinates."""
+    p1, p2 = case["p1"].copy(), case["p2"].copy()
+    p1[0, 3, :] = np.nan
+    p1[0, 5, 1] = np.inf
+    p1[0, 70, 0] = -np.inf
+    p2[0, 7, :] = np.inf
+    p2[0, 9, 0] = np.nan
+    p2[0, 66, 2] = -np.inf
+    return dict(case, p1=p1, p2=p2)
+
+
+def nn_cases(dtype, small):
+    """Row groups of one pass and of several (memory-bounded), one split and the column split,
+    P1 / P2 off the 64-point tiles, ragged and empty clouds, ties (integer coordinates,
+    duplicates) across row groups, passes, tiles and splits, D = 3 (compile-time), 1, 2, 5 and
+    40 (three staged coordinate chunks), norms 1 and 2."""
+    if small:  # the sanitizer builds: every fiber switch is slow
+        return [
+            nn_case(2, 70, 90, 3, dtype, lengths1=[70, 33], lengths2=[90, 0], integer=True),
+            nn_case(1, 20, 200, 3, dtype, integer=True, sms=4, min_split_cols=64, seed=1),
+            nn_case(1, 150, 40, 2, dtype, norm=1, integer=True, max_column_partials=40, seed=2),
+            nn_case(1, 30, 40, 19, dtype, seed=3),
+        ]
+    return [
+        nn_case(2, 150, 200, 3, dtype, lengths1=[150, 70], lengths2=[200, 9]),
+        nn_case(1, 200, 170, 3, dtype, integer=True, seed=1),  # ties across row groups, tiles
+        nn_case(1, 130, 150, 3, dtype, norm=1, integer=True, seed=2),
+        # The column split: few blocks, ties across splits.
+        nn_case(1, 40, 700, 3, dtype, integer=True, sms=8, min_split_cols=64, seed=3),
+        nn_case(2, 100, 500, 3, dtype, lengths1=[100, 65], lengths2=[130, 500], sms=2, seed=4),
+        # Several passes per row group (the column-partial budget), ties across passes.
+        nn_case(2, 300, 100, 3, dtype, integer=True, max_column_partials=400, seed=5),
+        nn_case(1, 333, 90, 3, dtype, lengths1=[300], max_column_partials=90, seed=6),
+        # Both at once, generic D.
+        nn_case(1, 200, 300, 4, dtype, integer=True, sms=2, min_split_cols=64,
+                max_column_partials=600, seed=7),
+        # Run-time D: 1, 2, 5 (one chunk), 40 (chunks of 16, 16, 8).
+        nn_case(1, 65, 64, 1, dtype, integer=True, seed=8),
+        nn_case(2, 90, 80, 2, dtype, norm=1, lengths1=[90, 1], lengths2=[1, 80], seed=9),
+        nn_case(1, 64, 129, 5, dtype, seed=10),
+        nn_case(1, 70, 75, 40, dtype, integer=True, seed=11),
+        # Empty clouds (each side) and single points.
+        nn_case(3, 80, 60, 3, dtype, lengths1=[0, 80, 5], lengths2=[60, 0, 1], seed=12),
+        nn_case(3, 1, 1, 3, dtype, seed=13),
+        nn_case(2, 0, 10, 3, dtype, seed=14),
+        nn_case(2, 10, 0, 3, dtype, seed=15),
+        with_duplicates(nn_case(1, 190, 150, 3, dtype, seed=16)),
+        with_duplicates(nn_case(2, 150, 250, 3, dtype, norm=1, sms=2, min_split_cols=64,
+                                max_column_partials=500, seed=17)),
+    ]
+
+
+def assert_nn_equal(out, expected, n):
+    for name, value in zip(("d12", "i12", "d21", "i21"), expected):
+        np.testing.assert_array_equal(out[name], value, err_msg=f"case {n}: {name}")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("variant,schedule,block_order", [RUNS[1], RUNS[2]])
+@pytest.mark.parametrize("variant,schedule,block_order", RUNS)
 def test_nn_distance_matches_cpu(variant, schedule, block_order, dtype):
-    # nn_distance on CUDA is the K = 1 search in both directions with pad 0 (nn_distance_cuda.cu).
-    cases = [knn_case(2, 50, 70, 3, 1, dtype, lengths1=[50, 0], lengths2=[70, 9], pad=0.0),
-             knn_case(1, 300, 4, 5, 1, dtype, norm=1, pad=0.0, seed=1)]
-    flipped = [dict(c, p1=c["p2"], p2=c["p1"], lengths1=c["lengths2"], lengths2=c["lengths1"])
-               for c in cases]
-    outs = run("drive_knn", cases + flipped, variant=variant, schedule=schedule,
+    small = variant != "plain"
+    cases = nn_cases(dtype, small)
+    non_finite = [with_non_finite(nn_case(1, 80, 70, 3, dtype, seed=20)),
+                  with_non_finite(nn_case(1, 90, 80, 3, dtype, norm=1, sms=2, min_split_cols=64,
+                                          max_column_partials=80, seed=21))]
+    outs = run("drive_nn_distance", cases + non_finite, variant=variant, schedule=schedule,
                block_order=block_order)
-    for n, case in enumerate(cases):
-        d12, i12, d21, i21 = nn_distance_cpu(case)
-        fwd, back = outs[n], outs[n + len(cases)]
-        np.testing.assert_array_equal(fwd["dists"][..., 0], d12, err_msg=f"case {n}")
-        np.testing.assert_array_equal(fwd["idx"][..., 0], i12, err_msg=f"case {n}")
-        np.testing.assert_array_equal(back["dists"][..., 0], d21, err_msg=f"case {n}")
-        np.testing.assert_array_equal(back["idx"][..., 0], i21, err_msg=f"case {n}")
+    for n, (case, out) in enumerate(zip(cases, outs)):
+        expected = nn_distance_cpu(case)
+        assert_nn_equal(out, expected, n)
+        if not small:  # the oracle of the non-finite cases agrees with the CPU kernel
+            assert_nn_equal(out, nn_oracle(case), n)
+    # The CPU op rejects non-finite coordinates (the CUDA op asserts asynchronously, and its
+    # kernels still run): compared with the CPU kernel's rule.
+    for n, (case, out) in enumerate(zip(non_finite, outs[len(cases):]), len(cases)):
+        assert_nn_equal(out, nn_oracle(case), n)
+        assert np.isinf(out["d12"]).any() and (out["i12"] == -1).any()
+    plans = {(int(o["row_groups"]) > 1, int(o["rows_per_group"]) > 64, int(o["splits"]) > 1)
+             for o in outs}
+    assert {p[0] for p in plans} == {p[1] for p in plans} == {p[2] for p in plans} == {True, False}
+    if not small:
+        assert {int(o["dim_chunk"]) for o in outs} == {1, 2, 3, 4, 5, 16}
+
+
+# The production plan at sizes too large to emulate: (GPU, B, P1, P2, D) -> (row groups, rows per
+# group, splits, columns per split).
+@pytest.mark.parametrize("gpu,shape,expected", [
+    ("H100", (32, 2048, 1024, 3), (32, 64, 1, 1024)),     # Chamfer: one pass per row group
+    ("H100", (32, 1024, 2048, 3), (16, 64, 1, 2048)),
+    ("H100", (32, 1024, 64, 3), (16, 64, 1, 64)),         # SampleNet's projection size
+    ("H100", (1, 100_000, 100_000, 3), (41, 2496, 13, 7744)),  # the partial budget: passes
+    ("A100", (1, 2048, 2048, 3), (32, 64, 8, 256)),       # few blocks: the column split
+    ("H100", (1, 64, 1_000_000, 3), (1, 64, 521, 1920)),
+    ("H100", (1, 10_000_000, 10_000, 3), (419, 23872, 1, 10048)),
+])
+def test_nn_distance_plan(gpu, shape, expected):
+    (out,) = run("drive_nn_distance", [{"plan_shape": np.array(shape, dtype=np.int64)}], gpu=gpu)
+    got = (int(out["row_groups"]), int(out["rows_per_group"]), int(out["splits"]),
+           int(out["cols_per_split"]))
+    assert got == expected

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from fastvision.models import get_model, get_weights, list_weights, load_model
 from fastvision.models import weights as weights_table
 
-SHIPPED = ["padnet.embedded", "pointnet_cls_vanilla.embedded", "samplenet.embedded_r32",
+SHIPPED = ["hrnetv2_w18_small_v1.embedded", "padnet.embedded", "pointnet_cls_vanilla.embedded", "samplenet.embedded_r32",
            "snet.embedded_r32"]
 
 
@@ -26,6 +26,7 @@ def test_list_weights():
     assert list_weights() == SHIPPED
     assert list_weights("padnet") == ["padnet.embedded"]
     assert list_weights("bisenetv2") == []
+    assert list_weights("hrnetv2_w18_small_v1") == ["hrnetv2_w18_small_v1.embedded"]
 
 
 def test_get_model_by_tag_or_full_name_and_load_model_by_name():
@@ -49,7 +50,7 @@ def test_get_model_by_tag_or_full_name_and_load_model_by_name():
 
 
 def test_unknown_or_foreign_names():
-    with pytest.raises(ValueError, match="no shipped weights named 'nope'; available: padnet.embedded"):
+    with pytest.raises(ValueError, match="no shipped weights named 'nope'; available: hrnetv2_w18_small_v1.embedded, padnet.embedded"):
         get_weights("nope")
     with pytest.raises(ValueError, match="weights 'padnet.embedded' are for model 'padnet', not 'padnet_x2'"):
         get_model("padnet_x2", weights="padnet.embedded")

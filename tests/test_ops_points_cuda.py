@@ -210,6 +210,17 @@ def test_nn_distance_cuda_ties_and_split_path():
     _assert_same(cuda, cpu)
 
 
+def test_nn_distance_cuda_multi_pass_and_column_split():
+    # 2000 x 200000 pairs: the column partials' budget (2^22 entries) leaves 16 row groups of two
+    # 64-row passes each, and 16 blocks on a GPU of 100+ SMs split the columns too
+    # (nn_distance_kernels.cuh, plan_nn_distance).
+    p1 = grid_cloud(1, 2000, 3, side=6, seed=2)
+    p2 = grid_cloud(1, 200_000, 3, side=6, seed=3)
+    cpu = nn_distance(p1, p2, method="brute_force")
+    cuda = nn_distance(*_cuda(p1, p2))
+    _assert_same(cuda, cpu)
+
+
 def test_nn_distance_cuda_gradients_match_cpu():
     p1 = separated_cloud(2, 40, 3, seed=1)
     p2 = separated_cloud(2, 30, 3, seed=2)

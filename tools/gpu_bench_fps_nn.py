@@ -3,9 +3,11 @@
 farthest_point_sample: the multi-block path (new, chosen automatically), the one-block-per-cloud
 path (old; forced with FASTVISION_FPS_SINGLE_BLOCK=1, the design of PyTorch3D and torch_cluster),
 and PyTorch3D's ``sample_farthest_points`` / torch_cluster's ``fps`` when they are installed
-(they are not pinned dependencies: a missing one is reported as skipped). nn_distance: fastvision
-against the brute-force cdist + min a user would write. Results of every run are checked equal to
-the new kernel's before timing. Writes a Markdown table and JSON to --out.
+(they are not pinned dependencies: a missing one is reported as skipped). nn_distance: the
+one-pass kernel (new) against two K = 1 ``knn_points`` searches (old: exactly the kernels the CUDA
+nn_distance ran before the one-pass kernel) and the brute-force cdist + min a user would write.
+Results of every run are checked equal to the new kernel's before timing (cdist: its difference
+is reported; its matmul form is not exact). Writes a Markdown table and JSON to --out.
 
 Usage: python tools/gpu_bench_fps_nn.py [--device cuda|cpu] [--small] [--out DIR]
 (--device cpu --small: the dry run of tools/gpu-check, tiny shapes, the CPU kernels).
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fastvision.ops import farthest_point_sample, nn_distance
+from fastvision.ops import farthest_point_sample, knn_points, nn_distance
 
 FPS_SHAPES = [(1, 1_000_000, 4096), (1, 100_000, 4096), (8, 8192, 1024), (32, 1024, 64)]
 FPS_SMALL = [(1, 3000, 64), (4, 500, 32)]
@@ -95,8 +97,16 @@ def main() -> None:
     for B, P1, P2 in NN_SMALL if args.small else NN_SHAPES:
         a = torch.rand(B, P1, 3, generator=g).to(dev)
         b = torch.rand(B, P2, 3, generator=g).to(dev)
-        new_ms, (d12, _, d21, _) = timed(lambda: nn_distance(a, b), dev, repeats)
-        row = {"op": "nn_distance", "shape": f"B={B} P1={P1} P2={P2}", "new_ms": new_ms}
+        new_ms, (d12, i12, d21, i21) = timed(lambda: nn_distance(a, b), dev, repeats)
+        def two_searches():
+            forward, backward = knn_points(a, b, K=1), knn_points(b, a, K=1)
+            return (forward.dists[..., 0], forward.idx[..., 0], backward.dists[..., 0],
+                    backward.idx[..., 0])
+        old_ms, old = timed(two_searches, dev, repeats)
+        for o, n in zip(old, (d12, i12, d21, i21)):
+            assert torch.equal(o, n), "the two K = 1 searches disagree with the one-pass kernel"
+        row = {"op": "nn_distance", "shape": f"B={B} P1={P1} P2={P2}", "new_ms": new_ms,
+               "old_ms": old_ms}
         if B * P1 * P2 <= 2**31:  # cdist's (B, P1, P2) matrix must fit
             def cdist():
                 m = torch.cdist(a, b).square()

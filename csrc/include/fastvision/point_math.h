@@ -87,6 +87,16 @@ FV_HOST_DEVICE FV_INLINE A point_dist(const T* a, int64_t a_stride, const T* b, 
   return acc;
 }
 
+// One coordinate of point_dist: the first coordinate's term, or the running sum plus the next
+// term. point_dist(a, b) is dist_step over d = 0, 1, ..., D - 1 in that order, so a kernel that
+// holds many partial distances at once (nn_distance's register micro-tile, which walks the
+// coordinates outermost) rounds every distance exactly as point_dist does.
+template <int NORM, typename A>
+FV_HOST_DEVICE FV_INLINE A dist_step(A acc, A a, A b, bool first) {
+  const A term = dist_term<NORM>(a - b);
+  return first ? term : fv_add(acc, term);
+}
+
 // (d1, i1) < (d2, i2) lexicographically; an index of -1 (an empty slot) sorts last.
 template <typename T>
 FV_HOST_DEVICE FV_INLINE bool neighbour_less(T d1, int64_t i1, T d2, int64_t i2) {

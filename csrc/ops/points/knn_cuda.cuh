@@ -1,5 +1,5 @@
-// The CUDA k-nearest-neighbour search of knn_points, shared with nn_distance (which runs it with
-// K = 1 in both directions). Defined in knn_cuda.cu.
+// The CUDA k-nearest-neighbour search of knn_points, shared with soft_project's neighbour search.
+// Defined in knn_cuda.cu.
 #pragma once
 #include <ATen/ATen.h>
 

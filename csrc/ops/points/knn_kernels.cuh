@@ -1,4 +1,5 @@
-// Device code and launch planning of knn_points (and so of nn_distance) and its backward,
+// Device code and launch planning of knn_points (also soft_project's neighbour search) and its
+// backward (also nn_distance's: a K = 1 gradient in each direction),
 // torch-free: compiled by nvcc (through knn_cuda.cu) and by g++ with the CUDA-on-CPU emulator
 // (tests/emulated/drive_knn.cpp).
 //
