@@ -1,6 +1,6 @@
 """The CUDA patch-wise convolution kernels (patch_conv2d_kernels.cuh: forward, input, weight and
-bias gradients; patch_inverted_residual_kernels.cuh), run on the CPU by the emulator and compared
-with the CPU kernels on the same inputs.
+bias gradients, tiled and direct; patch_inverted_residual_kernels.cuh), run on the CPU by the
+emulator and compared with the CPU kernels on the same inputs.
 
 Not bit-exact with the CPU: the CPU kernels sum in tiles (and with AVX2 FMAs in float32), the CUDA
 kernels one output at a time in index order; compared within 1e-5 (float32) / 1e-12 (float64) of
@@ -28,13 +28,16 @@ MODES = {"zeros": 0, "reflect": 1, "replicate": 2}
 
 def conv_case(dtype, *, B=2, C=4, H=9, W=7, cout=4, k=(3, 3), stride=(1, 1), padding=(1, 1),
               dilation=(1, 1), groups=1, fh=2, fw=3, mode="reflect", bias=True, channels_last=False,
-              seed=0):
+              min_blocks=None, seed=0):
     g = torch.Generator().manual_seed(seed)
     Ho = (H + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) // stride[0] + 1
     Wo = (W + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) // stride[1] + 1
     K = cout * C // groups * k[0] * k[1]
     w = torch.randn(B, K, fh, fw, generator=g, dtype=dtype)
-    return {
+    # min_blocks = 1: the input gradient's largest tiles (the ones a GPU-sized image gets), which the
+    # default block target would shrink on these small images.
+    extra = {} if min_blocks is None else {"min_blocks": np.array(min_blocks)}
+    return extra | {
         "op": np.array(0), "x": torch.randn(B, C, H, W, generator=g, dtype=dtype).numpy(),
         # The weight as the hypernetwork writes it, (B, fh, fw, K) in memory, when channels_last.
         "weight": (w.permute(0, 2, 3, 1) if channels_last else w).contiguous().numpy(),
@@ -67,6 +70,10 @@ def conv_cases(dtype, small):
         conv_case(dtype, mode="zeros", k=(3, 2), stride=(2, 1), dilation=(1, 2), padding=(2, 1),
                   groups=2, cout=6, fh=3, fw=2, seed=1),
         conv_case(dtype, mode="replicate", padding=(2, 3), fh=4, fw=3, bias=False, seed=2),
+        # Depthwise, the input gradient's 16 x 16 tiles (partial at the right and bottom) over 6-
+        # and 7-pixel cells: a tile's output region spans 4 x 4 cells; reflected borders.
+        conv_case(dtype, mode="reflect", B=1, C=2, cout=2, groups=2, H=18, W=20, fh=3, fw=3, min_blocks=1,
+                  seed=16),
     ]
     if not small:
         cases += [
@@ -82,9 +89,45 @@ def conv_cases(dtype, small):
                       fh=1, fw=1, bias=False, seed=8),
             # One 6 x 37 cell, per-channel groups: three pixel tiles per cell, the last partial.
             conv_case(dtype, mode="reflect", B=1, C=2, cout=2, groups=2, H=6, W=37, fh=1, fw=1, seed=9),
-            # A dilation of 101: no halo tile fits in shared memory, the direct kernels run.
+            # A dilation of 101: no halo tile fits in shared memory, the direct forward and weight
+            # gradient run (the input gradient tiles: an input pixel's output region is small).
             conv_case(dtype, mode="zeros", B=1, C=2, cout=2, k=(2, 2), padding=(0, 0), dilation=(101, 101),
                       H=102, W=102, fh=1, fw=1, seed=10),
+            # The input gradient's tiles: HyperSeg's depthwise level in miniature (ragged 7-/8-pixel
+            # cells, a 16 x 16 input tile spanning 4 x 3 cells, reflected border rows and columns).
+            conv_case(dtype, mode="reflect", B=1, C=3, cout=3, groups=3, H=30, W=22, fh=4, fw=3, min_blocks=1,
+                      seed=11),
+            # Depthwise 5 x 5, stride 2, replicated borders (a 2-wide replicated run per border),
+            # tiles of 17 x 19 input pixels: partial tiles on both axes.
+            conv_case(dtype, mode="replicate", B=2, C=2, cout=2, groups=2, k=(5, 5), stride=(2, 2), padding=(2, 2),
+                      H=17, W=19, fh=3, fw=2, min_blocks=1, seed=12),
+            # Grouped, 20 input and 18 output channels per group: two input-channel tiles and two
+            # output-channel chunks per block, stride 2 on one axis, zero padding.
+            conv_case(dtype, mode="zeros", B=1, C=40, cout=36, groups=2, k=(3, 3), stride=(2, 1), padding=(1, 1),
+                      H=9, W=10, fh=2, fw=3, min_blocks=1, seed=13),
+            # Depthwise with 2 outputs per group, 18 groups: the input gradient packs 16 groups per
+            # block (two packs, the second partial), 2 output channels reduced per group.
+            conv_case(dtype, mode="reflect", B=1, C=18, cout=36, groups=18, H=10, W=9, fh=2, fw=3, min_blocks=1,
+                      seed=18),
+            # A 5 x 5 reflect-padded kernel over 1-pixel cells: each input pixel is read by 5 x 5
+            # cells, the region of a tile spans many cells.
+            conv_case(dtype, mode="reflect", B=1, C=3, cout=2, k=(5, 5), padding=(2, 2), H=6, W=7, fh=6, fw=7,
+                      min_blocks=1, seed=14),
+            # A 51 x 51 kernel: the weights of the 2 cells that read any input pixel (2601 taps each)
+            # do not fit in shared memory, the direct input gradient runs.
+            conv_case(dtype, mode="zeros", B=1, C=1, cout=1, k=(51, 51), padding=(25, 25), H=4, W=5, fh=2, fw=1,
+                      seed=17),
+            # Reflect padding wider than 'same' (2 at k = 3): the output region of a tile near the
+            # border starts at the farthest reflection of its rows, not at the tile's own rows.
+            conv_case(dtype, mode="reflect", B=1, C=2, cout=3, padding=(2, 2), H=9, W=8, fh=2, fw=2, seed=19),
+            # A 1 x 1 kernel with reflect padding 2: output 0 reads input row 2 (reflected) only,
+            # so the first tile's region starts below its own rows' outputs; multi-row tiles.
+            conv_case(dtype, mode="reflect", B=1, C=2, cout=3, k=(1, 1), padding=(2, 2), H=7, W=6, fh=2, fw=2,
+                      min_blocks=1, seed=20),
+            # Stride 2 with a 1 x 1 kernel: every other input row / column is read by no output
+            # (its gradient is zero), ragged cells.
+            conv_case(dtype, mode="zeros", B=1, C=5, cout=3, k=(1, 1), stride=(2, 2), padding=(0, 0), H=11, W=9,
+                      fh=2, fw=3, seed=15),
         ]
     # HyperSeg's level 0 in miniature: 1-pixel cells, strips of 8 cells per block (the last one
     # partial), several output-channel tiles, the hypernetwork's weight layout.
@@ -170,9 +213,26 @@ def test_patch_conv2d_cases_cover_every_tiling(dtype):
         assert any(p["pixel_tiles"] > 1 for p in tiled), f"{kind}: no cell with several pixel tiles"
         assert any(p["chunk_channels"] < c["x"].shape[1] for p, c in zip(plans, cases) if p["tiled"]), \
             f"{kind}: no case with several input-channel chunks"
+    gi = [dict(zip(GI_PLAN_FIELDS, map(int, out["grad_input_plan"]))) for out in outs]
+    gi_tiled = [p for p in gi if p["tiled"]]
+    assert len(gi_tiled) < len(gi), "grad_input: no case takes the direct kernel"
+    for field, what in (("co_chunks", "several output-channel chunks"), ("ci_tiles", "several input-channel tiles"),
+                        ("tiles", "several input tiles"), ("ci_slots", "several input-channel quads per block")):
+        assert any(p[field] > 1 for p in gi_tiled), f"grad_input: no case with {what}"
+    for packed in (0, 1):
+        assert any(p["packed"] == packed for p in gi_tiled), f"grad_input: no case with packed == {packed}"
+    assert any(p["packed"] and p["ci_tiles"] > 1 for p in gi_tiled), "grad_input: no case with several group packs"
+    assert any(p["cell_rows"] > 2 and p["cell_cols"] > 2 for p in gi_tiled), \
+        "grad_input: no tile whose output region spans more than 2 x 2 cells"
+    assert any(c["x"].shape[2] % p["tile_rows"] and c["x"].shape[3] % p["tile_cols"] for p, c in zip(gi, cases)
+               if p["tiled"]), "grad_input: no case with partial tiles on both axes"
     gw = [dict(zip(PLAN_FIELDS, map(int, out["grad_weight_plan"]))) for out in outs]
     assert any(p["pixel_split"] > 1 for p in gw if p["tiled"]), "no weight gradient splits pixels over threads"
     assert any(p["passes"] > 1 for p in gw if p["tiled"]), "no weight gradient takes several passes"
+
+
+GI_PLAN_FIELDS = ("tiled", "tile_rows", "tile_cols", "ci_slots", "co_chunk", "co_chunks", "ci_tiles", "tiles",
+                  "cell_rows", "cell_cols", "packed")
 
 
 IR_PLAN_FIELDS = ("tiled", "tile_rows", "tile_cols", "chunk_hidden", "hidden_chunks", "co_slots", "co_tiles",
@@ -193,14 +253,16 @@ def test_patch_inverted_residual_cases_cover_every_tiling(dtype):
 def test_tiled_kernels_round_like_the_direct_ones(dtype):
     # The tiled forward and inverted residual sum in the direct kernels' order (input channels,
     # taps, hidden channels, from zero): bitwise equal results. The weight gradient splits the
-    # pixel sum over threads (another order): equal within the tolerance.
+    # pixel sum over threads, the input gradient sums over output-channel chunks first (other
+    # orders): equal within the tolerance.
     cases = conv_cases(dtype, small=False) + ir_cases(dtype, small=False)
     tiled = run("drive_patch", cases)
     direct = run("drive_patch", [dict(c, direct=np.array(1)) for c in cases])
     for n, (t, d) in enumerate(zip(tiled, direct)):
         np.testing.assert_array_equal(t["out"], d["out"], err_msg=f"case {n}: out")
-        if "grad_weight" in t:
-            assert_close_scaled(t["grad_weight"], torch.from_numpy(d["grad_weight"]), dtype, f"case {n}: grad_weight")
+        for name in ("grad_weight", "grad_x"):
+            if name in t:
+                assert_close_scaled(t[name], torch.from_numpy(d[name]), dtype, f"case {n}: {name}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

@@ -1,6 +1,6 @@
 """A MODEL, NOT A MEASUREMENT: roofline estimates of the patch kernels on an H100 SXM at HyperSeg-M's
 decoder shapes (1024x512 input, batch 1, a 16 x 32 patch grid, float32), for the old CUDA kernels
-(one thread per output), the new tiled ones, and HyperSeg's own formulation (pad + unfold + one
+(one thread per output or input element), the new tiled ones, and HyperSeg's own formulation (pad + unfold + one
 grouped conv through cuDNN + fold, as fastvision.ops._reference.hyperpatch_*_unfold).
 
 time = max(DRAM bytes / 3.35 TB/s, FMAs / 33.5 T/s (67 FP32 TFLOPS), warp instructions /
@@ -21,7 +21,12 @@ NEW_FWD_PER_FMA = 2.6                           # per tap: 1 LDS x, 4 LDS w, 4 F
 STAGE = 50                                      # per staged element: 32-bit divisions, map_coord, LDG, STS
 OLD_GW_PER_FMA, OLD_GW_PER_ENTRY = 12, 400      # per pixel; per entry (decomposition, cell bounds)
 NEW_GW_PER_FMA = 1.7                            # 4 LDS go + 4 LDS x + 16 FFMA per pixel
-GI_PER_FMA, GI_PER_TAP = 10, 140                # grad-input gather (unchanged): per term; per tap (2 cell_of)
+GI_PER_FMA, GI_PER_TAP = 10, 140                # old grad-input gather: per term; per tap (2 cell_of)
+# Tiled grad-input, per (row entry, column entry) pair of a thread: 2 LDS of the column entry, 2
+# IADD, loop control; per output channel of the chunk: 1 LDS grad_out (4 when the 4 channels are
+# packed groups), 4 LDS weights, 4 FFMA.
+GI_TILE_PER_PAIR, GI_TILE_PER_CO, GI_TILE_PER_CO_PACKED = 6, 9, 12
+GI_LIST = 80                                    # per list-building thread and tap row (2 passes: preimages, 64-bit %)
 OLD_IR_PER_FMA, OLD_IR_PROJECT = 6, 8           # expand / depthwise terms; project term with the out RMW
 NEW_IR_EXPAND, NEW_IR_DW, NEW_IR_PROJECT = 2.25, 3.5, 2.1
 
@@ -32,6 +37,18 @@ CONV = [  # name, cin, cout, k, groups, H, W, plan: (forward x re-staging factor
     ("level3 dw3x3 48", 48, 48, 3, 48, 128, 256, 100 / 64, 100 / 64),
     ("level4 dw3x3 68", 68, 68, 3, 68, 256, 512, 324 / 256, 324 / 256),
 ]
+# The tiled input gradient's plans (bench/analysis/patch_plans.cpp): tile rows, columns, output
+# region rows, columns, cells the region spans, output channels per chunk, input channels per block,
+# output-channel chunks, input-channel tiles (packed: group packs), blocks, whether the channels of
+# a block are packed groups (depthwise).
+GI_PLANS = {
+    "level0 1x1 82->64": (1, 8, 1, 8, 8, 16, 16, 4, 6, 384, False),
+    "level1 1x1 94->32": (2, 16, 2, 16, 8, 16, 16, 2, 6, 384, False),
+    "level2 1x1 44->16": (4, 16, 4, 16, 4, 16, 16, 1, 3, 384, False),
+    "level3 dw3x3 48": (16, 16, 18, 18, 16, 1, 4, 1, 12, 1536, True),
+    "level4 dw3x3 68": (16, 16, 18, 18, 9, 1, 4, 1, 17, 8704, True),
+}
+
 IR = [  # name, cin, hidden, cout, H, W, tile pixels, region pixels
     ("level3 IR 24->48->16", 24, 48, 16, 128, 256, 64, 100),
     ("level4 IR 34->68->19", 34, 68, 19, 256, 512, 128, 180),
@@ -62,17 +79,27 @@ def conv_rows():
             U = cin * P * (ph + 2) * (pw + 2) * F
             comp_bytes, comp_k = X + 2 * Xp + 4 * U + 3 * Wt + 4 * O, 7
         comp = t(comp_bytes, fma, 0, comp_k)
-        # Backward: grad_input (gather, unchanged) + grad_weight.
+        # Backward: grad_input (old gather, new tiled) + grad_weight.
         gi_instr = fma * GI_PER_FMA + cin * H * W * kk * GI_PER_TAP
         gi = t(O + Wt + X, fma, gi_instr, 1)
+        th, tw, orh, orw, cells, bm, bci, co_chunks, ci_tiles, blocks, packed = GI_PLANS[name]
+        # Every (pixel, input-channel quad) register tile of the blocks, padded channels included,
+        # kk pairs per pixel in the interior.
+        tiles = H * W * (1 if packed else groups) * ci_tiles * (bci // 4)
+        per_co = GI_TILE_PER_CO_PACKED if packed else GI_TILE_PER_CO
+        go_staged = (bci if packed else 1) * bm * orh * orw
+        gi_tile_instr = (tiles * kk * (GI_TILE_PER_PAIR * co_chunks + co_chunks * bm * per_co)
+                         + blocks * co_chunks * (go_staged + cells * kk * bm * bci) * STAGE
+                         + blocks * (th + tw) * k * GI_LIST)
+        gi_new = t(O + Wt + X, fma, gi_tile_instr, 1)
         gw_old = t(O + X + Wt, fma, fma * OLD_GW_PER_FMA + entries * OLD_GW_PER_ENTRY, 1)
         gw_new = t(O + X + Wt, fma, fma * NEW_GW_PER_FMA + (X / F * gw_restage + O / F) * STAGE, 1)
         # cuDNN backward: fold / permute backward, dgrad, wgrad, unfold backward (col2im), pad and
         # weight-copy backward: about twice the forward's traffic.
         comp_bwd = t(2 * comp_bytes, 2 * fma, 0, comp_k + 2)
         rows.append(dict(name=name, X=X, O=O, Wt=Wt, fma=fma, old=old, new=new, comp=comp,
-                         fb_old=old[0] + gi[0] + gw_old[0], fb_new=new[0] + gi[0] + gw_new[0],
-                         fb_comp=comp[0] + comp_bwd[0], gi=gi, gw_old=gw_old, gw_new=gw_new,
+                         fb_old=old[0] + gi[0] + gw_old[0], fb_new=new[0] + gi_new[0] + gw_new[0],
+                         fb_comp=comp[0] + comp_bwd[0], gi=gi, gi_new=gi_new, gw_old=gw_old, gw_new=gw_new,
                          comp_bytes=comp_bytes))
     return rows
 
@@ -121,9 +148,10 @@ def main():
         print(f"| {r['name']} | {mb(r['X'])} / {mb(r['O'])} / {mb(r['Wt'])} | {r['fma'] / 1e6:.1f} | {us(r['old'])} "
               f"| {us(r['new'])} | {us(r['comp'])} ({mb(r['comp_bytes'])}) | {us(r['fb_old'])} | {us(r['fb_new'])} "
               f"| {us(r['fb_comp'])} | {r['fb_comp'] / r['fb_new']:.2f}x |")
-    print("\nbackward parts (us): grad_input gather (unchanged) / old grad_weight / new grad_weight\n")
+    print("\nbackward parts (us): old grad_input (gather) / new grad_input (tiled) / old grad_weight / "
+          "new grad_weight\n")
     for r in conv_rows():
-        print(f"- {r['name']}: {us(r['gi'])} / {us(r['gw_old'])} / {us(r['gw_new'])}")
+        print(f"- {r['name']}: {us(r['gi'])} / {us(r['gi_new'])} / {us(r['gw_old'])} / {us(r['gw_new'])}")
     print("\npatch_inverted_residual (model, H100 SXM, float32, inference)\n")
     print("| level | x / out / weights MB | MFMA useful / old / new | old | new | cuDNN formulation (its DRAM MB) "
           "| new vs cuDNN |")

@@ -54,6 +54,13 @@ int main() {
     const fp::ConvGeometry g = conv(l.cin, l.cout, l.k, l.groups, l.H, l.W);
     print(l.name, "forward", fp::plan_conv_forward<float>(g));
     print(l.name, "grad_weight", fp::plan_conv_grad_weight<float>(g));
+    const fp::GradInputPlan gi = fp::plan_conv_grad_input<float>(g);
+    std::printf("%-10s grad_input  tiled %d tile %2dx%-2d region %2dx%-2d cells %dx%d bm %2d bci %2d "
+                "co_chunks %lld ci_tiles %lld tiles %lld blocks %6lld smem %6zu B\n",
+                l.name, gi.tiled, gi.th, gi.tw, gi.orh, gi.orw, gi.ncy, gi.ncx, gi.bm, gi.bci,
+                static_cast<long long>(fastvision::ceil_div<int64_t>(g.cout_g, gi.bm)),
+                static_cast<long long>(gi.ci_tiles), static_cast<long long>(gi.tiles_y * gi.tiles_x),
+                static_cast<long long>(gi.blocks), gi.smem);
   }
   struct Ir {
     const char* name;

@@ -2,14 +2,19 @@
 // patch_inverted_residual_kernels.cuh): for every case file named on the command line, runs the
 // op the case names and writes <case>.out.
 //
-// Either op takes an optional scalar `direct`: 1 runs the direct kernels instead of the tiled ones.
+// Either op takes an optional scalar `direct`: 1 runs the direct kernels instead of the tiled ones;
+// patch_conv2d an optional scalar `min_blocks`: the input gradient's target block count.
 // op 0, patch_conv2d: inputs x (B, Cin, H, W), weight (B, K, fh, fw) (stored as (B, fh, fw, K)
 // when weight_channels_last is 1, to read it through strides as the hypernetwork layout does),
 // bias (Cout) (or (0,): none), grad_out (B, Cout, Ho, Wo); conv (10,) i8
 // [kh, kw, sh, sw, ph, pw, dh, dw, groups, mode]. Writes out, grad_x, grad_weight, grad_bias, and
 // the tile plans of the forward and the weight gradient (forward_plan, grad_weight_plan: tiled,
 // cells per block, tile rows, tile columns, input channels per chunk, output-channel tiles,
-// input-channel chunks, pixel tiles per cell, pixel-splitting threads, register-tile passes).
+// input-channel chunks, pixel tiles per cell, pixel-splitting threads, register-tile passes) and
+// of the input gradient (grad_input_plan: tiled, tile rows, tile columns, input-channel quads per
+// block, output channels per chunk, output-channel chunks, input-channel tiles, input tiles,
+// the most cell rows and cell columns a tile's output region spans, whether a block's channels
+// are packed groups).
 // op 1, patch_inverted_residual: x, weight, the folded BN vectors s1, b1, s2, b2 (hidden) and
 // s3, b3 (Cout), ir (4,) i8 [hidden, kernel_size, mode, residual]. Writes out and the tile plan
 // (plan: tiled, tile rows, tile columns, hidden channels per chunk, hidden chunks, threads per
@@ -79,7 +84,12 @@ void run_conv(fvtest::Arrays& in, FILE* out) {
                                        bias.numel() > 0 ? bias.data<T>() : nullptr, y.data(), g,
                                        stream, direct);
   }
-  if (!gx.empty()) fp::launch_patch_conv2d_grad_input<T>(go.data<T>(), w.data<T>(), ws, gx.data(), g, stream);
+  // An optional scalar `min_blocks` overrides the input gradient's block target (1: the largest
+  // tiles, which a GPU-sized image would get, on the tests' small images).
+  const int64_t min_blocks = in.count("min_blocks") != 0 ? in.at("min_blocks").scalar_int() : fp::kMinTileBlocks;
+  if (!gx.empty()) {
+    fp::launch_patch_conv2d_grad_input<T>(go.data<T>(), w.data<T>(), ws, gx.data(), g, stream, direct, min_blocks);
+  }
   if (!gw.empty()) fp::launch_patch_conv2d_grad_weight<T>(go.data<T>(), x.data<T>(), xs, gw.data(), g, stream, direct);
   if (!gb.empty()) fp::launch_patch_conv2d_grad_bias<T>(go.data<T>(), gb.data(), g, stream);
   const char* dt = fvtest::dtype_of<T>();
@@ -92,6 +102,12 @@ void run_conv(fvtest::Arrays& in, FILE* out) {
                                          fastvision::ceil_div<int64_t>(reg_tiles, fp::kPatchThreads / plan.ps)};
     fvtest::write_array(out, name, "i8", {static_cast<int64_t>(fields.size())}, fields.data(), sizeof(int64_t));
   }
+  const fp::GradInputPlan gi = fp::plan_conv_grad_input<T>(g, min_blocks);
+  const std::vector<int64_t> gi_fields = {gi.tiled, gi.th, gi.tw, gi.ci_slots, gi.bm,
+                                          fastvision::ceil_div<int64_t>(g.cout_g, gi.bm), gi.ci_tiles,
+                                          gi.tiles_y * gi.tiles_x, gi.ncy, gi.ncx, gi.packed};
+  fvtest::write_array(out, "grad_input_plan", "i8", {static_cast<int64_t>(gi_fields.size())}, gi_fields.data(),
+                      sizeof(int64_t));
   fvtest::write_array(out, "out", dt, go.shape, y.data(), sizeof(T));
   fvtest::write_array(out, "grad_x", dt, x.shape, gx.data(), sizeof(T));
   fvtest::write_array(out, "grad_weight", dt, {g.B, g.K, g.fh, g.fw}, gw.data(), sizeof(T));

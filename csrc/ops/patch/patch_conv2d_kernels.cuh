@@ -19,13 +19,16 @@
 //     atomics): each thread holds a register tile of 4 output channels x 4 taps and sums a fixed
 //     residue class of the pixels; the pixel classes are combined by a fixed shuffle tree, so the
 //     result is bitwise the same under any schedule;
-//   * grad_input: a gather: a thread per input element enumerates the padded coordinates that map
-//     to it (preimages: itself, its reflections, or the replicated border run) and the output
-//     pixels and taps that read them (deterministic; not tiled yet);
+//   * grad_input (patch_conv2d_tile_grad_input_kernel): the transposed GEMM dcols = W_cell^T .
+//     grad_out_cell, gathered per input tile: a block owns a tile of input pixels and channels,
+//     stages the output region that reads it (bm output channels at a time) and the weights of
+//     the (usually at most 3 x 3) cells that region spans, and each thread sums 4 input channels
+//     x 1 pixel over per-row / per-column lists of the (output pixel, tap) pairs that reach it
+//     through the border mapping. No atomics, a fixed order: deterministic;
 //   * grad_bias: a block per output channel, a fixed-shape tree reduction in shared memory.
-// The per-output direct forward (patch_conv2d_direct_forward_kernel) stays for geometries whose
-// halo tile cannot fit in shared memory even for one pixel and one input channel (huge dilations),
-// the only sizes for which plan_conv_tiles refuses the tiled path.
+// The direct kernels (a thread per output / weight entry / input element) stay for geometries
+// whose tiles cannot fit in shared memory even for one pixel and one channel (huge dilations),
+// the only sizes for which the planners refuse the tiled path, and as the benchmark's baseline.
 // A is the compute type (float or double; the glue converts half and bfloat16 to float).
 #pragma once
 
@@ -54,13 +57,13 @@ inline cuda::LaunchConfig patch_grid_stride_config(int64_t n) {
   return cfg;
 }
 
-FV_DEVICE int64_t floor_div(int64_t a, int64_t b) {
+FV_HOST_DEVICE FV_INLINE int64_t floor_div(int64_t a, int64_t b) {
   const int64_t q = a / b;
   return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
-FV_DEVICE int64_t clamp_lo(int64_t v) { return v < 0 ? 0 : v; }
-FV_DEVICE int64_t clamp_hi(int64_t v, int64_t hi) { return v > hi ? hi : v; }
+FV_HOST_DEVICE FV_INLINE int64_t clamp_lo(int64_t v) { return v < 0 ? 0 : v; }
+FV_HOST_DEVICE FV_INLINE int64_t clamp_hi(int64_t v, int64_t hi) { return v > hi ? hi : v; }
 
 // ---- tile planning ------------------------------------------------------------------------------
 
@@ -550,10 +553,366 @@ FV_GLOBAL void patch_conv2d_direct_grad_weight_kernel(const A* __restrict__ go, 
   }
 }
 
-// grad_input (B, Cin, H, W), contiguous: a gather over the output pixels and taps that read each
-// input element.
+// ---- input gradient ------------------------------------------------------------------------------
+//
+// grad_x = the transposed patch convolution: input element (c, iy, ix) of group grp receives
+// sum over the padded coordinates (py, px) that map to it (itself, its reflections, or the
+// replicated border run), the taps (ky, kx) and the output pixels (oy, ox) with
+// oy sh - ph + ky dh = py, ox sw - pw + kx dw = px, and the output channels co of the group, of
+// W_cell(oy, ox)[co, c, ky, kx] grad_out[co, oy, ox].
+// The tiled kernel gives a block an input tile of th x tw pixels and bci input channels of one
+// group (or, when groups have one input channel (depthwise), bci consecutive groups, so that no
+// register-tile slot is padding): it stages the output region that reads the tile (bm output channels at a time) and the
+// weights of the cells that region spans, and each thread sums a register tile of kCiPerThread
+// input channels x 1 input pixel. Which (output row, tap row) pairs reach an input row is a short
+// list per row (and per column), built once per block in shared memory, so the inner loop is two
+// shared-memory offsets added per term: no divisions, no border mapping, no cell lookup. A
+// gather, so no atomics: the sum per element runs over the output-channel chunks, then the row
+// list, the column list, the chunk's channels, in a fixed order (deterministic).
+
+// Input channels per thread in the input gradient's register tile.
+constexpr int kCiPerThread = 4;
+
+// One spatial axis of the geometry, as the input gradient's planning and lists see it.
+struct GradAxis {
+  int64_t n, no, f;  // input size, output size, cells
+  int64_t pad_hi;    // how far past the last input coordinate the taps reach (>= 0)
+  int s, pad, d, k, mode;
+};
+
+inline GradAxis grad_axis_y(const ConvGeometry& g) {
+  const int64_t reach = (g.Ho - 1) * g.sh - g.ph + int64_t{g.dh} * (g.kh - 1) - (g.H - 1);
+  return {g.H, g.Ho, g.fh, reach > 0 ? reach : 0, g.sh, g.ph, g.dh, g.kh, g.mode};
+}
+
+inline GradAxis grad_axis_x(const ConvGeometry& g) {
+  const int64_t reach = (g.Wo - 1) * g.sw - g.pw + int64_t{g.dw} * (g.kw - 1) - (g.W - 1);
+  return {g.W, g.Wo, g.fw, reach > 0 ? reach : 0, g.sw, g.pw, g.dw, g.kw, g.mode};
+}
+
+// The output coordinates that read input coordinates [i0, i1) of an axis (through the border
+// mapping): the hull [o0, o0 + count) (count 0: none does) and the cells it spans,
+// [c0, c0 + cells).
+struct AxisRegion {
+  int64_t o0, count, c0, cells;
+};
+
+FV_HOST_DEVICE FV_INLINE AxisRegion axis_region(const GradAxis& a, int64_t i0, int64_t i1) {
+  // The hull of the padded coordinates that map into [i0, i1): its extremes are preimages of the
+  // first and last coordinates (the tile itself, the replicated runs) or of the coordinates
+  // nearest the reflection limits (the farthest reflections).
+  int64_t plo = i0, phi = i1 - 1;
+  const int64_t cand[4] = {i0, i1 - 1, clamp_hi(a.pad > i0 ? a.pad : i0, i1 - 1),
+                           clamp_hi(a.n - 1 - a.pad_hi > i0 ? a.n - 1 - a.pad_hi : i0, i1 - 1)};
+  for (int q = 0; q < 4; ++q) {
+    int64_t lo[3], hi[3];
+    const int cnt = preimages(cand[q], a.n, a.pad, a.pad_hi, a.mode, lo, hi);
+    for (int t = 0; t < cnt; ++t) {
+      plo = lo[t] < plo ? lo[t] : plo;
+      phi = hi[t] > phi ? hi[t] : phi;
+    }
+  }
+  // oy s - pad + ky d = py for some ky in [0, k): oy in [ceil((plo + pad - (k-1) d) / s),
+  // floor((phi + pad) / s)].
+  const int64_t o0 = clamp_lo(floor_div(plo + a.pad - int64_t{a.d} * (a.k - 1) + a.s - 1, a.s));
+  const int64_t o1 = clamp_hi(floor_div(phi + a.pad, a.s), a.no - 1);
+  AxisRegion r{o0, 0, 0, 0};
+  if (o1 < o0) return r;
+  r.count = o1 - o0 + 1;
+  r.c0 = cell_of(o0, a.no, a.f);
+  r.cells = cell_of(o1, a.no, a.f) - r.c0 + 1;
+  return r;
+}
+
+// The (output coordinate, tap) pairs of an axis that read input coordinate i, in a fixed order
+// (preimage, padded coordinate, tap), as shared-memory offsets: go_off = (o - region.o0) go_mult
+// into the staged grad_out, w_off = (cell(o) - region.c0) cell_mult + tap tap_mult into the staged
+// weights. Writes them when go_off is not null; returns how many there are.
+FV_DEVICE int axis_entries(const GradAxis& a, const AxisRegion& r, int64_t i, int go_mult, int cell_mult,
+                           int tap_mult, int* go_off, int* w_off) {
+  int64_t lo[3], hi[3];
+  const int cnt = preimages(i, a.n, a.pad, a.pad_hi, a.mode, lo, hi);
+  int n = 0;
+  for (int t = 0; t < cnt; ++t) {
+    for (int64_t pc = lo[t]; pc <= hi[t]; ++pc) {
+      for (int kk = 0; kk < a.k; ++kk) {
+        const int64_t num = pc + a.pad - int64_t{kk} * a.d;  // o s
+        if (num < 0 || num % a.s != 0) continue;
+        const int64_t o = num / a.s;
+        if (o >= a.no) continue;
+        if (go_off != nullptr) {
+          go_off[n] = static_cast<int>((o - r.o0) * go_mult);
+          w_off[n] = static_cast<int>((cell_of(o, a.no, a.f) - r.c0) * cell_mult + kk * tap_mult);
+        }
+        ++n;
+      }
+    }
+  }
+  return n;
+}
+
+struct GradInputPlan {
+  bool tiled = false;  // false: no plan fits (the direct kernel runs)
+  int th = 1, tw = 1;  // input pixel tile
+  int ci_slots = 1;    // input-channel quads per block
+  int bci = kCiPerThread;  // input channels per block (ci_slots kCiPerThread)
+  bool packed = false;     // the block's channels are bci groups of one input channel each
+  int bm = 1;          // output channels per staged chunk (the reduction)
+  int orh = 1, orw = 1;  // the largest output region of a tile (rows, columns)
+  int ncy = 1, ncx = 1;  // the most cells such a region spans (rows, columns)
+  int ylist = 1, xlist = 1;  // list capacities: each (output row, tap row) pair reaches one input row
+  GradAxis ay{}, ax{};
+  int64_t w_elems = 0, go_elems = 0;  // staged weights [cell y][cell x][tap][co][ci], grad_out [co][row][col]
+  int64_t tiles_y = 1, tiles_x = 1, ci_tiles = 1, blocks = 0;
+  std::size_t smem = 0;
+};
+
+// The largest output region (and cell span) of any tile of size t along an axis: exact (every
+// tile position is visited), since the border tiles' regions differ from the interior ones'.
+inline AxisRegion max_axis_region(const GradAxis& a, int64_t t) {
+  AxisRegion m{0, 1, 0, 1};
+  for (int64_t i0 = 0; i0 < a.n; i0 += t) {
+    const AxisRegion r = axis_region(a, i0, i0 + t < a.n ? i0 + t : a.n);
+    m.count = r.count > m.count ? r.count : m.count;
+    m.cells = r.cells > m.cells ? r.cells : m.cells;
+  }
+  return m;
+}
+
 template <typename A>
-FV_GLOBAL void patch_conv2d_grad_input_kernel(const A* __restrict__ go, const A* __restrict__ w,
+inline std::size_t grad_input_smem(GradInputPlan& p, const ConvGeometry& g) {
+  p.w_elems = int64_t{p.ncy} * p.ncx * g.kh * g.kw * p.bm * p.bci;
+  p.go_elems = int64_t{p.packed ? p.bci : 1} * p.bm * p.orh * p.orw;
+  const int64_t ints = (p.th + 1) + 2 * int64_t{p.ylist} + (p.tw + 1) + 2 * int64_t{p.xlist};
+  return sizeof(A) * static_cast<std::size_t>(p.w_elems + p.go_elems) + sizeof(int) * static_cast<std::size_t>(ints);
+}
+
+// The plan for `ci_slots` input-channel quads and at most `pixels` input pixels per block:
+// halves the output-channel chunk, then the tile, until the shared memory fits.
+template <typename A>
+inline GradInputPlan plan_conv_grad_input_with(const ConvGeometry& g, int ci_slots, int pixels) {
+  GradInputPlan p;
+  p.ay = grad_axis_y(g);
+  p.ax = grad_axis_x(g);
+  p.ci_slots = ci_slots;
+  p.bci = ci_slots * kCiPerThread;
+  p.packed = g.cin_g == 1 && g.groups > 1;
+  p.bm = static_cast<int>(g.cout_g < 16 ? g.cout_g : 16);
+  p.tw = static_cast<int>(g.W < 16 ? g.W : 16);
+  p.tw = p.tw < pixels ? p.tw : pixels;
+  p.th = static_cast<int>(g.H < pixels / p.tw ? g.H : pixels / p.tw);
+  for (;;) {
+    const AxisRegion ry = max_axis_region(p.ay, p.th), rx = max_axis_region(p.ax, p.tw);
+    const int64_t ylist = ry.count * g.kh, xlist = rx.count * g.kw;
+    if (ylist <= kTileSmemBytes && xlist <= kTileSmemBytes) {
+      p.orh = static_cast<int>(ry.count);
+      p.orw = static_cast<int>(rx.count);
+      p.ncy = static_cast<int>(ry.cells);
+      p.ncx = static_cast<int>(rx.cells);
+      p.ylist = static_cast<int>(ylist);
+      p.xlist = static_cast<int>(xlist);
+      p.smem = grad_input_smem<A>(p, g);
+      if (p.smem <= static_cast<std::size_t>(kTileSmemBytes)) break;
+    }
+    if (p.bm > 1) {
+      p.bm = (p.bm + 1) / 2;
+    } else if (p.th > 1 || p.tw > 1) {
+      if (p.th >= p.tw) {
+        p.th = (p.th + 1) / 2;
+      } else {
+        p.tw = (p.tw + 1) / 2;
+      }
+    } else {
+      return p;  // not tiled
+    }
+  }
+  p.tiled = true;
+  p.tiles_y = ceil_div<int64_t>(g.H, p.th);
+  p.tiles_x = ceil_div<int64_t>(g.W, p.tw);
+  p.ci_tiles = ceil_div<int64_t>(p.packed ? g.groups : g.cin_g, p.bci);
+  p.blocks = g.B * (p.packed ? 1 : g.groups) * p.ci_tiles * p.tiles_y * p.tiles_x;
+  return p;
+}
+
+// Up to 4 input-channel quads and 256 / quads pixels per block; fewer quads, then smaller tiles,
+// while that leaves the GPU fewer than min_blocks blocks (HyperSeg's small levels; the emulated
+// tests pass 1 to run the largest tiles on small images).
+template <typename A>
+inline GradInputPlan plan_conv_grad_input(const ConvGeometry& g, int64_t min_blocks = kMinTileBlocks) {
+  // Packed groups share no grad_out or weights between slots: one quad per block, so that the
+  // pixel tile (and the reuse of each staged element by the taps) is as large as it can be.
+  const int64_t quads = g.cin_g == 1 && g.groups > 1 ? 1 : ceil_div<int64_t>(g.cin_g, kCiPerThread);
+  GradInputPlan best;
+  for (int slots = static_cast<int>(quads < 4 ? quads : 4); slots >= 1; slots /= 2) {
+    for (int pixels = kPatchThreads / slots; pixels >= 1; pixels /= 2) {
+      const GradInputPlan q = plan_conv_grad_input_with<A>(g, slots, pixels);
+      if (!q.tiled) break;
+      if (!best.tiled || (best.blocks < min_blocks && q.blocks > best.blocks)) best = q;
+      if (best.blocks >= min_blocks) return best;
+    }
+  }
+  return best;
+}
+
+inline cuda::LaunchConfig grad_input_config(const GradInputPlan& p) {
+  cuda::LaunchConfig cfg;
+  const int64_t cap = int64_t{1} << 30;
+  cfg.grid = dim3(static_cast<unsigned>(p.blocks < cap ? p.blocks : cap));
+  cfg.block = dim3(kPatchThreads);
+  cfg.smem = p.smem;
+  return cfg;
+}
+
+// grad_out (B, Cout, Ho, Wo) contiguous, weight through strides, grad_x (B, Cin, H, W) contiguous.
+// At least 3 blocks of 256 threads per SM (ptxas -v: bench/analysis/patch_conv2d.md).
+template <typename A>
+FV_GLOBAL __launch_bounds__(kPatchThreads, 3) void patch_conv2d_tile_grad_input_kernel(
+    const A* __restrict__ go, const A* __restrict__ w, Strides4 ws, A* __restrict__ gx, ConvGeometry g,
+    GradInputPlan p) {
+  FV_DYNAMIC_SHARED(A, smem);
+  A* w_tile = smem;                 // [cell row][cell column][tap][bm][bci]
+  A* go_tile = smem + p.w_elems;    // [bm][orh][orw]; packed: [bci][bm][orh][orw]
+  int* y_start = reinterpret_cast<int*>(go_tile + p.go_elems);  // th + 1 list offsets
+  int* y_go = y_start + p.th + 1;   // ylist entries
+  int* y_w = y_go + p.ylist;
+  int* x_start = y_w + p.ylist;     // tw + 1
+  int* x_go = x_start + p.tw + 1;
+  int* x_w = x_go + p.xlist;
+  const int khkw = g.kh * g.kw, pixels = p.th * p.tw, mb = p.bm * p.bci;
+  const int64_t KK = g.cin_g * khkw;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int ci_slot = tid / pixels, pix = tid % pixels, py = pix / p.tw, px = pix % p.tw;
+  const bool computes = ci_slot < p.ci_slots;
+  // Whether neighbouring threads stage neighbouring cells (or neighbouring entries) of the
+  // weights: whichever the hypernetwork layout keeps adjacent.
+  const bool cells_fastest = (ws.w < 0 ? -ws.w : ws.w) <= (ws.c < 0 ? -ws.c : ws.c);
+  for (int64_t item = blockIdx.x; item < p.blocks; item += gridDim.x) {
+    int64_t rest = item;
+    const int64_t tx = rest % p.tiles_x;
+    rest /= p.tiles_x;
+    const int64_t ty = rest % p.tiles_y;
+    rest /= p.tiles_y;
+    const int64_t ci0 = rest % p.ci_tiles * p.bci;  // packed: the first group
+    rest /= p.ci_tiles;
+    const int64_t grp = p.packed ? 0 : rest % g.groups, b = p.packed ? rest : rest / g.groups;
+    // The block's channel slot s is input channel c_base + s (of group grp, or, packed, of group
+    // c_base + s); `channels` of them exist.
+    const int64_t c_base = grp * g.cin_g + ci0, channels = p.packed ? g.groups - ci0 : g.cin_g - ci0;
+    const int64_t y0 = ty * p.th, x0 = tx * p.tw;
+    const int64_t y1 = y0 + p.th < g.H ? y0 + p.th : g.H, x1 = x0 + p.tw < g.W ? x0 + p.tw : g.W;
+    const AxisRegion ry = axis_region(p.ay, y0, y1), rx = axis_region(p.ax, x0, x1);
+    // The lists: threads [0, th) count their input row's pairs, threads [th, th + tw) their
+    // column's; one thread turns the counts into offsets; then each writes its entries.
+    for (int pass = 0; pass < 2; ++pass) {
+      for (int e = tid; e < p.th + p.tw; e += static_cast<int>(blockDim.x)) {
+        const bool row = e < p.th;
+        const int r = row ? e : e - p.th;
+        int* start = row ? y_start : x_start;
+        int count = 0;
+        if (row ? y0 + r < y1 : x0 + r < x1) {
+          count = row ? axis_entries(p.ay, ry, y0 + r, p.orw, p.ncx * khkw * mb, g.kw * mb,
+                                     pass ? y_go + start[r] : nullptr, pass ? y_w + start[r] : nullptr)
+                      : axis_entries(p.ax, rx, x0 + r, 1, khkw * mb, mb, pass ? x_go + start[r] : nullptr,
+                                     pass ? x_w + start[r] : nullptr);
+        }
+        if (pass == 0) start[r + 1] = count;
+      }
+      if (pass == 0) {
+        __syncthreads();  // the counts are written
+        if (tid == 0) {
+          y_start[0] = 0;
+          for (int r = 0; r < p.th; ++r) y_start[r + 1] += y_start[r];
+          x_start[0] = 0;
+          for (int r = 0; r < p.tw; ++r) x_start[r + 1] += x_start[r];
+        }
+        __syncthreads();  // the offsets are known
+      }
+    }
+    A acc[kCiPerThread];
+    for (int r = 0; r < kCiPerThread; ++r) acc[r] = A(0);
+    const int region_cells = static_cast<int>(ry.cells * rx.cells);
+    for (int64_t co0 = 0; co0 < g.cout_g; co0 += p.bm) {
+      // grad_out of the region (packed: of each slot's group), zero for channels past the group.
+      const int plane = static_cast<int>(ry.count * rx.count);
+      const int go_n = (p.packed ? p.bci : 1) * p.bm * plane;
+      for (int e = tid; e < go_n; e += static_cast<int>(blockDim.x)) {
+        const int sm = e / plane, q = e - sm * plane, r = q / static_cast<int>(rx.count),
+                  c = q - r * static_cast<int>(rx.count);
+        const int slot = sm / p.bm, m = sm - slot * p.bm;  // slot 0 unless packed
+        A v = A(0);
+        if (co0 + m < g.cout_g && slot < channels) {
+          const int64_t co = (p.packed ? c_base + slot : grp) * g.cout_g + co0 + m;
+          v = go[((b * g.Cout + co) * g.Ho + ry.o0 + r) * g.Wo + rx.o0 + c];
+        }
+        go_tile[(sm * p.orh + r) * p.orw + c] = v;
+      }
+      // The weights of the region's cells, zero for channels past the group.
+      const int w_n = region_cells * khkw * mb;
+      for (int e = tid; e < w_n; e += static_cast<int>(blockDim.x)) {
+        int cell, tap, m, ci;
+        if (cells_fastest) {
+          cell = e % region_cells;
+          const int q = e / region_cells;
+          tap = q % khkw;
+          ci = q / khkw % p.bci;
+          m = q / (khkw * p.bci);
+        } else {
+          tap = e % khkw;
+          ci = e / khkw % p.bci;
+          m = e / (khkw * p.bci) % p.bm;
+          cell = e / (khkw * mb);
+        }
+        const int cy = cell / static_cast<int>(rx.cells), cx = cell - cy * static_cast<int>(rx.cells);
+        A v = A(0);
+        if (co0 + m < g.cout_g && ci < channels) {
+          // Entry (co, ci, ky, kx) of the cell's kernel; packed: ci = 0 of group c_base + ci.
+          const int64_t k = p.packed ? ((c_base + ci) * g.cout_g + co0 + m) * KK + tap
+                                     : (grp * g.cout_g + co0 + m) * KK + (ci0 + ci) * khkw + tap;
+          v = w[b * ws.b + k * ws.c + (ry.c0 + cy) * ws.h + (rx.c0 + cx) * ws.w];
+        }
+        w_tile[(((cy * p.ncx + cx) * khkw + tap) * p.bm + m) * p.bci + ci] = v;
+      }
+      __syncthreads();  // grad_out and the weights are staged
+      if (computes && py < y1 - y0 && px < x1 - x0) {
+        const int area = p.orh * p.orw, yend = y_start[py + 1], xbeg = x_start[px], xend = x_start[px + 1];
+        // Packed, each slot reads its own group's grad_out, bm area apart.
+        const int slot_stride = p.bm * area;
+        const A* go_slot = go_tile + (p.packed ? ci_slot * kCiPerThread * slot_stride : 0);
+        for (int ey = y_start[py]; ey < yend; ++ey) {
+          const int gy = y_go[ey], wy = y_w[ey] + ci_slot * kCiPerThread;
+          for (int ex = xbeg; ex < xend; ++ex) {
+            const A* gt = go_slot + gy + x_go[ex];
+            const A* wt = w_tile + wy + x_w[ex];
+            if (p.packed) {
+              for (int m = 0; m < p.bm; ++m) {
+                for (int r = 0; r < kCiPerThread; ++r) acc[r] += wt[m * p.bci + r] * gt[r * slot_stride + m * area];
+              }
+            } else {
+              for (int m = 0; m < p.bm; ++m) {
+                const A gv = gt[m * area];
+                for (int r = 0; r < kCiPerThread; ++r) acc[r] += wt[m * p.bci + r] * gv;
+              }
+            }
+          }
+        }
+      }
+      __syncthreads();  // the tiles (and the lists, after the last chunk) are read before they are overwritten
+    }
+    if (computes && py < y1 - y0 && px < x1 - x0) {
+      for (int r = 0; r < kCiPerThread; ++r) {
+        const int slot = ci_slot * kCiPerThread + r;
+        if (slot >= channels) break;
+        gx[((b * g.Cin + c_base + slot) * g.H + y0 + py) * g.W + x0 + px] = acc[r];
+      }
+    }
+  }
+}
+
+// The direct input gradient (B, Cin, H, W), contiguous: a thread per input element gathers over
+// the output pixels and taps that read it. Chosen only where no input tile's output region and
+// cell weights fit in shared memory (huge dilations or paddings), and by `direct`.
+template <typename A>
+FV_GLOBAL void patch_conv2d_direct_grad_input_kernel(const A* __restrict__ go, const A* __restrict__ w,
                                               Strides4 ws, A* __restrict__ gx, ConvGeometry g,
                                               int64_t pad_hi_y, int64_t pad_hi_x) {
   const int64_t total = g.B * g.Cin * g.H * g.W;
@@ -638,15 +997,19 @@ auto launch_patch_conv2d_forward(const A* x, Strides4 xs, const A* w, Strides4 w
 }
 
 // grad_out (B, Cout, Ho, Wo) contiguous, weight through strides, grad_x (B, Cin, H, W) contiguous.
+// Geometries that no tile plan fits take the direct gather, as does `direct`.
 template <typename A>
 auto launch_patch_conv2d_grad_input(const A* go, const A* w, Strides4 ws, A* gx,
-                                    const ConvGeometry& g, cuda::Stream stream) {
-  // How far past the last input row / column the taps reach (the padding actually read there).
-  const int64_t reach_y = (g.Ho - 1) * g.sh - g.ph + int64_t{g.dh} * (g.kh - 1) - (g.H - 1);
-  const int64_t reach_x = (g.Wo - 1) * g.sw - g.pw + int64_t{g.dw} * (g.kw - 1) - (g.W - 1);
-  return cuda::launch(patch_conv2d_grad_input_kernel<A>, patch_grid_stride_config(g.B * g.Cin * g.H * g.W),
-                      stream, go, w, ws, gx, g, reach_y > 0 ? reach_y : int64_t{0},
-                      reach_x > 0 ? reach_x : int64_t{0});
+                                    const ConvGeometry& g, cuda::Stream stream, bool direct = false,
+                                    int64_t min_blocks = kMinTileBlocks) {
+  const GradInputPlan p = plan_conv_grad_input<A>(g, min_blocks);
+  if (!p.tiled || direct) {
+    return cuda::launch(patch_conv2d_direct_grad_input_kernel<A>,
+                        patch_grid_stride_config(g.B * g.Cin * g.H * g.W), stream, go, w, ws, gx, g,
+                        p.ay.pad_hi, p.ax.pad_hi);
+  }
+  return cuda::launch(patch_conv2d_tile_grad_input_kernel<A>, grad_input_config(p), stream, go, w, ws,
+                      gx, g, p);
 }
 
 // grad_out contiguous, x through strides, grad_weight (B, K, fh, fw) contiguous. Halo tiles that

@@ -25,8 +25,8 @@ namespace {
 
 Strides4 strides4(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
-// FASTVISION_PATCH_CUDA_DIRECT=1 runs the direct (pre-tiling) forward, weight-gradient and
-// inverted-residual kernels: the 'old' baseline of tools/gpu_kernel_driver.py's benchmark. Read at
+// FASTVISION_PATCH_CUDA_DIRECT=1 runs the direct (pre-tiling) forward, input-gradient,
+// weight-gradient and inverted-residual kernels: the 'old' baseline of tools/gpu_kernel_driver.py's benchmark. Read at
 // each call (host only), so one process can time both.
 bool force_direct() {
   const char* v = std::getenv("FASTVISION_PATCH_CUDA_DIRECT");
@@ -75,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cuda(
       if (t.numel() > 0) {
         C10_CUDA_CHECK(launch_patch_conv2d_grad_input<scalar_t>(
             go.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), strides4(weight),
-            t.mutable_data_ptr<scalar_t>(), g, stream));
+            t.mutable_data_ptr<scalar_t>(), g, stream, force_direct()));
       }
       gx = t.to(x_in.scalar_type());
     }
