@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fastvision.metrics import ParticleMetrics, extract_peaks, match_points
 
@@ -163,3 +164,35 @@ def test_extract_peaks_equals_the_greedy_definition_with_plateaus(window, levels
     for a, e in zip(got, expected):
         assert a.dtype == torch.float32 and a.shape == e.shape
         assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("shape", [(3, 112, 48), (2, 3, 2), (1, 1, 1), (4, 7, 9)])
+@pytest.mark.parametrize("reach", [0, 1, 2, 3])
+def test_window_reduce_equals_pooling(shape, reach):
+    from fastvision.metrics.particles import window_reduce
+
+    g = torch.Generator().manual_seed(sum(shape) + reach)
+    maps = torch.rand(shape, generator=g).mul(8).floor().div(8)  # many ties
+    maps[0, 0, 0] = float("nan")  # propagates as in max_pool2d
+    k = 2 * reach + 1
+    want = F.max_pool2d(maps[:, None], k, stride=1, padding=reach)[:, 0]
+    torch.testing.assert_close(window_reduce(maps, reach, torch.maximum, -math.inf), want,
+                               rtol=0, atol=0, equal_nan=True)
+    ones = (maps > 0.5).to(torch.int32)
+    count = F.conv2d(ones[:, None].double(), torch.ones(1, 1, k, k, dtype=torch.float64),
+                     padding=reach)[:, 0].round().to(torch.int32)
+    assert torch.equal(window_reduce(ones, reach, torch.add, 0), count)
+
+
+def test_extract_peaks_with_ties_matches_the_pooling_formulation():
+    # Plateaus and crowded maxima go through the greedy pass: the result must not change.
+    g = torch.Generator().manual_seed(0)
+    prob = torch.rand(4, 40, 30, generator=g).mul(4).floor().div(4)
+    peaks = extract_peaks(prob, threshold=0.5, window=5)
+    for image, got in zip(prob, peaks):
+        local_max = F.max_pool2d(image[None, None], 5, 1, 2)[0, 0]
+        candidates = (image >= 0.5) & (image == local_max)
+        # every peak is a candidate, and no two peaks share a window
+        assert all(candidates[int(y), int(x)] for x, y in got.tolist())
+        d = (got[:, None] - got[None]).abs().amax(-1) + 99 * torch.eye(len(got))
+        assert len(got) > 0 and bool((d > 2).all())

@@ -36,6 +36,24 @@ DEFAULT_WINDOW = 5
 DEFAULT_RADIUS = 3.0
 
 
+def window_reduce(maps: torch.Tensor, reach: int, op, fill) -> torch.Tensor:
+    """``op`` (``torch.maximum``, ``torch.add``) over the (2 reach + 1)^2 window around every
+    pixel of (B, H, W) maps, outside the map ``fill``: separably, as 2 x 2 reach elementwise ops
+    on shifted slices. The same values as ``max_pool2d`` / a window sum (max is exact, the sums
+    are of integers), about ten times faster on the CPU than PyTorch's pooling kernels at one
+    channel, which were half of ``fastvision detect``'s time."""
+    h, w = maps.shape[-2:]
+    padded = F.pad(maps, (reach, reach), value=fill)
+    rows = padded[..., :w]
+    for dx in range(1, 2 * reach + 1):
+        rows = op(rows, padded[..., dx:dx + w])
+    padded = F.pad(rows, (0, 0, reach, reach), value=fill)
+    out = padded[..., :h, :]
+    for dy in range(1, 2 * reach + 1):
+        out = op(out, padded[..., dy:dy + h, :])
+    return out
+
+
 def extract_peaks(prob: torch.Tensor, threshold: float = DEFAULT_THRESHOLD,
                   window: int = DEFAULT_WINDOW) -> list[torch.Tensor]:
     """Particle centres of probability maps: one float (N_i, 2) tensor of (x, y) per image.
@@ -57,16 +75,14 @@ def extract_peaks(prob: torch.Tensor, threshold: float = DEFAULT_THRESHOLD,
                          f"got shape {tuple(prob.shape)}")
     maps = maps.detach().float().cpu()
     reach = window // 2
-    local_max = F.max_pool2d(maps[:, None], window, stride=1, padding=reach)[:, 0]
+    local_max = window_reduce(maps, reach, torch.maximum, -math.inf)
     candidates = (maps >= threshold) & (maps == local_max)
     # Candidates alone in their window (nearly all: ties are rare) are kept, and suppress
-    # nothing: the greedy pass below only runs over the others. Counts of 0/1 summed in float32
-    # are exact.
-    near = F.avg_pool2d(candidates[:, None].float(), window, stride=1, padding=reach,
-                        count_include_pad=True)[:, 0] * (window * window)
+    # nothing: the greedy pass below only runs over the others.
+    near = window_reduce(candidates.to(torch.int32), reach, torch.add, 0)
     b, y, x = torch.nonzero(candidates, as_tuple=True)  # raster order, image by image
     scores = maps[b, y, x]
-    keep = near[b, y, x].round() == 1
+    keep = near[b, y, x] == 1
     crowded = torch.nonzero(~keep)[:, 0].tolist()
     if crowded:
         cb, cy, cx = b[crowded].tolist(), y[crowded].tolist(), x[crowded].tolist()
