@@ -230,9 +230,11 @@ inline ConvTilePlan plan_conv_grad_weight(const ConvGeometry& g) {
   return p;
 }
 
-// A tiled launch covers plan.blocks work items with at most 2^30 blocks; a block loops over the
-// items blockIdx.x, blockIdx.x + gridDim.x, ... (the same count for all its threads).
-inline cuda::LaunchConfig tile_config(const ConvTilePlan& p) {
+// A tiled launch (forward, weight or input gradient plan) covers plan.blocks work items with at
+// most 2^30 blocks; a block loops over the items blockIdx.x, blockIdx.x + gridDim.x, ... (the same
+// count for all its threads).
+template <typename Plan>
+cuda::LaunchConfig tile_config(const Plan& p) {
   cuda::LaunchConfig cfg;
   const int64_t cap = int64_t{1} << 30;
   cfg.grid = dim3(static_cast<unsigned>(p.blocks < cap ? p.blocks : cap));
@@ -754,15 +756,6 @@ inline GradInputPlan plan_conv_grad_input(const ConvGeometry& g, int64_t min_blo
   return best;
 }
 
-inline cuda::LaunchConfig grad_input_config(const GradInputPlan& p) {
-  cuda::LaunchConfig cfg;
-  const int64_t cap = int64_t{1} << 30;
-  cfg.grid = dim3(static_cast<unsigned>(p.blocks < cap ? p.blocks : cap));
-  cfg.block = dim3(kPatchThreads);
-  cfg.smem = p.smem;
-  return cfg;
-}
-
 // grad_out (B, Cout, Ho, Wo) contiguous, weight through strides, grad_x (B, Cin, H, W) contiguous.
 // At least 3 blocks of 256 threads per SM (ptxas -v: bench/analysis/patch_conv2d.md).
 template <typename A>
@@ -1008,7 +1001,7 @@ auto launch_patch_conv2d_grad_input(const A* go, const A* w, Strides4 ws, A* gx,
                         patch_grid_stride_config(g.B * g.Cin * g.H * g.W), stream, go, w, ws, gx, g,
                         p.ay.pad_hi, p.ax.pad_hi);
   }
-  return cuda::launch(patch_conv2d_tile_grad_input_kernel<A>, grad_input_config(p), stream, go, w, ws,
+  return cuda::launch(patch_conv2d_tile_grad_input_kernel<A>, tile_config(p), stream, go, w, ws,
                       gx, g, p);
 }
 
