@@ -207,13 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="operator microbenchmarks: table, JSON and PNG plot")
     from fastvision.tasks import benchmark_names
-    from fastvision.tasks.arguments import int_list
+    from fastvision.tasks.arguments import int_list, name_list
 
     bench.add_argument("--family", default="points", choices=benchmark_names())
     bench.add_argument("--size", default="full", choices=["small", "full"])
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--out", default="fastvision-bench", help="output folder")
-    bench.add_argument("--only", type=lambda t: [v for v in t.split(",") if v], default=None,
+    bench.add_argument("--only", type=name_list, default=None,
                        help="comma-separated case names (see the family's benchmark module)")
     bench.add_argument("--threads", type=int_list, default=None,
                        help="run every case once per torch thread count, e.g. 1,2 (default: torch's)")

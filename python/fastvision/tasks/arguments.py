@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["int_list", "height_width"]
+__all__ = ["name_list", "int_list", "height_width"]
+
+
+def name_list(text: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]`` (``--only``, ``--runs``)."""
+    return [v for v in text.split(",") if v]
 
 
 def int_list(text: str) -> list[int]:

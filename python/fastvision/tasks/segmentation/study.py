@@ -47,7 +47,7 @@ from fastvision.metrics.segmentation import mean_iou
 from fastvision.models import get_model, load_model
 from fastvision.models.bisenetv2 import drop_booster_heads
 from fastvision.models.flops import count_ops, count_params
-from fastvision.tasks.arguments import height_width, int_list
+from fastvision.tasks.arguments import height_width, int_list, name_list
 from fastvision.tasks.segmentation.recipe import (
     SegmentationData,
     SegmentationTask,
@@ -370,7 +370,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--seeds", type=int_list, default=list(d.seeds), help="e.g. 0,1")
-    parser.add_argument("--runs", type=lambda t: [v for v in t.split(",") if v], default=list(RUN_KEYS),
+    parser.add_argument("--runs", type=name_list, default=list(RUN_KEYS),
                         help=f"comma-separated subset of {','.join(RUN_KEYS)}")
     parser.add_argument("--timing-rounds", type=int, default=d.timing_rounds)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
