@@ -120,6 +120,17 @@ inline void plan_pixels(ConvTilePlan& p, const ConvGeometry& g, int pixels) {
   p.cj = static_cast<int>(cells < g.fw ? cells : g.fw);
 }
 
+// Halves the larger side of a th x tw pixel tile (th on a tie); false when the tile is one pixel.
+inline bool halve_tile(int& th, int& tw) {
+  if (th <= 1 && tw <= 1) return false;
+  if (th >= tw) {
+    th = (th + 1) / 2;
+  } else {
+    tw = (tw + 1) / 2;
+  }
+  return true;
+}
+
 // Halves the largest of bc, cj, th, tw until the shared memory fits; false when one pixel of one
 // cell with one channel does not fit (a huge dilation).
 template <typename Bytes>
@@ -135,13 +146,7 @@ inline bool shrink_to_fit(ConvTilePlan& p, const ConvGeometry& g, Bytes bytes) {
       p.bc = (p.bc + 1) / 2;
     } else if (p.cj > 1) {
       p.cj = (p.cj + 1) / 2;
-    } else if (p.th > 1 || p.tw > 1) {
-      if (p.th >= p.tw) {
-        p.th = (p.th + 1) / 2;
-      } else {
-        p.tw = (p.tw + 1) / 2;
-      }
-    } else {
+    } else if (!halve_tile(p.th, p.tw)) {
       return false;
     }
   }
@@ -718,13 +723,7 @@ inline GradInputPlan plan_conv_grad_input_with(const ConvGeometry& g, int ci_slo
     }
     if (p.bm > 1) {
       p.bm = (p.bm + 1) / 2;
-    } else if (p.th > 1 || p.tw > 1) {
-      if (p.th >= p.tw) {
-        p.th = (p.th + 1) / 2;
-      } else {
-        p.tw = (p.tw + 1) / 2;
-      }
-    } else {
+    } else if (!halve_tile(p.th, p.tw)) {
       return p;  // not tiled
     }
   }
