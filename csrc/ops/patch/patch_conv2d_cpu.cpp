@@ -9,6 +9,9 @@
 // cache lines). Chunks of kSmall pixels or more sum over (ci, ky, kx) in index order from zero,
 // like conv_tap_sum (the CUDA kernel's); smaller chunks (1x1 or 2x2 patches) use dot products
 // with eight partial sums, so CPU and CUDA may differ there in the last bits. Then the bias.
+// Two shapes have their own kernels: 1x1 patches of small cells (HyperSeg's 1x1 levels,
+// patch_pointwise_cpu.h) and depthwise convolutions at stride 1 (its 3x3 layers, whole padded
+// channel planes, patch_depthwise_cpu.h).
 //
 // Backward, deterministic, no atomics: grad_weight per patch (the work item that owns the patch
 // reduces over its pixels); grad_bias per output channel; grad_input by scattering each patch's
@@ -26,6 +29,7 @@
 
 #include "fastvision/common.h"
 #include "patch_common.h"
+#include "patch_depthwise_cpu.h"
 #include "patch_gemm_cpu.h"
 #include "patch_pointwise_cpu.h"
 
@@ -159,72 +163,6 @@ void gather_rows(const T* p, int64_t W, const Cell& c, int64_t r0, int64_t r1, A
   }
 }
 
-// Depthwise at stride 1 (one input and one output channel per group: HyperSeg's 3x3 layers):
-// direct convolution on a per-chunk input tile instead of im2col (kh * kw times less copying).
-inline bool depthwise_direct(const ConvGeometry& g) {
-  return g.cin_g == 1 && g.cout_g == 1 && g.sh == 1 && g.sw == 1;
-}
-
-struct TileShape {
-  int64_t th, tw;
-};
-
-inline TileShape tile_shape(const ConvGeometry& g, const Cell& c, int64_t r0, int64_t r1) {
-  return {(r1 - r0) + int64_t{g.dh} * (g.kh - 1), c.width() + int64_t{g.dw} * (g.kw - 1)};
-}
-
-// tile[ty * tw + tx] = x(map(y0 + r0 - ph + ty), map(x0 - pw + tx)), 0 off the image.
-template <typename T, typename A>
-void gather_tile(const T* xc, const Strides& xs, const ConvGeometry& g, const Cell& c, int64_t r0, TileShape ts,
-                 A* tile) {
-  const int64_t base = c.x0 - g.pw;
-  const int64_t lo = std::min(ts.tw, std::max<int64_t>(0, -base));
-  const int64_t hi = std::max(lo, std::min(ts.tw, g.W - base));
-  for (int64_t ty = 0; ty < ts.th; ++ty) {
-    A* dst = tile + ty * ts.tw;
-    const int64_t iy = map_coord(c.y0 + r0 - g.ph + ty, g.H, g.mode);
-    if (iy < 0) {
-      std::fill(dst, dst + ts.tw, A(0));
-      continue;
-    }
-    const T* src = xc + iy * xs.h;
-    auto border = [&](int64_t tx) {
-      const int64_t ix = map_coord(base + tx, g.W, g.mode);
-      dst[tx] = ix >= 0 ? static_cast<A>(src[ix * xs.w]) : A(0);
-    };
-    for (int64_t tx = 0; tx < lo; ++tx) border(tx);
-    if (xs.w == 1) {
-      const T* sr = src + base;
-      for (int64_t tx = lo; tx < hi; ++tx) dst[tx] = static_cast<A>(sr[tx]);
-    } else {
-      for (int64_t tx = lo; tx < hi; ++tx) dst[tx] = static_cast<A>(src[(base + tx) * xs.w]);
-    }
-    for (int64_t tx = hi; tx < ts.tw; ++tx) border(tx);
-  }
-}
-
-// Adds a tile's gradient to the input-gradient plane gxc (contiguous), through the same mapping.
-template <typename A>
-void scatter_tile(const A* dtile, const ConvGeometry& g, const Cell& c, int64_t r0, TileShape ts, A* gxc) {
-  const int64_t base = c.x0 - g.pw;
-  const int64_t lo = std::min(ts.tw, std::max<int64_t>(0, -base));
-  const int64_t hi = std::max(lo, std::min(ts.tw, g.W - base));
-  for (int64_t ty = 0; ty < ts.th; ++ty) {
-    const int64_t iy = map_coord(c.y0 + r0 - g.ph + ty, g.H, g.mode);
-    if (iy < 0) continue;
-    const A* src = dtile + ty * ts.tw;
-    A* dst = gxc + iy * g.W;
-    auto border = [&](int64_t tx) {
-      const int64_t ix = map_coord(base + tx, g.W, g.mode);
-      if (ix >= 0) dst[ix] += src[tx];
-    };
-    for (int64_t tx = 0; tx < lo; ++tx) border(tx);
-    A* d = dst + base;
-    for (int64_t tx = lo; tx < hi; ++tx) d[tx] += src[tx];
-    for (int64_t tx = hi; tx < ts.tw; ++tx) border(tx);
-  }
-}
-
 // HyperSeg's 1x1 levels (cells of 1-16 pixels): the cell-vectorised kernels of
 // patch_pointwise_cpu.h. Larger cells keep the per-cell GEMM, whose FMA register tiles over the
 // cell's pixels win once a cell fills them.
@@ -353,20 +291,6 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const T* bias, 
                 for (int64_t lx = 0; lx < c.width(); ++lx) o[lx] = static_cast<T>(s[lx] + bv);
               }
             };
-            if (depthwise_direct(g)) {
-              const TileShape ts = tile_shape(g, c, r0, r1);
-              cols.resize(ts.th * ts.tw);
-              gather_tile<T, A>(xd + b * xs.b + grp * xs.c, xs, g, c, r0, ts, cols.data());
-              std::fill(acc.begin(), acc.begin() + n, A(0));
-              for (int ky = 0; ky < g.kh; ++ky) {
-                for (int kx = 0; kx < g.kw; ++kx) {
-                  axpy_rows(acc.data(), c.width(), cols.data() + int64_t{ky} * g.dh * ts.tw + int64_t{kx} * g.dw,
-                            ts.tw, r1 - r0, c.width(), wgrp[ky * g.kw + kx]);
-                }
-              }
-              store(0, acc.data());
-              continue;
-            }
             im2col<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, r0, r1, cols.data());
             if (n < kSmall) {
               colT.resize(KK * n);
@@ -402,6 +326,8 @@ at::Tensor patch_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight_in,
     const scalar_t* b = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
     if (pointwise) {
       pointwise_forward<scalar_t>(x, weight, b, g, out);
+    } else if (depthwise_plane(g)) {
+      depthwise_forward<scalar_t>(x, weight, b, g, out);
     } else {
       forward_impl<scalar_t, opmath_t<scalar_t>>(x, weight, b, g, out);
     }
@@ -417,18 +343,6 @@ void weight_grad_chunk(const T* xg, const Strides& xs, const ConvGeometry& g, co
                        std::vector<A>& part) {
   const int64_t KK = g.cin_g * g.kh * g.kw, n = (r1 - r0) * c.width();
   cols.resize(std::max(KK * n, int64_t{1}));
-  if (depthwise_direct(g)) {
-    const TileShape ts = tile_shape(g, c, r0, r1);
-    cols.resize(ts.th * ts.tw);
-    gather_tile<T, A>(xg, xs, g, c, r0, ts, cols.data());
-    for (int ky = 0; ky < g.kh; ++ky) {
-      for (int kx = 0; kx < g.kw; ++kx) {
-        dwg[ky * g.kw + kx] += dot_rows(gcol, c.width(), cols.data() + int64_t{ky} * g.dh * ts.tw + int64_t{kx} * g.dw,
-                                        ts.tw, r1 - r0, c.width());
-      }
-    }
-    return;
-  }
   im2col<T, A>(xg, xs, g, c, r0, r1, cols.data());
   if (n < kSmall) {
     // dW[r][k] += g[r][t] x[k][t], t in order, vectorised over k.
@@ -596,18 +510,6 @@ void grad_input_impl(const at::Tensor& go, const at::Tensor& weight, const ConvG
                                     gcol.data() + r * n);
                 }
                 const A* wgrp = wl.data() + (j - j0) * g.K + grp * g.cout_g * KK;
-                if (depthwise_direct(g)) {
-                  const TileShape ts = tile_shape(g, c, r0, r1);
-                  dcol.assign(ts.th * ts.tw, A(0));
-                  for (int ky = 0; ky < g.kh; ++ky) {
-                    for (int kx = 0; kx < g.kw; ++kx) {
-                      axpy_rows(dcol.data() + int64_t{ky} * g.dh * ts.tw + int64_t{kx} * g.dw, ts.tw, gcol.data(),
-                                c.width(), r1 - r0, c.width(), wgrp[ky * g.kw + kx]);
-                    }
-                  }
-                  scatter_tile<A>(dcol.data(), g, c, r0, ts, gxd + (b * g.Cin + grp) * g.H * g.W);
-                  continue;
-                }
                 if (n < kSmall) {
                   // dcol[t][k] = sum_r W[r][k] g[r][t], vectorised over k, then back to [k][t].
                   dcolT.assign(KK * n, A(0));
@@ -654,6 +556,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cpu(
       if (need_x) gx = at::empty({g.B, g.Cin, g.H, g.W}, x.options());
       if (need_weight) gw = at::empty({g.B, g.K, g.fh, g.fw}, x.options());
       pointwise_backward<scalar_t>(go, x, weight, g, need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr,
+                                   need_weight ? gw.mutable_data_ptr<scalar_t>() : nullptr);
+      if (need_x) gx = gx.to(x_in.scalar_type());
+      if (need_weight) gw = gw.to(x_in.scalar_type());
+    } else if (depthwise_plane(g) && (need_x || need_weight)) {
+      // Each (image, channel) plane of grad_input is written whole by one work item: no zero fill.
+      if (need_x) gx = at::empty({g.B, g.Cin, g.H, g.W}, x.options());
+      if (need_weight) gw = at::empty({g.B, g.K, g.fh, g.fw}, x.options());
+      depthwise_backward<scalar_t>(go, x, weight, g, need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr,
                                    need_weight ? gw.mutable_data_ptr<scalar_t>() : nullptr);
       if (need_x) gx = gx.to(x_in.scalar_type());
       if (need_weight) gw = gw.to(x_in.scalar_type());
