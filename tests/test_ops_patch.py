@@ -155,14 +155,16 @@ def test_patch_conv2d_depthwise_rows(kw, mode, dtype):
 def test_patch_conv2d_small_cell_1x1_path(kw, dtype):
     # 1x1, groups 1, cells of at most 16 pixels: the cell-vectorised kernels (patch_pointwise_cpu.h),
     # forward and both gradients against the reference, with and without bias; the same values
-    # through a strided weight (the per-cell GEMM path).
+    # through a strided weight (the per-cell GEMM path) and a channels_last x (strided rows).
     x, w, b = _conv_inputs(k=1, dtype=dtype, **kw)
     g = torch.randn(x.shape[0], kw["cout"], x.shape[2], x.shape[3], dtype=dtype)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
     for bias in (b, None):
         results = []
-        for fn, weight in ((patch_conv2d, w), (ref.patch_conv2d, w), (patch_conv2d, w.transpose(2, 3).contiguous().transpose(2, 3))):
-            xs, ws = x.clone().requires_grad_(), weight.detach().clone().requires_grad_()
+        strided_w = w.transpose(2, 3).contiguous().transpose(2, 3)
+        for fn, weight, xin in ((patch_conv2d, w, x), (ref.patch_conv2d, w, x),
+                                (patch_conv2d, strided_w, x.to(memory_format=torch.channels_last))):
+            xs, ws = xin.clone().requires_grad_(), weight.detach().clone().requires_grad_()
             out = fn(xs, ws, 1, padding=0, bias=bias)
             out.backward(g)
             results.append((out.detach(), xs.grad, ws.grad))

@@ -174,6 +174,25 @@ inline bool pointwise_cells(const ConvGeometry& g, const at::Tensor& weight) {
          weight.stride(3) == 1;
 }
 
+// One row of cells, CW pixels wide, contiguous: d[q * dstride + j] = row[j * CW + q]. A
+// compile-time width lets the compiler vectorise the de-interleave (HyperSeg's 1x1, 2x2 and
+// 4x4-pixel cells); ragged or strided rows take the generic loops below.
+template <int CW, typename T>
+void deinterleave_row(const T* row, int64_t fw, int64_t dstride, T* d) {
+  for (int q = 0; q < CW; ++q) {
+    T* dq = d + q * dstride;
+    for (int64_t j = 0; j < fw; ++j) dq[j] = row[j * CW + q];
+  }
+}
+
+// The inverse: row[j * CW + q] = s[q * sstride + j] + add.
+template <int CW, typename T>
+void interleave_row(const T* s, int64_t fw, int64_t sstride, T add, T* row) {
+  for (int64_t j = 0; j < fw; ++j) {
+    for (int q = 0; q < CW; ++q) row[j * CW + q] = s[q * sstride + j] + add;
+  }
+}
+
 // dst[(c * S + r * cw + q) * fw + j] = plane c at (y0 + r, j * cw + q): the C channels of one patch
 // row (cells ch x cw, S = ch * cw pixels) cell-major; src is one image, read through strides.
 template <typename T>
@@ -183,9 +202,17 @@ void gather_cells(const T* src, int64_t cstride, int64_t hstride, int64_t wstrid
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t r = 0; r < ch; ++r) {
       const T* row = src + c * cstride + (y0 + r) * hstride;
-      for (int64_t q = 0; q < cw; ++q) {
-        T* d = dst + (c * S + r * cw + q) * fw;
-        for (int64_t j = 0; j < fw; ++j) d[j] = row[(j * cw + q) * wstride];
+      T* d = dst + (c * S + r * cw) * fw;
+      if (wstride == 1 && cw == 1) {
+        std::copy_n(row, fw, d);
+      } else if (wstride == 1 && cw == 2) {
+        deinterleave_row<2>(row, fw, fw, d);
+      } else if (wstride == 1 && cw == 4) {
+        deinterleave_row<4>(row, fw, fw, d);
+      } else {
+        for (int64_t q = 0; q < cw; ++q) {
+          for (int64_t j = 0; j < fw; ++j) d[q * fw + j] = row[(j * cw + q) * wstride];
+        }
       }
     }
   }
@@ -200,9 +227,17 @@ void scatter_cells(const T* src, int64_t C, int64_t y0, int64_t ch, int64_t cw, 
     const T add = offset ? offset[c] : T(0);
     for (int64_t r = 0; r < ch; ++r) {
       T* row = dst + (c * H + y0 + r) * W;
-      for (int64_t q = 0; q < cw; ++q) {
-        const T* s = src + (c * S + r * cw + q) * fw;
-        for (int64_t j = 0; j < fw; ++j) row[j * cw + q] = s[j] + add;
+      const T* s = src + (c * S + r * cw) * fw;
+      if (cw == 1) {
+        interleave_row<1>(s, fw, fw, add, row);
+      } else if (cw == 2) {
+        interleave_row<2>(s, fw, fw, add, row);
+      } else if (cw == 4) {
+        interleave_row<4>(s, fw, fw, add, row);
+      } else {
+        for (int64_t q = 0; q < cw; ++q) {
+          for (int64_t j = 0; j < fw; ++j) row[j * cw + q] = s[q * fw + j] + add;
+        }
       }
     }
   }
