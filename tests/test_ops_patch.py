@@ -84,7 +84,8 @@ def test_patch_conv2d_stride_dilation_groups(kw, mode):
 @pytest.mark.parametrize("kw", [dict(H=9, W=7, fh=2, fw=3), dict(H=12, W=10, fh=3, fw=2, dilation=2),
                                 dict(H=6, W=6, fh=6, fw=6), dict(H=40, W=36, fh=1, fw=2, k=5)])
 def test_patch_conv2d_depthwise_direct_path(mode, kw):
-    # One input and one output channel per group at stride 1: the kernels' direct (tile) path.
+    # One input and one output channel per group at stride 1: the CPU's padded-plane path
+    # (patch_depthwise_cpu.h), CUDA's direct kernel.
     kw = dict(kw)
     dilation, k = kw.pop("dilation", 1), kw.pop("k", 3)
     x, w, b = _conv_inputs(B=2, C=5, cout=5, groups=5, k=k, **kw)
@@ -102,6 +103,45 @@ def test_patch_conv2d_depthwise_direct_path(mode, kw):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        # 45 columns: blocks of 4 vectors, single vectors and scalar columns (f32 and f64); ragged cells
+        dict(H=11, W=45, fh=3, fw=7, k=3),
+        # a tall asymmetric kernel, dilation on one axis, padding smaller than the kernel's half
+        # (the output is smaller than the input) and none on the other axis
+        dict(H=13, W=40, fh=2, fw=5, k=(5, 3), padding=(1, 0), dilation=(1, 2)),
+        dict(H=10, W=21, fh=10, fw=21, k=3),  # 1-pixel cells
+    ],
+)
+def test_patch_conv2d_depthwise_rows(kw, mode, dtype):
+    # The padded-plane depthwise path row by row: forward, each gradient alone and both together,
+    # through non-contiguous x (channels_last) and a sliced weight, against the reference.
+    kw = dict(kw)
+    k, padding, dilation = kw.pop("k"), kw.pop("padding", None), kw.pop("dilation", 1)
+    C = 6
+    x, w, b = _conv_inputs(B=2, C=C, cout=C, groups=C, k=k, dtype=dtype, **kw)
+    args = (k, 1, padding, mode, dilation, C)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
+    xcl = x.to(memory_format=torch.channels_last)
+    wide = torch.cat([w, torch.randn_like(w[:, :3])], 1)[:, : w.shape[1]]
+    assert not xcl.is_contiguous() and not wide.is_contiguous()
+    torch.testing.assert_close(patch_conv2d(xcl, wide, *args, bias=b), ref.patch_conv2d(x, w, *args, bias=b), **tol)
+    out_shape = ref.patch_conv2d(x, w, *args).shape
+    g = torch.randn(out_shape, dtype=dtype)
+    for wants in ((True, True), (True, False), (False, True)):
+        xs, ws = xcl.clone().requires_grad_(wants[0]), wide.clone().requires_grad_(wants[1])
+        xr, wr = x.clone().requires_grad_(wants[0]), w.clone().requires_grad_(wants[1])
+        inputs = [t for t, want in zip((xs, ws), wants) if want]
+        ours = torch.autograd.grad(patch_conv2d(xs, ws, *args, bias=b), inputs, g)
+        theirs = torch.autograd.grad(ref.patch_conv2d(xr, wr, *args, bias=b),
+                                     [t for t, want in zip((xr, wr), wants) if want], g)
+        for a, r in zip(ours, theirs):
+            torch.testing.assert_close(a, r, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
     "kw",
     [
@@ -115,14 +155,16 @@ def test_patch_conv2d_depthwise_direct_path(mode, kw):
 def test_patch_conv2d_small_cell_1x1_path(kw, dtype):
     # 1x1, groups 1, cells of at most 16 pixels: the cell-vectorised kernels (patch_pointwise_cpu.h),
     # forward and both gradients against the reference, with and without bias; the same values
-    # through a strided weight (the per-cell GEMM path).
+    # through a strided weight (the per-cell GEMM path) and a channels_last x (strided rows).
     x, w, b = _conv_inputs(k=1, dtype=dtype, **kw)
     g = torch.randn(x.shape[0], kw["cout"], x.shape[2], x.shape[3], dtype=dtype)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
     for bias in (b, None):
         results = []
-        for fn, weight in ((patch_conv2d, w), (ref.patch_conv2d, w), (patch_conv2d, w.transpose(2, 3).contiguous().transpose(2, 3))):
-            xs, ws = x.clone().requires_grad_(), weight.detach().clone().requires_grad_()
+        strided_w = w.transpose(2, 3).contiguous().transpose(2, 3)
+        for fn, weight, xin in ((patch_conv2d, w, x), (ref.patch_conv2d, w, x),
+                                (patch_conv2d, strided_w, x.to(memory_format=torch.channels_last))):
+            xs, ws = xin.clone().requires_grad_(), weight.detach().clone().requires_grad_()
             out = fn(xs, ws, 1, padding=0, bias=bias)
             out.backward(g)
             results.append((out.detach(), xs.grad, ws.grad))

@@ -9,6 +9,9 @@
 // cache lines). Chunks of kSmall pixels or more sum over (ci, ky, kx) in index order from zero,
 // like conv_tap_sum (the CUDA kernel's); smaller chunks (1x1 or 2x2 patches) use dot products
 // with eight partial sums, so CPU and CUDA may differ there in the last bits. Then the bias.
+// Two shapes have their own kernels: 1x1 patches of small cells (HyperSeg's 1x1 levels,
+// patch_pointwise_cpu.h) and depthwise convolutions at stride 1 (its 3x3 layers, whole padded
+// channel planes, patch_depthwise_cpu.h).
 //
 // Backward, deterministic, no atomics: grad_weight per patch (the work item that owns the patch
 // reduces over its pixels); grad_bias per output channel; grad_input by scattering each patch's
@@ -26,6 +29,7 @@
 
 #include "fastvision/common.h"
 #include "patch_common.h"
+#include "patch_depthwise_cpu.h"
 #include "patch_gemm_cpu.h"
 #include "patch_pointwise_cpu.h"
 
@@ -159,72 +163,6 @@ void gather_rows(const T* p, int64_t W, const Cell& c, int64_t r0, int64_t r1, A
   }
 }
 
-// Depthwise at stride 1 (one input and one output channel per group: HyperSeg's 3x3 layers):
-// direct convolution on a per-chunk input tile instead of im2col (kh * kw times less copying).
-inline bool depthwise_direct(const ConvGeometry& g) {
-  return g.cin_g == 1 && g.cout_g == 1 && g.sh == 1 && g.sw == 1;
-}
-
-struct TileShape {
-  int64_t th, tw;
-};
-
-inline TileShape tile_shape(const ConvGeometry& g, const Cell& c, int64_t r0, int64_t r1) {
-  return {(r1 - r0) + int64_t{g.dh} * (g.kh - 1), c.width() + int64_t{g.dw} * (g.kw - 1)};
-}
-
-// tile[ty * tw + tx] = x(map(y0 + r0 - ph + ty), map(x0 - pw + tx)), 0 off the image.
-template <typename T, typename A>
-void gather_tile(const T* xc, const Strides& xs, const ConvGeometry& g, const Cell& c, int64_t r0, TileShape ts,
-                 A* tile) {
-  const int64_t base = c.x0 - g.pw;
-  const int64_t lo = std::min(ts.tw, std::max<int64_t>(0, -base));
-  const int64_t hi = std::max(lo, std::min(ts.tw, g.W - base));
-  for (int64_t ty = 0; ty < ts.th; ++ty) {
-    A* dst = tile + ty * ts.tw;
-    const int64_t iy = map_coord(c.y0 + r0 - g.ph + ty, g.H, g.mode);
-    if (iy < 0) {
-      std::fill(dst, dst + ts.tw, A(0));
-      continue;
-    }
-    const T* src = xc + iy * xs.h;
-    auto border = [&](int64_t tx) {
-      const int64_t ix = map_coord(base + tx, g.W, g.mode);
-      dst[tx] = ix >= 0 ? static_cast<A>(src[ix * xs.w]) : A(0);
-    };
-    for (int64_t tx = 0; tx < lo; ++tx) border(tx);
-    if (xs.w == 1) {
-      const T* sr = src + base;
-      for (int64_t tx = lo; tx < hi; ++tx) dst[tx] = static_cast<A>(sr[tx]);
-    } else {
-      for (int64_t tx = lo; tx < hi; ++tx) dst[tx] = static_cast<A>(src[(base + tx) * xs.w]);
-    }
-    for (int64_t tx = hi; tx < ts.tw; ++tx) border(tx);
-  }
-}
-
-// Adds a tile's gradient to the input-gradient plane gxc (contiguous), through the same mapping.
-template <typename A>
-void scatter_tile(const A* dtile, const ConvGeometry& g, const Cell& c, int64_t r0, TileShape ts, A* gxc) {
-  const int64_t base = c.x0 - g.pw;
-  const int64_t lo = std::min(ts.tw, std::max<int64_t>(0, -base));
-  const int64_t hi = std::max(lo, std::min(ts.tw, g.W - base));
-  for (int64_t ty = 0; ty < ts.th; ++ty) {
-    const int64_t iy = map_coord(c.y0 + r0 - g.ph + ty, g.H, g.mode);
-    if (iy < 0) continue;
-    const A* src = dtile + ty * ts.tw;
-    A* dst = gxc + iy * g.W;
-    auto border = [&](int64_t tx) {
-      const int64_t ix = map_coord(base + tx, g.W, g.mode);
-      if (ix >= 0) dst[ix] += src[tx];
-    };
-    for (int64_t tx = 0; tx < lo; ++tx) border(tx);
-    A* d = dst + base;
-    for (int64_t tx = lo; tx < hi; ++tx) d[tx] += src[tx];
-    for (int64_t tx = hi; tx < ts.tw; ++tx) border(tx);
-  }
-}
-
 // HyperSeg's 1x1 levels (cells of 1-16 pixels): the cell-vectorised kernels of
 // patch_pointwise_cpu.h. Larger cells keep the per-cell GEMM, whose FMA register tiles over the
 // cell's pixels win once a cell fills them.
@@ -236,6 +174,25 @@ inline bool pointwise_cells(const ConvGeometry& g, const at::Tensor& weight) {
          weight.stride(3) == 1;
 }
 
+// One row of cells, CW pixels wide, contiguous: d[q * dstride + j] = row[j * CW + q]. A
+// compile-time width lets the compiler vectorise the de-interleave (HyperSeg's 1x1, 2x2 and
+// 4x4-pixel cells); ragged or strided rows take the generic loops below.
+template <int CW, typename T>
+void deinterleave_row(const T* row, int64_t fw, int64_t dstride, T* d) {
+  for (int q = 0; q < CW; ++q) {
+    T* dq = d + q * dstride;
+    for (int64_t j = 0; j < fw; ++j) dq[j] = row[j * CW + q];
+  }
+}
+
+// The inverse: row[j * CW + q] = s[q * sstride + j] + add.
+template <int CW, typename T>
+void interleave_row(const T* s, int64_t fw, int64_t sstride, T add, T* row) {
+  for (int64_t j = 0; j < fw; ++j) {
+    for (int q = 0; q < CW; ++q) row[j * CW + q] = s[q * sstride + j] + add;
+  }
+}
+
 // dst[(c * S + r * cw + q) * fw + j] = plane c at (y0 + r, j * cw + q): the C channels of one patch
 // row (cells ch x cw, S = ch * cw pixels) cell-major; src is one image, read through strides.
 template <typename T>
@@ -245,9 +202,17 @@ void gather_cells(const T* src, int64_t cstride, int64_t hstride, int64_t wstrid
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t r = 0; r < ch; ++r) {
       const T* row = src + c * cstride + (y0 + r) * hstride;
-      for (int64_t q = 0; q < cw; ++q) {
-        T* d = dst + (c * S + r * cw + q) * fw;
-        for (int64_t j = 0; j < fw; ++j) d[j] = row[(j * cw + q) * wstride];
+      T* d = dst + (c * S + r * cw) * fw;
+      if (wstride == 1 && cw == 1) {
+        std::copy_n(row, fw, d);
+      } else if (wstride == 1 && cw == 2) {
+        deinterleave_row<2>(row, fw, fw, d);
+      } else if (wstride == 1 && cw == 4) {
+        deinterleave_row<4>(row, fw, fw, d);
+      } else {
+        for (int64_t q = 0; q < cw; ++q) {
+          for (int64_t j = 0; j < fw; ++j) d[q * fw + j] = row[(j * cw + q) * wstride];
+        }
       }
     }
   }
@@ -262,9 +227,17 @@ void scatter_cells(const T* src, int64_t C, int64_t y0, int64_t ch, int64_t cw, 
     const T add = offset ? offset[c] : T(0);
     for (int64_t r = 0; r < ch; ++r) {
       T* row = dst + (c * H + y0 + r) * W;
-      for (int64_t q = 0; q < cw; ++q) {
-        const T* s = src + (c * S + r * cw + q) * fw;
-        for (int64_t j = 0; j < fw; ++j) row[j * cw + q] = s[j] + add;
+      const T* s = src + (c * S + r * cw) * fw;
+      if (cw == 1) {
+        interleave_row<1>(s, fw, fw, add, row);
+      } else if (cw == 2) {
+        interleave_row<2>(s, fw, fw, add, row);
+      } else if (cw == 4) {
+        interleave_row<4>(s, fw, fw, add, row);
+      } else {
+        for (int64_t q = 0; q < cw; ++q) {
+          for (int64_t j = 0; j < fw; ++j) row[j * cw + q] = s[q * fw + j] + add;
+        }
       }
     }
   }
@@ -300,25 +273,31 @@ void pointwise_backward(const at::Tensor& go, const at::Tensor& x, const at::Ten
   const T* wd = weight.const_data_ptr<T>();
   const T* gd = go.const_data_ptr<T>();  // contiguous (B, Cout, Ho, Wo)
   const int64_t ch = g.Ho / g.fh, cw = g.Wo / g.fw, S = ch * cw;
-  at::parallel_for(0, g.B * g.fh, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<T> gcells(g.Cout * S * g.fw), cells(g.Cin * S * g.fw);
-    for (int64_t item = w0; item < w1; ++item) {
-      const int64_t b = item / g.fh, i = item % g.fh;
-      gather_cells(gd + b * g.Cout * g.Ho * g.Wo, g.Ho * g.Wo, g.Wo, int64_t{1}, g.Cout, i * ch, ch, cw, g.fw,
-                   gcells.data());
-      if (gx != nullptr) {
-        // dL/dx(ci) = sum_co W(co, ci) g(co): rows co * Cin + ci, reduced over co.
-        pointwise_mix(wd + b * ws.b + i * ws.h, ws.c, 1, g.Cin, gcells.data(), cells.data(), g.Cin, S, g.Cout,
-                      g.fw);
-        scatter_cells<T>(cells.data(), g.Cin, i * ch, ch, cw, g.fw, g.H, g.W, nullptr, gx + b * g.Cin * g.H * g.W);
+  // The two gradients in two passes over the patch rows (each gathers the output gradient again,
+  // a small copy): one streams the kernels in, the other the kernel gradient out. Measured no
+  // different from one fused pass at level 0, where both together cost more than the sum of
+  // either alone (the 10 MiB of kernels and of their gradient do not stay cached together).
+  for (const bool input_pass : {true, false}) {
+    if ((input_pass ? static_cast<void*>(gx) : static_cast<void*>(gw)) == nullptr) continue;
+    at::parallel_for(0, g.B * g.fh, 1, [&](int64_t w0, int64_t w1) {
+      std::vector<T> gcells(g.Cout * S * g.fw), cells(g.Cin * S * g.fw);
+      for (int64_t item = w0; item < w1; ++item) {
+        const int64_t b = item / g.fh, i = item % g.fh;
+        gather_cells(gd + b * g.Cout * g.Ho * g.Wo, g.Ho * g.Wo, g.Wo, int64_t{1}, g.Cout, i * ch, ch, cw, g.fw,
+                     gcells.data());
+        if (input_pass) {
+          // dL/dx(ci) = sum_co W(co, ci) g(co): rows co * Cin + ci, reduced over co.
+          pointwise_mix(wd + b * ws.b + i * ws.h, ws.c, 1, g.Cin, gcells.data(), cells.data(), g.Cin, S, g.Cout,
+                        g.fw);
+          scatter_cells<T>(cells.data(), g.Cin, i * ch, ch, cw, g.fw, g.H, g.W, nullptr, gx + b * g.Cin * g.H * g.W);
+        } else {
+          gather_cells(xd + b * xs.b, xs.c, xs.h, xs.w, g.Cin, i * ch, ch, cw, g.fw, cells.data());
+          pointwise_weight_grad(gcells.data(), cells.data(), gw + b * g.K * g.fh * g.fw + i * g.fw, g.fh * g.fw,
+                                g.Cout, g.Cin, S, g.fw);
+        }
       }
-      if (gw != nullptr) {
-        gather_cells(xd + b * xs.b, xs.c, xs.h, xs.w, g.Cin, i * ch, ch, cw, g.fw, cells.data());
-        pointwise_weight_grad(gcells.data(), cells.data(), gw + b * g.K * g.fh * g.fw + i * g.fw, g.fh * g.fw,
-                              g.Cout, g.Cin, S, g.fw);
-      }
-    }
-  });
+    });
+  }
 }
 
 template <typename T, typename A>
@@ -353,20 +332,6 @@ void forward_impl(const at::Tensor& x, const at::Tensor& weight, const T* bias, 
                 for (int64_t lx = 0; lx < c.width(); ++lx) o[lx] = static_cast<T>(s[lx] + bv);
               }
             };
-            if (depthwise_direct(g)) {
-              const TileShape ts = tile_shape(g, c, r0, r1);
-              cols.resize(ts.th * ts.tw);
-              gather_tile<T, A>(xd + b * xs.b + grp * xs.c, xs, g, c, r0, ts, cols.data());
-              std::fill(acc.begin(), acc.begin() + n, A(0));
-              for (int ky = 0; ky < g.kh; ++ky) {
-                for (int kx = 0; kx < g.kw; ++kx) {
-                  axpy_rows(acc.data(), c.width(), cols.data() + int64_t{ky} * g.dh * ts.tw + int64_t{kx} * g.dw,
-                            ts.tw, r1 - r0, c.width(), wgrp[ky * g.kw + kx]);
-                }
-              }
-              store(0, acc.data());
-              continue;
-            }
             im2col<T, A>(xd + b * xs.b + grp * g.cin_g * xs.c, xs, g, c, r0, r1, cols.data());
             if (n < kSmall) {
               colT.resize(KK * n);
@@ -402,6 +367,8 @@ at::Tensor patch_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight_in,
     const scalar_t* b = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
     if (pointwise) {
       pointwise_forward<scalar_t>(x, weight, b, g, out);
+    } else if (depthwise_plane(g)) {
+      depthwise_forward<scalar_t>(x, weight, b, g, out);
     } else {
       forward_impl<scalar_t, opmath_t<scalar_t>>(x, weight, b, g, out);
     }
@@ -417,18 +384,6 @@ void weight_grad_chunk(const T* xg, const Strides& xs, const ConvGeometry& g, co
                        std::vector<A>& part) {
   const int64_t KK = g.cin_g * g.kh * g.kw, n = (r1 - r0) * c.width();
   cols.resize(std::max(KK * n, int64_t{1}));
-  if (depthwise_direct(g)) {
-    const TileShape ts = tile_shape(g, c, r0, r1);
-    cols.resize(ts.th * ts.tw);
-    gather_tile<T, A>(xg, xs, g, c, r0, ts, cols.data());
-    for (int ky = 0; ky < g.kh; ++ky) {
-      for (int kx = 0; kx < g.kw; ++kx) {
-        dwg[ky * g.kw + kx] += dot_rows(gcol, c.width(), cols.data() + int64_t{ky} * g.dh * ts.tw + int64_t{kx} * g.dw,
-                                        ts.tw, r1 - r0, c.width());
-      }
-    }
-    return;
-  }
   im2col<T, A>(xg, xs, g, c, r0, r1, cols.data());
   if (n < kSmall) {
     // dW[r][k] += g[r][t] x[k][t], t in order, vectorised over k.
@@ -596,18 +551,6 @@ void grad_input_impl(const at::Tensor& go, const at::Tensor& weight, const ConvG
                                     gcol.data() + r * n);
                 }
                 const A* wgrp = wl.data() + (j - j0) * g.K + grp * g.cout_g * KK;
-                if (depthwise_direct(g)) {
-                  const TileShape ts = tile_shape(g, c, r0, r1);
-                  dcol.assign(ts.th * ts.tw, A(0));
-                  for (int ky = 0; ky < g.kh; ++ky) {
-                    for (int kx = 0; kx < g.kw; ++kx) {
-                      axpy_rows(dcol.data() + int64_t{ky} * g.dh * ts.tw + int64_t{kx} * g.dw, ts.tw, gcol.data(),
-                                c.width(), r1 - r0, c.width(), wgrp[ky * g.kw + kx]);
-                    }
-                  }
-                  scatter_tile<A>(dcol.data(), g, c, r0, ts, gxd + (b * g.Cin + grp) * g.H * g.W);
-                  continue;
-                }
                 if (n < kSmall) {
                   // dcol[t][k] = sum_r W[r][k] g[r][t], vectorised over k, then back to [k][t].
                   dcolT.assign(KK * n, A(0));
@@ -654,6 +597,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_conv2d_backward_cpu(
       if (need_x) gx = at::empty({g.B, g.Cin, g.H, g.W}, x.options());
       if (need_weight) gw = at::empty({g.B, g.K, g.fh, g.fw}, x.options());
       pointwise_backward<scalar_t>(go, x, weight, g, need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr,
+                                   need_weight ? gw.mutable_data_ptr<scalar_t>() : nullptr);
+      if (need_x) gx = gx.to(x_in.scalar_type());
+      if (need_weight) gw = gw.to(x_in.scalar_type());
+    } else if (depthwise_plane(g) && (need_x || need_weight)) {
+      // Each (image, channel) plane of grad_input is written whole by one work item: no zero fill.
+      if (need_x) gx = at::empty({g.B, g.Cin, g.H, g.W}, x.options());
+      if (need_weight) gw = at::empty({g.B, g.K, g.fh, g.fw}, x.options());
+      depthwise_backward<scalar_t>(go, x, weight, g, need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr,
                                    need_weight ? gw.mutable_data_ptr<scalar_t>() : nullptr);
       if (need_x) gx = gx.to(x_in.scalar_type());
       if (need_weight) gw = gw.to(x_in.scalar_type());

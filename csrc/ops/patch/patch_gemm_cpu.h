@@ -6,7 +6,6 @@
 // builds use the baseline only.
 #pragma once
 #include <cstdint>
-#include <type_traits>
 
 #include "fastvision/cpu_simd.h"
 
@@ -152,76 +151,6 @@ void gemm_nn(const A* w, const A* b, A* out, int64_t rows, int64_t red, int64_t 
   }
 #endif
   gemm_detail::gemm_nn_tiled<A, 16>(w, b, out, rows, red, n);
-}
-
-namespace gemm_detail {
-
-template <typename A>
-__attribute__((always_inline)) inline void axpy_rows_body(A* dst, int64_t dst_stride, const A* src,
-                                                          int64_t src_stride, int64_t rows, int64_t width, A w) {
-  for (int64_t row = 0; row < rows; ++row) {
-    A* d = dst + row * dst_stride;
-    const A* x = src + row * src_stride;
-    for (int64_t t = 0; t < width; ++t) d[t] += w * x[t];
-  }
-}
-
-// sum over rows of the row's dot product (eight partial sums per row, combined pairwise).
-template <typename A>
-__attribute__((always_inline)) inline A dot_rows_body(const A* a, int64_t a_stride, const A* b, int64_t b_stride,
-                                                      int64_t rows, int64_t width) {
-  A total = A(0);
-  for (int64_t row = 0; row < rows; ++row) {
-    const A* x = a + row * a_stride;
-    const A* y = b + row * b_stride;
-    A s[8] = {};
-    int64_t t = 0;
-    for (; t + 8 <= width; t += 8) {
-      for (int l = 0; l < 8; ++l) s[l] += x[t + l] * y[t + l];
-    }
-    for (; t < width; ++t) s[0] += x[t] * y[t];
-    total += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-  }
-  return total;
-}
-
-#if FV_X86_SIMD
-// AVX2 builds of the same source (no contraction: they round exactly as the baseline build).
-FV_TARGET_AVX2 inline void axpy_rows_avx2(float* dst, int64_t ds, const float* src, int64_t ss,
-                                                          int64_t rows, int64_t width, float w) {
-  axpy_rows_body<float>(dst, ds, src, ss, rows, width, w);
-}
-FV_TARGET_AVX2 inline float dot_rows_avx2(const float* a, int64_t as, const float* b, int64_t bs,
-                                                          int64_t rows, int64_t width) {
-  return dot_rows_body<float>(a, as, b, bs, rows, width);
-}
-#endif
-
-}  // namespace gemm_detail
-
-// dst[row * dst_stride + t] += w * src[row * src_stride + t] for row < rows, t < width.
-template <typename A>
-void axpy_rows(A* dst, int64_t dst_stride, const A* src, int64_t src_stride, int64_t rows, int64_t width, A w) {
-#if FV_X86_SIMD
-  if constexpr (std::is_same_v<A, float>) {
-    if (cpu_avx2_fma()) {
-      gemm_detail::axpy_rows_avx2(dst, dst_stride, src, src_stride, rows, width, w);
-      return;
-    }
-  }
-#endif
-  gemm_detail::axpy_rows_body<A>(dst, dst_stride, src, src_stride, rows, width, w);
-}
-
-// sum over row < rows of dot(a + row * a_stride, b + row * b_stride, width), in row order.
-template <typename A>
-A dot_rows(const A* a, int64_t a_stride, const A* b, int64_t b_stride, int64_t rows, int64_t width) {
-#if FV_X86_SIMD
-  if constexpr (std::is_same_v<A, float>) {
-    if (cpu_avx2_fma()) return gemm_detail::dot_rows_avx2(a, a_stride, b, b_stride, rows, width);
-  }
-#endif
-  return gemm_detail::dot_rows_body<A>(a, a_stride, b, b_stride, rows, width);
 }
 
 }  // namespace fastvision::patch

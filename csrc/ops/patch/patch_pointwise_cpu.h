@@ -10,13 +10,15 @@
 //   grad input   the same with the roles of o and r exchanged (W^T)
 //   grad weight  gW[co * Cin + ci][j] = sum_s g[co][s][j] * xs[ci][s][j]            (s in order)
 // Each result is one vector per (channel, pixel) and L cells, register tiles of a few channels x
-// pixels; the sums run in index order from zero (the same terms as the GEMM path, without FMA).
+// pixels; the sums run in index order from zero (the same terms as the GEMM path: float32 on AVX2
+// + FMA fuses the multiply-adds, as the GEMM path does; the portable build and float64 do not).
 //
 // One SIMD style (fastvision/cpu_simd.h): portable templates over GCC vector types of VB bytes
 // (SSE2 here, NEON elsewhere), instantiated with 32-byte vectors in FV_TARGET_AVX2 functions; the
 // cells past the last whole vector run the same template with one-lane "vectors" (plain T).
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "fastvision/cpu_simd.h"
 
@@ -144,20 +146,155 @@ __attribute__((always_inline)) inline void weight_grad_cells(const T* g, int64_t
 }
 
 #if FV_X86_SIMD
-FV_TARGET_AVX2 inline void mix_cells_avx2(const float* w, int64_t wrow, int64_t os, int64_t rs, const float* xs,
-                                          int64_t xc, float* y, int64_t yc, int64_t n_out, int64_t S, int64_t n_red,
-                                          int64_t cells) {
-  mix_cells<float, 32>(w, wrow, os, rs, xs, xc, y, yc, n_out, S, n_red, cells);
+// float32 on AVX2 + FMA, spelled in intrinsics: the generic template's arrays of vectors end up on
+// the stack (every multiply-add a load and a store), these stay in registers. One __m256 holds
+// one kernel entry or pixel of 8 neighbouring cells; tiles of RO outputs x RS pixels accumulate
+// in RO * RS registers over the reduction (in order, fused multiply-adds: one rounding per term,
+// as the GEMM path and CUDA), the next weights prefetched (the kernel rows of a patch row lie
+// fh * fw floats apart, too far for the hardware prefetcher to follow).
+template <int RO, int RS>
+FV_TARGET_AVX2 __attribute__((always_inline)) inline void mix_tile_f32(const float* w, int64_t wrow, int64_t ostride,
+                                                                       int64_t rstride, const float* xs,
+                                                                       int64_t xcells, float* y, int64_t ycells,
+                                                                       int64_t o0, int64_t s0, int64_t S,
+                                                                       int64_t n_red) {
+  __m256 acc[RO][RS];
+#pragma GCC unroll 8
+  for (int a = 0; a < RO; ++a) {
+#pragma GCC unroll 4
+    for (int b = 0; b < RS; ++b) acc[a][b] = _mm256_setzero_ps();
+  }
+  const float* wo[RO];
+#pragma GCC unroll 8
+  for (int a = 0; a < RO; ++a) wo[a] = w + (o0 + a) * ostride * wrow;
+  const int64_t wstep = rstride * wrow;
+  for (int64_t r = 0; r < n_red; ++r) {
+    const int64_t wr = r * wstep;
+    if (s0 == 0) {
+#pragma GCC unroll 8
+      for (int a = 0; a < RO; ++a) _mm_prefetch(reinterpret_cast<const char*>(wo[a] + wr + 8 * wstep), _MM_HINT_T0);
+    }
+    __m256 xv[RS];
+#pragma GCC unroll 4
+    for (int b = 0; b < RS; ++b) xv[b] = _mm256_loadu_ps(xs + (r * S + s0 + b) * xcells);
+#pragma GCC unroll 8
+    for (int a = 0; a < RO; ++a) {
+      const __m256 wv = _mm256_loadu_ps(wo[a] + wr);
+#pragma GCC unroll 4
+      for (int b = 0; b < RS; ++b) acc[a][b] = _mm256_fmadd_ps(wv, xv[b], acc[a][b]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int a = 0; a < RO; ++a) {
+#pragma GCC unroll 4
+    for (int b = 0; b < RS; ++b) _mm256_storeu_ps(y + ((o0 + a) * S + s0 + b) * ycells, acc[a][b]);
+  }
 }
+
+// Outputs [o, n_out) in tiles of RO, all S pixels (tiles of 3, then single pixels), the whole
+// vectors of cells [0, cells8) innermost: a kernel row's cells are read one after another.
+template <int RO>
+FV_TARGET_AVX2 __attribute__((always_inline)) inline void mix_rows_f32(const float* w, int64_t wrow, int64_t ostride,
+                                                                       int64_t rstride, const float* xs, float* y,
+                                                                       int64_t cells, int64_t cells8, int64_t& o,
+                                                                       int64_t n_out, int64_t S, int64_t n_red) {
+  for (; o + RO <= n_out; o += RO) {
+    int64_t s = 0;
+    for (; s + 3 <= S; s += 3) {
+      for (int64_t j = 0; j < cells8; j += 8) {
+        mix_tile_f32<RO, 3>(w + j, wrow, ostride, rstride, xs + j, cells, y + j, cells, o, s, S, n_red);
+      }
+    }
+    for (; s < S; ++s) {
+      for (int64_t j = 0; j < cells8; j += 8) {
+        mix_tile_f32<RO, 1>(w + j, wrow, ostride, rstride, xs + j, cells, y + j, cells, o, s, S, n_red);
+      }
+    }
+  }
+}
+
+FV_TARGET_AVX2 inline void mix_cells_f32(const float* w, int64_t wrow, int64_t ostride, int64_t rstride,
+                                         const float* xs, float* y, int64_t n_out, int64_t S, int64_t n_red,
+                                         int64_t cells) {
+  const int64_t cells8 = cells / 8 * 8;
+  int64_t o = 0;
+  if (S < 3) mix_rows_f32<8>(w, wrow, ostride, rstride, xs, y, cells, cells8, o, n_out, S, n_red);
+  mix_rows_f32<4>(w, wrow, ostride, rstride, xs, y, cells, cells8, o, n_out, S, n_red);
+  mix_rows_f32<1>(w, wrow, ostride, rstride, xs, y, cells, cells8, o, n_out, S, n_red);
+  for (int64_t j = cells8; j < cells; ++j) {
+    mix_body<float, float>(w + j, wrow, ostride, rstride, xs + j, cells, y + j, cells, n_out, S, n_red);
+  }
+}
+
+// gw[(co * n_in + ci) * wrow + j..j+8] = sum_s g[co][s] * xs[ci][s] for a tile of CO x CI entries.
+template <int CO, int CI>
+FV_TARGET_AVX2 __attribute__((always_inline)) inline void weight_grad_tile_f32(const float* g, const float* xs,
+                                                                               int64_t cells, float* gw,
+                                                                               int64_t wrow, int64_t co0,
+                                                                               int64_t ci0, int64_t n_in,
+                                                                               int64_t S) {
+  __m256 acc[CO][CI];
+#pragma GCC unroll 4
+  for (int a = 0; a < CO; ++a) {
+#pragma GCC unroll 4
+    for (int b = 0; b < CI; ++b) acc[a][b] = _mm256_setzero_ps();
+  }
+  for (int64_t s = 0; s < S; ++s) {
+    __m256 xv[CI];
+#pragma GCC unroll 4
+    for (int b = 0; b < CI; ++b) xv[b] = _mm256_loadu_ps(xs + ((ci0 + b) * S + s) * cells);
+#pragma GCC unroll 4
+    for (int a = 0; a < CO; ++a) {
+      const __m256 gv = _mm256_loadu_ps(g + ((co0 + a) * S + s) * cells);
+#pragma GCC unroll 4
+      for (int b = 0; b < CI; ++b) acc[a][b] = _mm256_fmadd_ps(gv, xv[b], acc[a][b]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int a = 0; a < CO; ++a) {
+#pragma GCC unroll 4
+    for (int b = 0; b < CI; ++b) _mm256_storeu_ps(gw + ((co0 + a) * n_in + ci0 + b) * wrow, acc[a][b]);
+  }
+}
+
+// Entries (co, ci) in tiles of CO x 4 (then CO x 1), the whole vectors of cells innermost: a
+// gradient row's cells are written one after another (whole cache lines).
+template <int CO>
+FV_TARGET_AVX2 __attribute__((always_inline)) inline void weight_grad_rows_f32(const float* g, const float* xs,
+                                                                               int64_t cells, int64_t cells8,
+                                                                               float* gw, int64_t wrow, int64_t& co,
+                                                                               int64_t n_out, int64_t n_in,
+                                                                               int64_t S) {
+  for (; co + CO <= n_out; co += CO) {
+    int64_t ci = 0;
+    for (; ci + 4 <= n_in; ci += 4) {
+      for (int64_t j = 0; j < cells8; j += 8) {
+        weight_grad_tile_f32<CO, 4>(g + j, xs + j, cells, gw + j, wrow, co, ci, n_in, S);
+      }
+    }
+    for (; ci < n_in; ++ci) {
+      for (int64_t j = 0; j < cells8; j += 8) {
+        weight_grad_tile_f32<CO, 1>(g + j, xs + j, cells, gw + j, wrow, co, ci, n_in, S);
+      }
+    }
+  }
+}
+
+FV_TARGET_AVX2 inline void weight_grad_cells_f32(const float* g, const float* xs, float* gw, int64_t wrow,
+                                                 int64_t n_out, int64_t n_in, int64_t S, int64_t cells) {
+  const int64_t cells8 = cells / 8 * 8;
+  int64_t co = 0;
+  weight_grad_rows_f32<3>(g, xs, cells, cells8, gw, wrow, co, n_out, n_in, S);
+  weight_grad_rows_f32<1>(g, xs, cells, cells8, gw, wrow, co, n_out, n_in, S);
+  for (int64_t j = cells8; j < cells; ++j) {
+    weight_grad_body<float, float>(g + j, cells, xs + j, cells, gw + j, wrow, n_out, n_in, S);
+  }
+}
+
 FV_TARGET_AVX2 inline void mix_cells_avx2(const double* w, int64_t wrow, int64_t os, int64_t rs, const double* xs,
                                           int64_t xc, double* y, int64_t yc, int64_t n_out, int64_t S, int64_t n_red,
                                           int64_t cells) {
   mix_cells<double, 32>(w, wrow, os, rs, xs, xc, y, yc, n_out, S, n_red, cells);
-}
-FV_TARGET_AVX2 inline void weight_grad_cells_avx2(const float* g, int64_t gc, const float* xs, int64_t xc, float* gw,
-                                                  int64_t wrow, int64_t n_out, int64_t n_in, int64_t S,
-                                                  int64_t cells) {
-  weight_grad_cells<float, 32>(g, gc, xs, xc, gw, wrow, n_out, n_in, S, cells);
 }
 FV_TARGET_AVX2 inline void weight_grad_cells_avx2(const double* g, int64_t gc, const double* xs, int64_t xc,
                                                   double* gw, int64_t wrow, int64_t n_out, int64_t n_in, int64_t S,
@@ -175,7 +312,11 @@ void pointwise_mix(const T* w, int64_t wrow, int64_t ostride, int64_t rstride, c
                    int64_t S, int64_t n_red, int64_t cells) {
 #if FV_X86_SIMD
   if (cpu_avx2_fma()) {
-    pointwise_detail::mix_cells_avx2(w, wrow, ostride, rstride, xs, cells, y, cells, n_out, S, n_red, cells);
+    if constexpr (std::is_same_v<T, float>) {
+      pointwise_detail::mix_cells_f32(w, wrow, ostride, rstride, xs, y, n_out, S, n_red, cells);
+    } else {
+      pointwise_detail::mix_cells_avx2(w, wrow, ostride, rstride, xs, cells, y, cells, n_out, S, n_red, cells);
+    }
     return;
   }
 #endif
@@ -188,7 +329,11 @@ void pointwise_weight_grad(const T* g, const T* xs, T* gw, int64_t wrow, int64_t
                            int64_t cells) {
 #if FV_X86_SIMD
   if (cpu_avx2_fma()) {
-    pointwise_detail::weight_grad_cells_avx2(g, cells, xs, cells, gw, wrow, n_out, n_in, S, cells);
+    if constexpr (std::is_same_v<T, float>) {
+      pointwise_detail::weight_grad_cells_f32(g, xs, gw, wrow, n_out, n_in, S, cells);
+    } else {
+      pointwise_detail::weight_grad_cells_avx2(g, cells, xs, cells, gw, wrow, n_out, n_in, S, cells);
+    }
     return;
   }
 #endif
