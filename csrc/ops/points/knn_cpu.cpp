@@ -1,5 +1,5 @@
 // CPU kernels of knn_points and its backward: a blocked brute-force scan (vectorised distance
-// chunks over a structure-of-arrays copy of p2; on AVX2 CPUs the register-resident scan of
+// chunks over a structure-of-arrays copy of p2; on AVX2 CPUs the register-resident scans of
 // knn_scan_cpu.h, bit-identical) for small clouds, a k-d tree for large ones.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -159,6 +159,11 @@ void knn_impl(const at::Tensor& p1, const at::Tensor& p2, const int64_t* len1,
           continue;
         }
         if constexpr (std::is_same_v<T, float>) {
+          if (register_topk && len2[b] >= kFilterMinPoints && len2[b] <= kFilterMaxPoints) {
+            knn_scan_avx2_k8_filtered<NORM, DS>(q + b * P1 * D, i0, i1, sp + b * D * stride, stride, len2[b], D,
+                                                K, out_d + b * P1 * K, out_i + b * P1 * K);
+            continue;
+          }
           if (register_topk) {
             knn_scan_avx2_k8<NORM, DS>(q + b * P1 * D, i0, i1, sp + b * D * stride, stride, len2[b], D, K,
                                        out_d + b * P1 * K, out_i + b * P1 * K);
