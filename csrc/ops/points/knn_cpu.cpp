@@ -143,11 +143,17 @@ void knn_impl(const at::Tensor& p1, const at::Tensor& p2, const int64_t* len1,
     T* sp = soa.mutable_data_ptr<T>();
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
+        T* rows = sp + b * D * stride;
+        if constexpr (std::is_same_v<T, float> && DS == 3) {
+          soa_rows_3d(pts + b * P2 * D, len2[b], rows, rows + stride, rows + 2 * stride);
+        } else {
+          for (int64_t d = 0; d < D; ++d) {
+            const T* src = pts + b * P2 * D + d;
+            for (int64_t j = 0; j < len2[b]; ++j) rows[d * stride + j] = src[j * D];
+          }
+        }
         for (int64_t d = 0; d < D; ++d) {
-          T* row = sp + (b * D + d) * stride;
-          const T* src = pts + b * P2 * D + d;
-          for (int64_t j = 0; j < len2[b]; ++j) row[j] = src[j * D];
-          std::fill(row + len2[b], row + stride, fv_infinity<T>());
+          std::fill(rows + d * stride + len2[b], rows + (d + 1) * stride, fv_infinity<T>());
         }
       }
     });

@@ -367,6 +367,34 @@ FV_TARGET_AVX2 void knn_scan_avx2_k8_filtered(const float* q, int64_t i0, int64_
     }
   }
 }
+
+// The rows x, y, z of a structure-of-arrays copy of n 3-D float32 points stored as (n, 3): eight
+// points (three vectors) per step, each row gathered by two blends and put in order by one lane
+// permutation; the tail one point at a time.
+FV_TARGET_AVX2 inline void soa_rows_3d(const float* points, int64_t n, float* x, float* y, float* z) {
+  const __m256i x_order = _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5);
+  const __m256i y_order = _mm256_setr_epi32(1, 4, 7, 2, 5, 0, 3, 6);
+  const __m256i z_order = _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    // v0 = x0 y0 z0 x1 y1 z1 x2 y2, v1 = z2 x3 y3 z3 x4 y4 z4 x5, v2 = y5 z5 x6 y6 z6 x7 y7 z7.
+    const __m256 v0 = _mm256_loadu_ps(points + 3 * j);
+    const __m256 v1 = _mm256_loadu_ps(points + 3 * j + 8);
+    const __m256 v2 = _mm256_loadu_ps(points + 3 * j + 16);
+    // x0 x3 x6 x1 x4 x7 x2 x5, y5 y0 y3 y6 y1 y4 y7 y2, z2 z5 z0 z3 z6 z1 z4 z7.
+    const __m256 xs = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0b10010010), v2, 0b00100100);
+    const __m256 ys = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0b00100100), v2, 0b01001001);
+    const __m256 zs = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0b01001001), v2, 0b10010010);
+    _mm256_storeu_ps(x + j, _mm256_permutevar8x32_ps(xs, x_order));
+    _mm256_storeu_ps(y + j, _mm256_permutevar8x32_ps(ys, y_order));
+    _mm256_storeu_ps(z + j, _mm256_permutevar8x32_ps(zs, z_order));
+  }
+  for (; j < n; ++j) {
+    x[j] = points[3 * j];
+    y[j] = points[3 * j + 1];
+    z[j] = points[3 * j + 2];
+  }
+}
 #endif
 
 }  // namespace fastvision::points
