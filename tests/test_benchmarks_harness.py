@@ -7,8 +7,8 @@ import torch
 
 import pytest
 
-from fastvision.benchmarks.harness import (Case, Impl, device_tag, format_table, make_clouds, make_pair,
-                                           measure_case, timed, torch_threads)
+from fastvision.benchmarks.harness import (Case, Impl, device_tag, format_summary, format_table, make_clouds,
+                                           make_pair, measure_case, summary_rows, timed, torch_threads)
 
 
 def test_make_clouds_is_reproducible_and_uniform_in_the_unit_cube():
@@ -91,3 +91,21 @@ def test_torch_threads_sets_and_restores_the_thread_count():
         with pytest.raises(ValueError, match="torch_threads: n must be an int >= 1"):
             with torch_threads(bad):
                 pass
+
+
+def test_summary_compares_within_one_thread_count():
+    # A run at 1 and 2 threads: fastvision at 1 thread must be compared with the competitor at
+    # 1 thread, not with the competitor's faster 2-thread median.
+    def row(impl, threads, ms, fastvision):
+        return {"case": "c", "label": "case c", "impl": impl, "threads": threads, "status": "ok",
+                "median_ms": ms, "peak_mem_mib": 1.0, "is_fastvision": fastvision,
+                "role": "fastvision" if fastvision else "competitor",
+                "check": "baseline" if fastvision else "exact"}
+
+    rows = [row("fv", 1, 2.0, True), row("comp", 1, 8.0, False),
+            row("fv", 2, 1.5, True), row("comp", 2, 3.0, False)]
+    summary = summary_rows(rows)
+    assert [(s["threads"], s["speedup"]) for s in summary] == [(1, 4.0), (2, 2.0)]
+    lines = format_summary(rows).splitlines()
+    assert "threads" in lines[0] and len(lines) == 4
+    assert "| 1 " in lines[2] and "4.00x" in lines[2] and "| 2 " in lines[3] and "2.00x" in lines[3]

@@ -501,11 +501,23 @@ def format_table(rows: list[dict]) -> str:
 _CORRECT = ("exact", "tie", "close", "other start", "baseline")
 
 
+def _case_groups(rows: list[dict]) -> list[tuple[str, object]]:
+    """(case, threads) pairs in first-seen order: a run at several thread counts compares
+    implementations only within one count."""
+    seen: list[tuple[str, object]] = []
+    for r in rows:
+        key = (r["case"], r.get("threads"))
+        if key not in seen:
+            seen.append(key)
+    return seen
+
+
 def summary_rows(rows: list[dict]) -> list[dict]:
-    """Per case: fastvision's median, the fastest competitor giving the same result, their ratio."""
+    """Per case and thread count: fastvision's median, the fastest competitor giving the same
+    result, their ratio."""
     out = []
-    for c in _cases(rows):
-        rs = [r for r in rows if r["case"] == c and r["status"] == "ok"]
+    for c, threads in _case_groups(rows):
+        rs = [r for r in rows if r["case"] == c and r.get("threads") == threads and r["status"] == "ok"]
         fv = next((r for r in rs if r["is_fastvision"]), None)
         others = [r for r in rs if r["role"] in ("competitor", "reference")]
         comp = [r for r in others if r["check"] in _CORRECT]
@@ -516,6 +528,7 @@ def summary_rows(rows: list[dict]) -> list[dict]:
         label = next(r["label"] for r in rows if r["case"] == c)
         out.append({
             "case": c,
+            "threads": threads,
             "label": label,
             "fastvision_ms": fv["median_ms"] if fv else None,
             "fastvision_mem_mib": fv["peak_mem_mib"] if fv else None,
@@ -534,11 +547,13 @@ def summary_rows(rows: list[dict]) -> list[dict]:
 
 def format_summary(rows: list[dict]) -> str:
     """Short markdown table: fastvision vs the fastest competitor that gives the same answer."""
-    header = ["case", "fastvision", "best competitor (same result)", "its median", "speed-up", "peak MiB fv / comp"]
+    header = ["case", "threads", "fastvision", "best competitor (same result)", "its median", "speed-up",
+              "peak MiB fv / comp"]
     body = []
     for s in summary_rows(rows):
         body.append([
             s["label"],
+            "" if s["threads"] is None else str(s["threads"]),
             _fmt_ms(s["fastvision_ms"]),
             s["best_competitor"] or "-",
             _fmt_ms(s["best_competitor_ms"]),

@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..nn import fold
+
 __all__ = ["EfficientNetFeatures", "efficientnet_params", "round_filters", "round_repeats"]
 
 # (width, depth, nominal resolution, dropout) of the official efficientnet_params table.
@@ -106,6 +108,11 @@ class SamePadConv2d(nn.Conv2d):
         return super().extra_repr() + f", static_pad={self.static_pad}"
 
 
+def _conv_then_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, silu: bool = False) -> torch.Tensor:
+    y = bn(conv(x))
+    return F.silu(y) if silu else y
+
+
 def _bn(c: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(c, momentum=_BN_MOMENTUM, eps=_BN_EPS)
 
@@ -134,22 +141,27 @@ class MBConvBlock(nn.Module):
         self._project_conv = nn.Conv2d(hidden, cout, 1, bias=False)
         self._bn2 = _bn(cout)
 
-    def forward(self, inputs: torch.Tensor, drop_connect_rate: float = 0.0) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, drop_connect_rate: float = 0.0,
+                fold_batchnorm: bool = False) -> torch.Tensor:
+        conv_bn = fold.conv_bn if fold_batchnorm else _conv_then_bn
+        # Where the pairs fold (no gradient recorded), every intermediate is this block's own
+        # temporary: the gating and the skip run in place instead of allocating large maps.
+        in_place = fold_batchnorm and fold.folding_active(self._project_conv, self._bn2)
         x = inputs
         if self.expand != 1:
-            x = F.silu(self._bn0(self._expand_conv(x)))
-        x = F.silu(self._bn1(self._depthwise_conv(x)))
+            x = conv_bn(x, self._expand_conv, self._bn0, silu=True)
+        x = conv_bn(x, self._depthwise_conv, self._bn1, silu=True)
         s = F.adaptive_avg_pool2d(x, 1)
         s = self._se_expand(F.silu(self._se_reduce(s)))
-        x = torch.sigmoid(s) * x
-        x = self._bn2(self._project_conv(x))
+        x = x.mul_(torch.sigmoid(s)) if in_place else torch.sigmoid(s) * x
+        x = conv_bn(x, self._project_conv, self._bn2)
         if self.stride == 1 and self.cin == self.cout:
             if drop_connect_rate and self.training:
                 keep = 1.0 - drop_connect_rate
                 mask = torch.floor(keep + torch.rand([x.shape[0], 1, 1, 1], dtype=x.dtype,
                                                      device=x.device))
                 x = x / keep * mask
-            x = x + inputs
+            x = x.add_(inputs) if in_place else x + inputs
         return x
 
 
@@ -209,15 +221,24 @@ class EfficientNetFeatures(nn.Module):
         self._bn1 = _bn(head)
         self.feat_channels = feat + [head]
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        x = F.silu(self._bn0(self._conv_stem(x)))
+    def forward(self, x: torch.Tensor, fold_batchnorm: bool = False) -> List[torch.Tensor]:
+        """The six maps. ``fold_batchnorm=True`` runs every convolution + BatchNorm pair as one
+        folded convolution where no gradient is recorded and the modules are in eval mode
+        (:func:`fastvision.nn.fold.conv_bn`; the same function up to float rounding, faster on
+        the CPU); elsewhere, and by default, the modules run as the official code does."""
+        conv_bn = fold.conv_bn if fold_batchnorm else _conv_then_bn
+        x = conv_bn(x, self._conv_stem, self._bn0, silu=True)
         feats = []
         n = len(self._blocks)
         for idx, block in enumerate(self._blocks):
-            x = block(x, _DROP_CONNECT * idx / n)
+            x = block(x, _DROP_CONNECT * idx / n, fold_batchnorm)
             if self._res_feat_mask[idx]:
                 fc = self._feat_fc_names[len(feats)]
-                feats.append(x if fc is None else getattr(self, fc)(x))
-        x = F.silu(self._bn1(self._conv_head(x)))
+                if fc is not None:
+                    conv, bn = getattr(self, fc)
+                    feats.append(conv_bn(x, conv, bn))
+                else:
+                    feats.append(x)
+        x = conv_bn(x, self._conv_head, self._bn1, silu=True)
         feats.append(F.dropout(x, self.dropout_rate, self.training))
         return feats

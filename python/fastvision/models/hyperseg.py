@@ -638,8 +638,12 @@ class HyperSeg(nn.Module):
         # Inference on the CPU runs the EfficientNet backbone and the context head in channels_last
         # (oneDNN's depthwise and 1x1 kernels; in NCHW the depthwise convolutions fall back to
         # PyTorch's slow im2col path, most of the model's time); the decoder gets contiguous maps.
-        # Not a parameter: state dicts are unchanged. False gives the official NCHW execution.
+        # The same path folds each backbone convolution + BatchNorm into one convolution where no
+        # gradient is recorded (fastvision.nn.fold; equal to float rounding), unless
+        # fold_backbone_batchnorm is False. Not parameters: state dicts are unchanged.
+        # channels_last_backbone = False gives the official NCHW execution.
         self.channels_last_backbone = True
+        self.fold_backbone_batchnorm = True
         self.inference_hflip = inference_hflip
         self.inference_gather = inference_gather
         self.backbone = EfficientNetFeatures(backbone, out_feat_scale)
@@ -674,7 +678,8 @@ class HyperSeg(nn.Module):
         if hflip:
             x = torch.flip(x, [-1])
         channels_last = self.channels_last_backbone and not self.training and x.device.type == "cpu"
-        feats = self.backbone(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+        feats = self.backbone(x.contiguous(memory_format=torch.channels_last) if channels_last else x,
+                              fold_batchnorm=channels_last and self.fold_backbone_batchnorm)
         signal = self.weight_mapper(feats[-1])
         if channels_last:  # the patch ops read the hypernetwork weights and the maps contiguous
             feats = [f.contiguous() for f in feats]
