@@ -161,6 +161,27 @@ def test_soft_project_matches_reference(device, dtype, layout, with_features, pe
         assert grads[2][0] != 0
 
 
+@pytest.mark.parametrize("K", [8, 15, 16, 17, 30])
+def test_soft_project_neighbours_past_the_cache_match_reference(K):
+    # soft_projection.h computes the first kSpCachedNeighbours (16) neighbours' distances and
+    # weights once per query and recomputes the rest: values and gradients on both sides of it.
+    g = torch.Generator().manual_seed(K)
+    B, M, N, F = 2, 9, 40, 3
+    query = torch.rand(B, M, 3, generator=g, dtype=torch.float64)
+    points = torch.rand(B, N, 3, generator=g, dtype=torch.float64)
+    feats = torch.randn(B, N, F, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.15, 0.4], dtype=torch.float64)
+    wq, wf = torch.randn(B, M, 3, generator=g, dtype=torch.float64), torch.randn(B, M, F, generator=g, dtype=torch.float64)
+    ours = lambda q, p, tt, f: soft_project(q, p, tt, K, f, min_sigma=1e-2)  # noqa: E731
+    reference = lambda q, p, tt, f: ref.soft_project(q, p, tt, K, f, min_sigma=1e-2)  # noqa: E731
+    out, grads = _run(ours, *_leaves(query, points, t, feats), (wq, wf))
+    rout, rgrads = _run(reference, *_leaves(query, points, t, feats), (wq, wf))
+    for a, b in zip(out, rout):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(grads, rgrads):
+        _assert_grad_close(a, b)
+
+
 @pytest.mark.parametrize("action", ["project", "propagate", "project_and_propagate"])
 @pytest.mark.parametrize("temperature, min_sigma", [(1.0, 1e-4), (0.1, 1e-2), (0.05, 1e-2), (0.2, 1e-4)])
 def test_soft_project_equals_official_module(action, temperature, min_sigma):

@@ -17,7 +17,8 @@
 //   dL/df_j  += w_j gF
 //   dL/dsigma = sum_j dL/dl_j d_j / sigma^2 = sum_j dL/dl_j (d_j - d_min) / sigma^2
 // (the last equality because sum_j dL/dl_j = 0; the shifted form keeps it finite for tiny sigma).
-// Nothing per neighbour is stored: each pass recomputes the distances from the gathered points.
+// Nothing per neighbour is stored between forward and backward: each recomputes the distances
+// from the gathered points (once per query for the first kSpCachedNeighbours neighbours).
 //
 // A neighbour index outside [0, N) is "no neighbour": knn_points returns -1 for neighbours at
 // +inf distance (squared distances overflow float32 for finite coordinates near 2e19), whose
@@ -56,19 +57,35 @@ FV_HOST_DEVICE FV_INLINE A sp_dist(const T* q, const T* p) {
 
 FV_HOST_DEVICE FV_INLINE bool sp_is_neighbour(int64_t j, int64_t N) { return j >= 0 && j < N; }
 
-// Smallest distance over the query's neighbours (idx[0] for sorted neighbours, recomputed to be
-// safe); +inf when it has none.
+// The first kSpCachedNeighbours neighbours' distances and unnormalised weights are computed once
+// per query and reused by the later passes (the same values, so the same results as recomputing
+// them); neighbours past it, for large k, are recomputed.
+constexpr int kSpCachedNeighbours = 16;
+
+// The smallest distance over the query's k neighbours (idx[0] for sorted neighbours, recomputed to
+// be safe; +inf when it has none), and the distances of the cached ones into dist (+inf for "no
+// neighbour").
 template <typename A, typename T>
-FV_HOST_DEVICE FV_INLINE A sp_min_dist(const T* q, const T* cloud, int64_t N, const int64_t* idx,
-                                       int k) {
+FV_HOST_DEVICE FV_INLINE A sp_cache_distances(const T* q, const T* cloud, int64_t N, const int64_t* idx, int k,
+                                              A* dist) {
   A d_min = A(INFINITY);
   for (int j = 0; j < k; ++j) {
+    A d = A(INFINITY);
     if (sp_is_neighbour(idx[j], N)) {
-      const A d = sp_dist<A>(q, cloud + idx[j] * 3);
+      d = sp_dist<A>(q, cloud + idx[j] * 3);
       d_min = d < d_min ? d : d_min;
+    }
+    if (j < kSpCachedNeighbours) {
+      dist[j] = d;
     }
   }
   return d_min;
+}
+
+// Neighbour j's distance (its neighbour index is valid): cached or recomputed.
+template <typename A, typename T>
+FV_HOST_DEVICE FV_INLINE A sp_neighbour_dist(const T* q, const T* p, int j, const A* dist) {
+  return j < kSpCachedNeighbours ? dist[j] : sp_dist<A>(q, p);
 }
 
 // Forward of one query: y (3 values) and, when F > 0, yF (F values), both written in type A.
@@ -78,7 +95,8 @@ FV_HOST_DEVICE FV_INLINE void sp_forward_query(const T* q, const T* cloud, int64
                                                const T* feats, int64_t F, const int64_t* idx,
                                                int k, A sigma, bool hard, A* y, A* yF) {
   const int n = hard ? 1 : k;  // hard: the nearest neighbour with weight 1
-  const A d_min = hard ? A(0) : sp_min_dist<A>(q, cloud, N, idx, k);
+  A dist[kSpCachedNeighbours];
+  const A d_min = hard ? A(0) : sp_cache_distances<A>(q, cloud, N, idx, k, dist);
   A s = A(0), y0 = A(0), y1 = A(0), y2 = A(0);
   for (int64_t c = 0; c < F; ++c) {
     yF[c] = A(0);
@@ -88,7 +106,7 @@ FV_HOST_DEVICE FV_INLINE void sp_forward_query(const T* q, const T* cloud, int64
       continue;
     }
     const T* p = cloud + idx[j] * 3;
-    const A e = hard ? A(1) : sp_unnormalised_weight(sp_dist<A>(q, p), d_min, sigma);
+    const A e = hard ? A(1) : sp_unnormalised_weight(sp_neighbour_dist<A>(q, p, j, dist), d_min, sigma);
     s = s + e;
     y0 = y0 + e * static_cast<A>(p[0]);
     y1 = y1 + e * static_cast<A>(p[1]);
@@ -133,7 +151,8 @@ FV_HOST_DEVICE FV_INLINE A sp_backward_query(const T* q, const T* cloud, int64_t
     return A(0);
   }
   const A q0 = static_cast<A>(q[0]), q1 = static_cast<A>(q[1]), q2 = static_cast<A>(q[2]);
-  const A d_min = sp_min_dist<A>(q, cloud, N, idx, k);
+  A dist[kSpCachedNeighbours], weight[kSpCachedNeighbours];
+  const A d_min = sp_cache_distances<A>(q, cloud, N, idx, k, dist);
   // Pass 1: normaliser, y and gF.yF.
   A s = A(0), y0 = A(0), y1 = A(0), y2 = A(0), gfy = A(0);
   for (int j = 0; j < k; ++j) {
@@ -141,7 +160,10 @@ FV_HOST_DEVICE FV_INLINE A sp_backward_query(const T* q, const T* cloud, int64_t
       continue;
     }
     const T* p = cloud + idx[j] * 3;
-    const A e = sp_unnormalised_weight(sp_dist<A>(q, p), d_min, sigma);
+    const A e = sp_unnormalised_weight(sp_neighbour_dist<A>(q, p, j, dist), d_min, sigma);
+    if (j < kSpCachedNeighbours) {
+      weight[j] = e;
+    }
     s = s + e;
     y0 = y0 + e * static_cast<A>(p[0]);
     y1 = y1 + e * static_cast<A>(p[1]);
@@ -169,8 +191,8 @@ FV_HOST_DEVICE FV_INLINE A sp_backward_query(const T* q, const T* cloud, int64_t
     }
     const T* p = cloud + jj * 3;
     const A p0 = static_cast<A>(p[0]), p1 = static_cast<A>(p[1]), p2 = static_cast<A>(p[2]);
-    const A dist = sp_dist<A>(q, p);
-    const A w = sp_unnormalised_weight(dist, d_min, sigma) * inv;
+    const A d = sp_neighbour_dist<A>(q, p, j, dist);
+    const A w = (j < kSpCachedNeighbours ? weight[j] : sp_unnormalised_weight(d, d_min, sigma)) * inv;
     A a = (g[0] * (p0 - y0) + g[1] * (p1 - y1)) + g[2] * (p2 - y2);
     if (F > 0) {
       const T* f = feats + jj * F;
@@ -195,7 +217,7 @@ FV_HOST_DEVICE FV_INLINE A sp_backward_query(const T* q, const T* cloud, int64_t
     // A zero weight (underflowed exp) contributes nothing; skipping it also avoids 0 * inf
     // when (d - d_min) / sigma^2 overflows for extremely small sigma.
     if (dl != A(0)) {
-      gsigma = gsigma + dl * ((dist - d_min) / sigma) / sigma;
+      gsigma = gsigma + dl * ((d - d_min) / sigma) / sigma;
     }
   }
   return gsigma;

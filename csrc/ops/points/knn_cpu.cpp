@@ -1,5 +1,5 @@
 // CPU kernels of knn_points and its backward: a blocked brute-force scan (vectorised distance
-// chunks over a structure-of-arrays copy of p2; on AVX2 CPUs the register-resident scan of
+// chunks over a structure-of-arrays copy of p2; on AVX2 CPUs the register-resident scans of
 // knn_scan_cpu.h, bit-identical) for small clouds, a k-d tree for large ones.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -143,11 +143,17 @@ void knn_impl(const at::Tensor& p1, const at::Tensor& p2, const int64_t* len1,
     T* sp = soa.mutable_data_ptr<T>();
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
+        T* rows = sp + b * D * stride;
+        if constexpr (std::is_same_v<T, float> && DS == 3) {
+          soa_rows_3d(pts + b * P2 * D, len2[b], rows, rows + stride, rows + 2 * stride);
+        } else {
+          for (int64_t d = 0; d < D; ++d) {
+            const T* src = pts + b * P2 * D + d;
+            for (int64_t j = 0; j < len2[b]; ++j) rows[d * stride + j] = src[j * D];
+          }
+        }
         for (int64_t d = 0; d < D; ++d) {
-          T* row = sp + (b * D + d) * stride;
-          const T* src = pts + b * P2 * D + d;
-          for (int64_t j = 0; j < len2[b]; ++j) row[j] = src[j * D];
-          std::fill(row + len2[b], row + stride, fv_infinity<T>());
+          std::fill(rows + d * stride + len2[b], rows + (d + 1) * stride, fv_infinity<T>());
         }
       }
     });
@@ -159,6 +165,11 @@ void knn_impl(const at::Tensor& p1, const at::Tensor& p2, const int64_t* len1,
           continue;
         }
         if constexpr (std::is_same_v<T, float>) {
+          if (register_topk && len2[b] >= kFilterMinPoints && len2[b] <= kFilterMaxPoints) {
+            knn_scan_avx2_k8_filtered<NORM, DS>(q + b * P1 * D, i0, i1, sp + b * D * stride, stride, len2[b], D,
+                                                K, out_d + b * P1 * K, out_i + b * P1 * K);
+            continue;
+          }
           if (register_topk) {
             knn_scan_avx2_k8<NORM, DS>(q + b * P1 * D, i0, i1, sp + b * D * stride, stride, len2[b], D, K,
                                        out_d + b * P1 * K, out_i + b * P1 * K);
